@@ -1,0 +1,395 @@
+package installer
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/kardianos/service"
+)
+
+// Service identity.
+const (
+	ServiceName        = "keygen-agent"
+	ServiceDisplayName = "Keygen Agent"
+	ServiceDescription = "Keygen licensing agent: validates this machine's license and grants seats to local apps"
+	// SocketName is the socket's file name inside the socket directory.
+	SocketName = "agent.sock"
+	// ConfigName is the config file's name inside the config directory.
+	ConfigName = "agent.toml"
+	// ExitBadConfig is the daemon's "bad configuration, do not restart" exit
+	// code; the unit carries it as RestartPreventExitStatus.
+	ExitBadConfig = 3
+)
+
+// ErrUnsupported reports a mode the target OS cannot do, such as a per-user
+// service on Windows.
+var ErrUnsupported = errors.New("not supported on this platform")
+
+// Options describe an installation. Zero values take the OS defaults.
+type Options struct {
+	// User installs a per-user service (systemd --user unit, launchd
+	// LaunchAgent) that needs no admin rights.
+	User bool
+	// Executable is the agent binary the service runs; default the running
+	// executable.
+	Executable string
+	// Args are the arguments the service passes; default
+	// ["run", "--config", ConfigPath].
+	Args []string
+	// ConfigPath, DataDir and SocketDir default per OS and mode:
+	//
+	//	linux   /etc/keygen-agent/agent.toml, /var/lib/keygen-agent, /run/keygen-agent
+	//	        user: $XDG_CONFIG_HOME/keygen-agent/agent.toml, $XDG_STATE_HOME/keygen-agent, $XDG_RUNTIME_DIR/keygen-agent
+	//	darwin  /Library/Application Support/keygen-agent/agent.toml, …/keygen-agent/data, /var/run/keygen-agent
+	//	        user: ~/Library/Application Support/keygen-agent/{agent.toml,data,run}
+	//	windows %ProgramData%\keygen-agent\agent.toml, %ProgramData%\keygen-agent\data (named pipe, no socket dir)
+	ConfigPath, DataDir, SocketDir string
+	// Group is the group allowed to use the socket (system mode only).
+	Group string
+	// Env is added to the service's environment.
+	Env map[string]string
+	// Config is the config file content to write. When nil, CopyConfigFrom
+	// names a file to copy; when both are empty an existing config is kept
+	// and a commented skeleton is written if there is none.
+	Config         []byte
+	CopyConfigFrom string
+	// OS is the target GOOS; default runtime.GOOS. Other values only render
+	// plans (golden tests, --dry-run); Apply refuses them.
+	OS string
+	// Root prefixes every path the plan writes (staging images, tests).
+	Root string
+	// Home and Getenv resolve per-user paths; defaults os.UserHomeDir and
+	// os.Getenv.
+	Home   string
+	Getenv func(string) string
+}
+
+// Dir is one directory the agent needs.
+type Dir struct {
+	Path    string // as the service sees it (without Root)
+	Mode    fs.FileMode
+	Group   string // "" keeps the creator's group
+	Purpose string // "config", "data" or "socket"
+}
+
+// Plan is everything an install does, computed without touching the system.
+type Plan struct {
+	OS   string
+	User bool
+	Root string
+
+	// Service is handed to kardianos service.New. Its Option carries our
+	// SystemdScript or LaunchdConfig template and the platform options.
+	Service service.Config
+
+	// ServiceFile is where the unit or plist lands ("" on Windows) and
+	// ServiceText its rendered content, as kardianos will write it.
+	ServiceFile string
+	ServiceText string
+
+	Dirs []Dir
+
+	ConfigPath string
+	// ConfigData is written to ConfigPath when non-nil; ConfigMode is 0600
+	// when it holds a license key, 0640 otherwise.
+	ConfigData []byte
+	ConfigMode fs.FileMode
+	// ConfigIsSkeleton marks ConfigData as the commented default, written
+	// only when no config exists yet.
+	ConfigIsSkeleton bool
+
+	DataDir    string
+	SocketDir  string
+	SocketPath string // "" on Windows (named pipe)
+}
+
+// Path returns p prefixed with the plan's Root.
+func (pl *Plan) Path(p string) string {
+	if pl.Root == "" || p == "" {
+		return p
+	}
+	return filepath.Join(pl.Root, p)
+}
+
+// NewPlan derives a Plan from o. It does not modify the system; it reads the
+// file named by o.CopyConfigFrom and the running executable's path.
+func NewPlan(o Options) (*Plan, error) {
+	goos := o.OS
+	if goos == "" {
+		goos = runtime.GOOS
+	}
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	home := o.Home
+	if home == "" && o.User {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return nil, fmt.Errorf("per-user install: %w", err)
+		}
+		home = h
+	}
+	lay, err := defaultLayout(goos, o.User, home, getenv)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{OS: goos, User: o.User, Root: o.Root, ServiceFile: lay.serviceFile}
+	p.ConfigPath = pick(o.ConfigPath, lay.configPath)
+	p.DataDir = pick(o.DataDir, lay.dataDir)
+	p.SocketDir = pick(o.SocketDir, lay.socketDir)
+	if p.SocketDir != "" {
+		p.SocketPath = lay.join(p.SocketDir, SocketName)
+	}
+	if o.Group != "" && !validGroup(o.Group) {
+		return nil, fmt.Errorf("socket group %q: not a valid group name", o.Group)
+	}
+	if o.User && o.Group != "" {
+		return nil, errors.New("--socket-group applies to system installs only")
+	}
+	for _, s := range []string{p.ConfigPath, p.DataDir, p.SocketDir} {
+		if !lay.isAbs(s) && s != "" {
+			return nil, fmt.Errorf("path %q is not absolute", s)
+		}
+	}
+
+	exe := o.Executable
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("find executable: %w", err)
+		}
+	}
+	args := o.Args
+	if args == nil {
+		args = []string{"run", "--config", p.ConfigPath}
+	}
+	for _, s := range append([]string{exe, p.ConfigPath, p.DataDir, p.SocketDir, o.Group}, args...) {
+		if strings.ContainsAny(s, "\n\r\x00") || strings.Contains(s, "{{") || strings.Contains(s, "}}") {
+			return nil, fmt.Errorf("value %q contains a newline, NUL or template braces", s)
+		}
+	}
+	for k, v := range o.Env {
+		if k == "" || strings.ContainsAny(k, "= \t\n\r\x00") || strings.ContainsAny(v, "\n\r\x00") || strings.Contains(k+v, "{{") {
+			return nil, fmt.Errorf("environment variable %q: bad name or value", k)
+		}
+	}
+
+	p.Service = service.Config{
+		Name:        ServiceName,
+		DisplayName: ServiceDisplayName,
+		Description: ServiceDescription,
+		Executable:  exe,
+		Arguments:   args,
+		EnvVars:     o.Env,
+		Option:      service.KeyValue{},
+	}
+
+	// Directories.
+	p.Dirs = append(p.Dirs, Dir{Path: lay.dir(p.ConfigPath), Mode: 0o755, Purpose: "config"})
+	p.Dirs = append(p.Dirs, Dir{Path: p.DataDir, Mode: 0o700, Purpose: "data"})
+	if p.SocketDir != "" {
+		p.Dirs = append(p.Dirs, Dir{Path: p.SocketDir, Mode: 0o750, Group: o.Group, Purpose: "socket"})
+	}
+
+	// Config file.
+	switch {
+	case o.Config != nil:
+		p.ConfigData = o.Config
+	case o.CopyConfigFrom != "":
+		b, err := os.ReadFile(o.CopyConfigFrom)
+		if err != nil {
+			return nil, fmt.Errorf("read config to copy: %w", err)
+		}
+		p.ConfigData = b
+	default:
+		b, err := RenderConfig(ConfigValues{DataDir: p.DataDir, Socket: p.SocketPath, SocketGroup: o.Group})
+		if err != nil {
+			return nil, err
+		}
+		p.ConfigData, p.ConfigIsSkeleton = b, true
+	}
+	p.ConfigMode = 0o640
+	if containsLicenseKey(p.ConfigData) {
+		p.ConfigMode = 0o600
+	}
+
+	if err := p.platform(o, lay); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func pick(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
+}
+
+// layout holds an OS's default paths and its path syntax.
+type layout struct {
+	windows                                     bool
+	configPath, dataDir, socketDir, serviceFile string
+	logDir                                      string
+}
+
+func (l layout) join(elem ...string) string {
+	if l.windows {
+		return strings.Join(elem, `\`)
+	}
+	return path.Join(elem...)
+}
+
+func (l layout) dir(p string) string {
+	if l.windows {
+		if i := strings.LastIndexAny(p, `\/`); i > 0 {
+			return p[:i]
+		}
+		return p
+	}
+	return path.Dir(p)
+}
+
+func (l layout) isAbs(p string) bool {
+	if l.windows {
+		return len(p) >= 3 && p[1] == ':' && (p[2] == '\\' || p[2] == '/') || strings.HasPrefix(p, `\\`)
+	}
+	return strings.HasPrefix(p, "/")
+}
+
+func defaultLayout(goos string, user bool, home string, getenv func(string) string) (layout, error) {
+	const n = ServiceName
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" && strings.HasPrefix(v, "/") {
+			return v
+		}
+		return def
+	}
+	switch goos {
+	case "linux":
+		if !user {
+			return layout{configPath: "/etc/" + n + "/" + ConfigName, dataDir: "/var/lib/" + n, socketDir: "/run/" + n,
+				serviceFile: "/etc/systemd/system/" + n + ".service"}, nil
+		}
+		l := layout{
+			configPath:  path.Join(env("XDG_CONFIG_HOME", path.Join(home, ".config")), n, ConfigName),
+			dataDir:     path.Join(env("XDG_STATE_HOME", path.Join(home, ".local/state")), n),
+			serviceFile: path.Join(home, ".config/systemd/user", n+".service"),
+		}
+		l.socketDir = path.Join(l.dataDir, "run")
+		if rt := env("XDG_RUNTIME_DIR", ""); rt != "" {
+			l.socketDir = path.Join(rt, n)
+		}
+		return l, nil
+	case "darwin":
+		if !user {
+			base := "/Library/Application Support/" + n
+			return layout{configPath: base + "/" + ConfigName, dataDir: base + "/data", socketDir: "/var/run/" + n,
+				serviceFile: "/Library/LaunchDaemons/" + n + ".plist", logDir: "/Library/Logs/" + n}, nil
+		}
+		base := path.Join(home, "Library/Application Support", n)
+		return layout{configPath: base + "/" + ConfigName, dataDir: base + "/data", socketDir: base + "/run",
+			serviceFile: path.Join(home, "Library/LaunchAgents", n+".plist"), logDir: path.Join(home, "Library/Logs", n)}, nil
+	case "windows":
+		if user {
+			return layout{}, fmt.Errorf("per-user service on windows: %w (Windows services need an administrator; install system-wide)", ErrUnsupported)
+		}
+		pd := getenv("ProgramData")
+		if pd == "" {
+			pd = `C:\ProgramData`
+		}
+		base := pd + `\` + n
+		return layout{windows: true, configPath: base + `\` + ConfigName, dataDir: base + `\data`}, nil
+	}
+	return layout{}, fmt.Errorf("os %q: %w", goos, ErrUnsupported)
+}
+
+// platform fills the OS-specific options and renders the service file.
+func (p *Plan) platform(o Options, lay layout) error {
+	kv := p.Service.Option
+	switch p.OS {
+	case "linux":
+		kv["UserService"] = p.User
+		kv["Restart"] = "always"
+		script := systemdScript(p, o.Group)
+		kv["SystemdScript"] = script
+		text, err := renderTmpl(script, map[string]any{
+			"Description": p.Service.Description,
+			"Path":        p.Service.Executable,
+			"Name":        p.Service.Name,
+			"Arguments":   nonNil(p.Service.Arguments),
+			"EnvVars":     envLines(p.Service.EnvVars, func(k, v string) string { return "Environment=" + k + "=" + v }),
+		}, systemdFuncs)
+		if err != nil {
+			return fmt.Errorf("render systemd unit: %w", err)
+		}
+		p.ServiceText = text
+	case "darwin":
+		kv["UserService"] = p.User
+		kv["RunAtLoad"] = true
+		kv["KeepAlive"] = true
+		kv["SessionCreate"] = false
+		script := launchdScript(p, lay.logDir)
+		kv["LaunchdConfig"] = script
+		p.Dirs = append(p.Dirs, Dir{Path: lay.logDir, Mode: 0o750, Purpose: "logs"})
+		text, err := renderTmpl(script, map[string]any{
+			"Name":          p.Service.Name,
+			"Path":          p.Service.Executable,
+			"Arguments":     nonNil(p.Service.Arguments),
+			"KeepAlive":     "true",
+			"RunAtLoad":     "true",
+			"SessionCreate": "false",
+			"EnvVars": envLines(p.Service.EnvVars, func(k, v string) string {
+				return "\t\t<key>" + xmlEscape(k) + "</key>\n\t\t<string>" + xmlEscape(v) + "</string>"
+			}),
+		}, launchdFuncs)
+		if err != nil {
+			return fmt.Errorf("render launchd plist: %w", err)
+		}
+		p.ServiceText = text
+	case "windows":
+		kv["StartType"] = "automatic"
+		kv["DelayedAutoStart"] = false
+		kv["OnFailure"] = "restart"
+		kv["OnFailureDelayDuration"] = "2s"
+		kv["OnFailureResetPeriod"] = 86400
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// envLines formats env sorted by key, as kardianos does.
+func envLines(env map[string]string, f func(k, v string) string) []string {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := []string{}
+	for _, k := range keys {
+		out = append(out, f(k, env[k]))
+	}
+	return out
+}
+
+func validGroup(g string) bool {
+	for _, r := range g {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return g != "" && len(g) <= 64
+}
