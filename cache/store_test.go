@@ -226,7 +226,7 @@ func TestWatermark(t *testing.T) {
 	}
 	steps := []struct{ in, want time.Time }{
 		{t0, t0},
-		{t0.Add(-time.Hour), t0},                  // never goes back
+		{t0.Add(-time.Hour), t0}, // never goes back
 		{t0.Add(time.Second), t0.Add(time.Second)}, // forward
 		{t0.Add(time.Second), t0.Add(time.Second)}, // equal
 		{time.Time{}, t0.Add(time.Second)},
