@@ -98,7 +98,9 @@ type Result struct {
 	State State
 }
 
-func (r *Result) add(format string, a ...any) { r.Actions = append(r.Actions, fmt.Sprintf(format, a...)) }
+func (r *Result) add(format string, a ...any) {
+	r.Actions = append(r.Actions, fmt.Sprintf(format, a...))
+}
 
 func checkTarget(p *Plan) error {
 	if p.OS != runtime.GOOS {
