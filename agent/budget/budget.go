@@ -1,0 +1,453 @@
+package budget
+
+import (
+	"container/heap"
+	"context"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Priority orders waiting callers: a lower value is served first.
+type Priority int
+
+const (
+	// PriorityPing is for machine and process heartbeats; a missed ping
+	// kills a lease, so pings go first.
+	PriorityPing Priority = iota
+	// PrioritySpawn is for process spawns (new leases).
+	PrioritySpawn
+	// PriorityKill is for process kills (released leases).
+	PriorityKill
+	// PriorityRefresh is for validations, check-outs and everything else.
+	PriorityRefresh
+)
+
+// String returns the priority's name.
+func (p Priority) String() string {
+	switch p {
+	case PriorityPing:
+		return "ping"
+	case PrioritySpawn:
+		return "spawn"
+	case PriorityKill:
+		return "kill"
+	case PriorityRefresh:
+		return "refresh"
+	}
+	return "priority(" + strconv.Itoa(int(p)) + ")"
+}
+
+// Window is one server-side rate limit: at most Limit requests in any Period.
+type Window struct {
+	Limit  int
+	Period time.Duration
+}
+
+// DefaultWindows are Keygen Cloud's client-side limits as documented by third
+// parties (unconfirmed): 60 requests per 30 s and 500 per 5 min.
+var DefaultWindows = []Window{
+	{Limit: 60, Period: 30 * time.Second},
+	{Limit: 500, Period: 5 * time.Minute},
+}
+
+// DefaultSafety is the share of each limit the budget allows itself.
+const DefaultSafety = 0.9
+
+// MaxPause bounds how long a single [Observation] can pause the budget, so a
+// Reset skewed by a wrong clock cannot stop the agent for good.
+const MaxPause = time.Hour
+
+// Config configures a [Budget].
+type Config struct {
+	// Windows are the limits to respect. Nil or empty means [DefaultWindows].
+	// Entries with Limit <= 0 or Period <= 0 are ignored.
+	Windows []Window
+	// Safety is the share of each Limit the budget allows itself, in (0, 1];
+	// other values mean [DefaultSafety]. The effective limit of a window is
+	// floor(Safety*Limit), at least 1.
+	Safety float64
+	// Now is the clock; nil means time.Now. It must advance with the time
+	// package's timers (it is meant for tests and clock offsets).
+	Now func() time.Time
+}
+
+// Observation is what one API response said about the server's limits.
+type Observation struct {
+	// Status is the HTTP status code.
+	Status int
+	// Remaining and Limit are X-RateLimit-Remaining and X-RateLimit-Limit;
+	// -1 when the header is absent.
+	Remaining, Limit int
+	// Reset is X-RateLimit-Reset (the end of the server's current period);
+	// zero when absent.
+	Reset time.Time
+	// RetryAfter is the Retry-After of a 429; zero when absent.
+	RetryAfter time.Duration
+}
+
+// Stats is a snapshot of a [Budget].
+type Stats struct {
+	// Sent is the number of slots granted since New.
+	Sent uint64
+	// Waiting is the number of callers blocked in Wait.
+	Waiting int
+	// PausedUntil is the end of the current server-imposed pause; zero when
+	// not paused.
+	PausedUntil time.Time
+	// InWindow is, for each effective window (in Config order, invalid
+	// entries dropped), the number of slots granted in its last Period.
+	InWindow []int
+}
+
+// window tracks the send times still inside one sliding window, oldest
+// first, in a growable ring.
+type window struct {
+	limit  int // effective limit
+	period time.Duration
+	buf    []time.Time
+	head   int
+	n      int
+}
+
+// prune forgets the sends that left the window at now.
+func (w *window) prune(now time.Time) {
+	for w.n > 0 && !w.buf[w.head].Add(w.period).After(now) {
+		w.buf[w.head] = time.Time{}
+		w.head++
+		if w.head == len(w.buf) {
+			w.head = 0
+		}
+		w.n--
+	}
+}
+
+// freeAt returns when the window allows one more send, given it was pruned
+// at now: now itself when there is room.
+func (w *window) freeAt(now time.Time) time.Time {
+	if w.n < w.limit {
+		return now
+	}
+	// The window holds exactly limit sends (never more); the next send is
+	// allowed when the oldest one that must leave does.
+	return w.at(w.n - w.limit).Add(w.period)
+}
+
+func (w *window) at(i int) time.Time {
+	return w.buf[(w.head+i)%len(w.buf)]
+}
+
+func (w *window) push(t time.Time) {
+	if w.n == len(w.buf) {
+		c := 2 * len(w.buf)
+		if c < 8 {
+			c = 8
+		}
+		if c > w.limit {
+			c = w.limit
+		}
+		nb := make([]time.Time, c)
+		for i := 0; i < w.n; i++ {
+			nb[i] = w.at(i)
+		}
+		w.buf, w.head = nb, 0
+	}
+	w.buf[(w.head+w.n)%len(w.buf)] = t
+	w.n++
+}
+
+// remove forgets the newest send recorded at t, if the window still holds
+// it.
+func (w *window) remove(t time.Time) {
+	for i := w.n - 1; i >= 0; i-- {
+		if w.at(i).Equal(t) {
+			for j := i; j < w.n-1; j++ {
+				w.buf[(w.head+j)%len(w.buf)] = w.at(j + 1)
+			}
+			w.buf[(w.head+w.n-1)%len(w.buf)] = time.Time{}
+			w.n--
+			return
+		}
+	}
+}
+
+type waiter struct {
+	prio    Priority
+	seq     uint64
+	index   int // in the heap; -1 when out of it
+	ready   chan struct{}
+	granted bool
+	at      time.Time // when granted
+}
+
+type waiterHeap []*waiter
+
+func (h waiterHeap) Len() int { return len(h) }
+func (h waiterHeap) Less(i, j int) bool {
+	if h[i].prio != h[j].prio {
+		return h[i].prio < h[j].prio
+	}
+	return h[i].seq < h[j].seq
+}
+func (h waiterHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *waiterHeap) Push(x any) {
+	w := x.(*waiter)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+func (h *waiterHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.index = -1
+	return w
+}
+
+// Budget is a request budget shared by goroutines. It is safe for concurrent
+// use. It owns no goroutine: a single time.AfterFunc timer wakes the head
+// waiter when a slot frees up.
+type Budget struct {
+	now func() time.Time
+
+	mu          sync.Mutex
+	windows     []window
+	waiters     waiterHeap
+	seq         uint64
+	sent        uint64
+	pausedUntil time.Time
+	timer       *time.Timer
+	timerAt     time.Time // when the armed timer fires; zero when not armed
+}
+
+// New returns a Budget for c.
+func New(c Config) *Budget {
+	b := &Budget{now: c.Now}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	safety := c.Safety
+	if !(safety > 0 && safety <= 1) {
+		safety = DefaultSafety
+	}
+	ws := c.Windows
+	if len(ws) == 0 {
+		ws = DefaultWindows
+	}
+	for _, w := range ws {
+		if w.Limit <= 0 || w.Period <= 0 {
+			continue
+		}
+		eff := int(math.Floor(safety*float64(w.Limit) + 1e-9))
+		if eff < 1 {
+			eff = 1
+		}
+		b.windows = append(b.windows, window{limit: eff, period: w.Period})
+	}
+	return b
+}
+
+// allowedAt prunes the windows and returns when one more send is allowed:
+// now itself when it is allowed at once.
+func (b *Budget) allowedAt(now time.Time) time.Time {
+	at := now
+	if b.pausedUntil.After(at) {
+		at = b.pausedUntil
+	}
+	for i := range b.windows {
+		w := &b.windows[i]
+		w.prune(now)
+		if f := w.freeAt(now); f.After(at) {
+			at = f
+		}
+	}
+	return at
+}
+
+func (b *Budget) record(now time.Time) {
+	for i := range b.windows {
+		b.windows[i].push(now)
+	}
+	b.sent++
+}
+
+// dispatchLocked grants slots to the waiters in order while the windows
+// allow, then arms the timer for the head waiter if one remains.
+func (b *Budget) dispatchLocked() {
+	if len(b.waiters) == 0 {
+		b.disarmLocked()
+		return
+	}
+	now := b.now()
+	for len(b.waiters) > 0 {
+		at := b.allowedAt(now)
+		if at.After(now) {
+			b.armLocked(now, at)
+			return
+		}
+		w := heap.Pop(&b.waiters).(*waiter)
+		b.record(now)
+		w.granted, w.at = true, now
+		close(w.ready)
+	}
+	b.disarmLocked()
+}
+
+func (b *Budget) armLocked(now, at time.Time) {
+	if !b.timerAt.IsZero() && b.timerAt.Equal(at) {
+		return
+	}
+	d := at.Sub(now)
+	if b.timer == nil {
+		b.timer = time.AfterFunc(d, b.onTimer)
+	} else {
+		b.timer.Reset(d)
+	}
+	b.timerAt = at
+}
+
+func (b *Budget) disarmLocked() {
+	if b.timer != nil && !b.timerAt.IsZero() {
+		b.timer.Stop()
+	}
+	b.timerAt = time.Time{}
+}
+
+func (b *Budget) onTimer() {
+	b.mu.Lock()
+	b.timerAt = time.Time{}
+	b.dispatchLocked()
+	b.mu.Unlock()
+}
+
+// Wait blocks until one request may be sent under every window and no
+// server-imposed pause is in force, and records it as sent. Waiters are served
+// strictly by priority, then first come first served. If ctx ends first, the
+// waiter is removed and Wait returns ctx.Err() with nothing recorded; Wait
+// returns nil exactly when a slot was recorded for the caller.
+func (b *Budget) Wait(ctx context.Context, p Priority) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	if len(b.waiters) == 0 {
+		now := b.now()
+		if !b.allowedAt(now).After(now) {
+			b.record(now)
+			b.mu.Unlock()
+			return nil
+		}
+	}
+	w := &waiter{prio: p, seq: b.seq, ready: make(chan struct{})}
+	b.seq++
+	heap.Push(&b.waiters, w)
+	b.dispatchLocked()
+	if w.granted {
+		b.mu.Unlock()
+		return nil
+	}
+	b.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w.granted {
+		// Granted while ctx ended: give the slot back so that Wait's result
+		// says whether a slot is the caller's.
+		for i := range b.windows {
+			b.windows[i].remove(w.at)
+		}
+		b.sent--
+	} else {
+		heap.Remove(&b.waiters, w.index)
+	}
+	b.dispatchLocked()
+	return ctx.Err()
+}
+
+// TryTake records one request and reports true if it may be sent now without
+// waiting; it reports false otherwise. It never overtakes a waiting caller:
+// callers only wait when no slot is free, so while any caller waits TryTake
+// fails whatever p is (p is accepted for symmetry with Wait).
+func (b *Budget) TryTake(p Priority) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// After a dispatch, a remaining waiter means no slot is free for anyone,
+	// whatever the priority.
+	b.dispatchLocked()
+	if len(b.waiters) > 0 {
+		return false
+	}
+	now := b.now()
+	if b.allowedAt(now).After(now) {
+		return false
+	}
+	b.record(now)
+	return true
+}
+
+// Observe feeds the budget what a response said about the server's limits.
+// A 429 with a Retry-After pauses every caller until now+RetryAfter (a 429
+// without one, until Reset if known); Remaining == 0 with a known Reset
+// pauses until Reset. Anything else changes nothing. A pause only ever
+// extends the current one, and is at most [MaxPause] long.
+func (b *Budget) Observe(o Observation) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	var until time.Time
+	switch {
+	case o.Status == 429 && o.RetryAfter > 0:
+		until = now.Add(o.RetryAfter)
+	case (o.Status == 429 || o.Remaining == 0) && !o.Reset.IsZero():
+		until = o.Reset
+	default:
+		return
+	}
+	if limit := now.Add(MaxPause); until.After(limit) {
+		until = limit
+	}
+	if !until.After(b.pausedUntil) || !until.After(now) {
+		return
+	}
+	b.pausedUntil = until
+	b.dispatchLocked()
+}
+
+// SustainableRate returns the requests per second the effective windows
+// allow in the long run: the minimum over windows of floor(Safety*Limit) /
+// Period. It is +Inf without windows.
+func (b *Budget) SustainableRate() float64 {
+	r := math.Inf(1)
+	for _, w := range b.windows {
+		if x := float64(w.limit) / w.period.Seconds(); x < r {
+			r = x
+		}
+	}
+	return r
+}
+
+// Stats returns a snapshot of the budget.
+func (b *Budget) Stats() Stats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	s := Stats{Sent: b.sent, Waiting: len(b.waiters), InWindow: make([]int, len(b.windows))}
+	if b.pausedUntil.After(now) {
+		s.PausedUntil = b.pausedUntil
+	}
+	for i := range b.windows {
+		b.windows[i].prune(now)
+		s.InWindow[i] = b.windows[i].n
+	}
+	return s
+}
