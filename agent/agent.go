@@ -1,0 +1,304 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/keygen-agent/keygen-agent/agent/budget"
+	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
+	"github.com/keygen-agent/keygen-agent/cache"
+	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/ipc"
+	"github.com/keygen-agent/keygen-agent/keygen"
+)
+
+// Version is the agent version reported in agent.hello; cmd sets it.
+var Version = "dev"
+
+// Fingerprinter computes this machine's identity. *fingerprint.Cache
+// satisfies it.
+type Fingerprinter interface {
+	Get(ctx context.Context) (*fingerprint.Result, error)
+}
+
+// ProcessWatcher tells whether an OS process is alive and when it exits.
+// The default uses package ipc's pidfd / kqueue / process-handle watchers.
+type ProcessWatcher interface {
+	WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{}, error)
+	Alive(pid int, startTime uint64) bool
+}
+
+// Deps are the agent's collaborators. Only Logger is optional in practice;
+// the others have production defaults built from Config.
+type Deps struct {
+	// HTTPClient reaches Keygen; default: keygen's default client.
+	HTTPClient *http.Client
+	// Store is an already-open cache; default: open DataDir/agent.db in Run.
+	Store *cache.Store
+	// Fingerprinter; default: fingerprint.NewCache with Config.AppID.
+	Fingerprinter Fingerprinter
+	// Processes; default: the OS watcher from package ipc.
+	Processes ProcessWatcher
+	// Now is the local clock; default time.Now. Tests inject it to roll the
+	// clock back.
+	Now    func() time.Time
+	Logger *slog.Logger
+	// LogLevel, when set, is adjusted on config reload.
+	LogLevel *slog.LevelVar
+	// ConfigFile is watched for changes when set; Reload re-reads it with
+	// ConfigLoad.
+	ConfigFile string
+	ConfigLoad func() (Config, []string, error)
+}
+
+// Agent is the daemon core. Create it with New, serve its Mux over IPC, and
+// call Run.
+type Agent struct {
+	deps   Deps
+	log    *slog.Logger
+	now    func() time.Time
+	mux    *ipc.Mux
+	budget *budget.Budget
+	sched  *heartbeat.Scheduler
+	procs  ProcessWatcher
+
+	cfgMu sync.RWMutex
+	cfg   Config
+
+	// Set once Run has initialised them; guarded by ready.
+	ready   chan struct{}
+	store   *cache.Store
+	fp      *fingerprint.Result
+	keys    keygen.PublicKeys
+	initErr error
+
+	apiMu sync.RWMutex
+	api   *keygen.Client // authenticated with the current license key
+
+	lic   licenseState
+	lm    leaseManager
+	conns connSet
+
+	syncNow chan chan error
+	wg      sync.WaitGroup
+	runCtx  context.Context
+}
+
+// New checks the configuration and builds an Agent. It does no I/O: the
+// socket can be served at once and answers "starting" until Run has opened
+// the cache and computed the fingerprint.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	keys, err := keygen.ParsePublicKeys(cfg.PublicKey, cfg.RSAPublicKey, cfg.ECDSAPublicKey)
+	if err != nil && !cfg.Insecure {
+		return nil, fmt.Errorf("%w: public key: %v", ErrConfig, err)
+	}
+	a := &Agent{
+		deps:    deps,
+		log:     deps.Logger,
+		now:     deps.Now,
+		cfg:     cfg,
+		keys:    keys,
+		ready:   make(chan struct{}),
+		syncNow: make(chan chan error),
+		procs:   deps.Processes,
+	}
+	if a.procs == nil {
+		a.procs = osProcesses{}
+	}
+	a.budget = budget.New(budget.Config{
+		Windows: []budget.Window{
+			{Limit: cfg.RateLimit.PerShort, Period: cfg.RateLimit.Short.D()},
+			{Limit: cfg.RateLimit.PerLong, Period: cfg.RateLimit.Long.D()},
+		},
+	})
+	a.sched = heartbeat.New(heartbeat.Config{Concurrency: 8}, a.fireHeartbeat)
+	a.lm.init()
+	a.conns.init()
+	a.lic.view = licenseView{State: StateStarting, Detail: "the agent is starting"}
+	a.mux = ipc.NewMux()
+	a.registerHandlers(a.mux)
+	return a, nil
+}
+
+// Mux returns the IPC method table to serve.
+func (a *Agent) Mux() *ipc.Mux { return a.mux }
+
+// config returns a snapshot of the live configuration.
+func (a *Agent) config() Config {
+	a.cfgMu.RLock()
+	defer a.cfgMu.RUnlock()
+	return a.cfg
+}
+
+// client returns the Keygen client for the current license key.
+func (a *Agent) client() *keygen.Client {
+	a.apiMu.RLock()
+	defer a.apiMu.RUnlock()
+	return a.api
+}
+
+func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
+	cfg := a.config()
+	kc := keygen.Config{
+		BaseURL:        cfg.APIURL,
+		Account:        cfg.Account,
+		Environment:    cfg.Environment,
+		APIVersion:     cfg.APIVersion,
+		LicenseKey:     licenseKey,
+		UserAgent:      "keygen-agent/" + Version,
+		HTTPClient:     a.deps.HTTPClient,
+		Now:            a.now,
+		OnResponse:     a.observeResponse,
+		RSAPublicKey:   cfg.RSAPublicKey,
+		ECDSAPublicKey: cfg.ECDSAPublicKey,
+	}
+	if !cfg.Insecure {
+		kc.PublicKey = cfg.PublicKey
+	}
+	return keygen.NewClient(kc)
+}
+
+// observeResponse feeds every Keygen response into the request budget and,
+// when its signature was verified, into the trusted-time watermark.
+func (a *Agent) observeResponse(info keygen.ResponseInfo) {
+	obs := budget.Observation{Status: info.Status, Remaining: -1, Limit: -1}
+	if info.RateLimit.Limit > 0 {
+		obs.Remaining, obs.Limit = info.RateLimit.Remaining, info.RateLimit.Limit
+		obs.Reset = info.RateLimit.Reset
+	}
+	obs.RetryAfter = info.RateLimit.RetryAfter
+	a.budget.Observe(obs)
+	if info.Verified && !info.Date.IsZero() {
+		a.advanceWatermark(info.Date)
+	}
+}
+
+// Run initialises the cache, fingerprint and Keygen client, reconciles
+// leases left by a previous run, and keeps the license and leases current
+// until ctx is cancelled. It returns nil on a clean cancel.
+func (a *Agent) Run(ctx context.Context) error {
+	a.runCtx = ctx
+	if err := a.init(ctx); err != nil {
+		a.initErr = err
+		a.setView(licenseView{State: StateError, Code: "INIT_FAILED", Detail: err.Error()})
+		close(a.ready)
+		return err
+	}
+	close(a.ready)
+
+	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		_ = a.sched.Run(schedCtx)
+	}()
+
+	a.restoreLeases(ctx)
+	a.startWatchers(ctx)
+	a.licenseLoop(ctx)
+
+	// Shutdown in reverse order: leases (kill Keygen processes within a
+	// deadline), then the scheduler, then the cache.
+	a.shutdownLeases()
+	stopSched()
+	a.wg.Wait()
+	if a.deps.Store == nil && a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.Warn("closing cache", "err", err)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) init(ctx context.Context) error {
+	cfg := a.config()
+	store := a.deps.Store
+	if store == nil {
+		var err error
+		store, err = cache.Open(filepath.Join(cfg.DataDir, "agent.db"), cache.Options{Logger: a.log, Now: a.now})
+		if err != nil {
+			return fmt.Errorf("opening cache: %w", err)
+		}
+	}
+	a.store = store
+	if r := store.Recovered(); r != nil {
+		a.log.Error("cache was corrupt and has been set aside; starting clean and re-fetching from Keygen",
+			"moved_to", r.QuarantinedTo, "reason", r.Reason)
+	}
+	if wm, err := store.Watermark(); err == nil {
+		a.lic.setWatermark(wm)
+	}
+	if ls, err := store.LastSync(); err == nil {
+		a.lic.lastSync = ls
+	}
+	fpr := a.deps.Fingerprinter
+	if fpr == nil {
+		fpr = fingerprint.NewCache(fingerprint.Options{AppID: cfg.AppID})
+	}
+	a.deps.Fingerprinter = fpr
+	res, err := fpr.Get(ctx)
+	if err != nil {
+		return fmt.Errorf("fingerprint: %w", err)
+	}
+	a.fp = res
+	key := a.licenseKey()
+	api, err := a.newClient(key)
+	if err != nil {
+		return fmt.Errorf("%w: keygen client: %v", ErrConfig, err)
+	}
+	a.apiMu.Lock()
+	a.api = api
+	a.apiMu.Unlock()
+	a.advanceWatermark(a.now())
+	return nil
+}
+
+// isReady reports whether Run has finished initialising.
+func (a *Agent) isReady() bool {
+	select {
+	case <-a.ready:
+		return a.initErr == nil
+	default:
+		return false
+	}
+}
+
+// call runs one Keygen request under the shared request budget.
+func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
+	if err := a.budget.Wait(ctx, p); err != nil {
+		return err
+	}
+	return f(ctx, a.client())
+}
+
+// go runs f on a goroutine owned by the agent: Run waits for it.
+func (a *Agent) goOwned(f func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
+}
+
+// offline reports whether err means Keygen could not be reached (or could
+// not be trusted), as opposed to an answer from Keygen.
+func offline(err error) bool {
+	return err != nil && (keygen.IsOffline(err) || errors.Is(err, keygen.ErrRateLimited) ||
+		errors.Is(err, context.DeadlineExceeded))
+}

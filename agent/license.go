@@ -1,0 +1,587 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/keygen-agent/keygen-agent/agent/budget"
+	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
+	"github.com/keygen-agent/keygen-agent/cache"
+	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/ipc"
+	"github.com/keygen-agent/keygen-agent/keygen"
+)
+
+// Cache meta keys owned by this file.
+const (
+	metaLicenseKey  = "license_key"
+	metaDeactivated = "deactivated"
+	certMachine     = "machine"
+	certLicense     = "license"
+)
+
+// licenseKey is the key this machine runs under: one given with
+// `keygen-agent activate` (kept in the cache) wins over the config file.
+func (a *Agent) licenseKey() string {
+	if a.store != nil {
+		if b, err := a.store.Meta(metaLicenseKey); err == nil && len(b) > 0 {
+			return string(b)
+		}
+	}
+	return a.config().LicenseKey
+}
+
+func (a *Agent) deactivated() bool {
+	if a.store == nil {
+		return false
+	}
+	b, err := a.store.Meta(metaDeactivated)
+	return err == nil && len(b) > 0
+}
+
+// licenseLoop validates on start and then periodically (jittered), sooner
+// after a failure, and whenever something asks for it through syncNow.
+func (a *Agent) licenseLoop(ctx context.Context) {
+	backoff := 5 * time.Second
+	for {
+		err := a.sync(ctx)
+		a.enforceView()
+		var wait time.Duration
+		if err != nil && offline(err) {
+			wait = backoff
+			backoff = min(backoff*2, 5*time.Minute)
+		} else {
+			backoff = 5 * time.Second
+			wait = jitter(a.config().RevalidateInterval.D(), 0.1)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case reply := <-a.syncNow:
+			t.Stop()
+			err := a.sync(ctx)
+			a.enforceView()
+			reply <- err
+		}
+	}
+}
+
+// requestSync asks the license loop for an immediate sync and waits for it.
+func (a *Agent) requestSync(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case a.syncNow <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func jitter(d time.Duration, share float64) time.Duration {
+	return d + time.Duration((rand.Float64()*2-1)*share*float64(d))
+}
+
+// sync brings the license view up to date with Keygen, or with the cached
+// machine file when Keygen cannot be reached. It returns the error that
+// stopped it (nil when the view is current).
+func (a *Agent) sync(ctx context.Context) error {
+	key := a.licenseKey()
+	switch {
+	case key == "":
+		a.setView(licenseView{State: StateUnlicensed, Code: "NO_LICENSE_KEY",
+			Detail: "no license key: run `keygen-agent activate KEY` or set license_key in the config"})
+		return nil
+	case a.deactivated():
+		a.setView(licenseView{State: StateNotActivated, Code: "DEACTIVATED",
+			Detail: "this machine was deactivated: run `keygen-agent activate KEY` to activate it again"})
+		return nil
+	}
+	for attempt := 0; attempt < 4; attempt++ {
+		again, err := a.syncOnce(ctx, key)
+		if err != nil {
+			if offline(err) {
+				a.log.Warn("Keygen unreachable; using the cached machine file", "err", err)
+				a.goOffline(err)
+			} else {
+				a.log.Warn("license sync failed", "err", err)
+			}
+			return err
+		}
+		if !again {
+			return nil
+		}
+	}
+	return errors.New("license did not settle after activation")
+}
+
+// syncOnce validates once and acts on the answer; again is true when the
+// action (activation, first heartbeat) calls for another validation.
+func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error) {
+	cfg := a.config()
+	fp := a.fp
+	opts := keygen.ValidateOptions{Fingerprint: fp.Fingerprint, Product: cfg.Product}
+	for _, c := range fp.Components {
+		opts.Components = append(opts.Components, c.Fingerprint)
+	}
+	var v *keygen.Validation
+	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		var err error
+		v, err = c.ValidateKey(ctx, key, opts)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	a.markSynced()
+	if v.License == nil || v.Code == "NOT_FOUND" {
+		a.setView(licenseView{State: StateInvalid, Code: nonEmpty(v.Code, "NOT_FOUND"), Online: true,
+			Detail: "Keygen does not know this license key"})
+		return false, nil
+	}
+	switch v.Code {
+	case "NO_MACHINE", "NO_MACHINES", "FINGERPRINT_SCOPE_MISMATCH":
+		return true, a.activate(ctx, v.License)
+	case "HEARTBEAT_NOT_STARTED":
+		return true, a.pingMachine(ctx)
+	case "HEARTBEAT_DEAD":
+		// The machine's heartbeat died (the agent was stopped longer than
+		// the window). Keygen will not revive it: replace the activation.
+		a.log.Warn("machine heartbeat is dead; re-activating this machine")
+		err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+			return c.DeactivateMachine(ctx, fp.Fingerprint)
+		})
+		if err != nil && !errors.Is(err, keygen.ErrNotFound) {
+			return false, err
+		}
+		_ = a.store.DeleteMachine()
+		return true, nil
+	case "COMPONENTS_SCOPE_MISMATCH":
+		a.setView(licenseView{State: StateHardwareChanged, Code: v.Code, Online: true, License: v.License,
+			Detail:  "this machine's hardware no longer matches its activation: " + v.Detail,
+			Changes: a.hardwareChanges(ctx)})
+		return false, nil
+	}
+	view := licenseView{Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
+	switch v.Code {
+	case "VALID":
+		view.State = StateActive
+	case "EXPIRED":
+		view.State = StateExpired
+	case "SUSPENDED", "BANNED":
+		view.State = StateSuspended
+	default:
+		if v.Valid { // TOO_MANY_* within the overage allowance
+			view.State = StateActive
+		} else {
+			view.State = StateInvalid
+		}
+	}
+	if !view.Valid {
+		a.setView(view)
+		return false, nil
+	}
+	if err := a.ensureMachine(ctx, v.License); err != nil {
+		return false, err
+	}
+	if err := a.ensureCertificate(ctx, v.License, false); err != nil {
+		if offline(err) {
+			return false, err
+		}
+		a.log.Warn("machine file check-out failed; offline use is limited to the last good file", "err", err)
+	}
+	a.fillFromCertificate(&view)
+	if rec, _ := a.store.Machine(); rec != nil && view.Machine == nil {
+		view.Machine = &keygen.Machine{ID: rec.ID, Fingerprint: rec.Fingerprint}
+	}
+	a.setView(view)
+	a.scheduleMachineHeartbeat(view)
+	a.replayOutbox(ctx)
+	a.reconcileServer(ctx)
+	return false, nil
+}
+
+func nonEmpty(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// markSynced records a successful round trip with Keygen.
+func (a *Agent) markSynced() {
+	now, _ := a.trustedNow()
+	a.lic.mu.Lock()
+	a.lic.lastSync = now
+	a.lic.mu.Unlock()
+	if err := a.store.SetLastSync(now); err != nil {
+		a.log.Warn("persisting last sync", "err", err)
+	}
+}
+
+// activate activates this machine for the license, with its components.
+func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
+	if a.deactivated() {
+		return nil
+	}
+	fp := a.fp
+	p := keygen.ActivateParams{
+		LicenseID:   lic.ID,
+		Fingerprint: fp.Fingerprint,
+		Hostname:    fp.Attributes.Hostname,
+		Platform:    fp.Attributes.Platform,
+		Cores:       fp.Attributes.Cores,
+		Memory:      fp.Attributes.Memory,
+		Metadata:    map[string]any{"agentVersion": Version},
+	}
+	for _, c := range fp.Components {
+		p.Components = append(p.Components, keygen.ComponentParams{Fingerprint: c.Fingerprint, Name: c.Name})
+	}
+	var m *keygen.Machine
+	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		var err error
+		m, err = c.ActivateMachine(ctx, p)
+		return err
+	})
+	switch {
+	case err == nil:
+		a.log.Info("machine activated", "machine", m.ID, "components", len(p.Components))
+	case errors.Is(err, keygen.ErrFingerprintTaken):
+		// Another agent run (or a race) activated it first: adopt it.
+		err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+			var err error
+			m, err = c.Machine(ctx, fp.Fingerprint)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	default:
+		var kerr *keygen.Error
+		if errors.As(err, &kerr) {
+			a.setView(licenseView{State: StateInvalid, Code: kerr.Code, Online: true, License: lic,
+				Detail: "activation refused: " + kerr.Detail})
+			return errActivationRefused
+		}
+		return err
+	}
+	return a.recordMachine(m, lic.ID)
+}
+
+var errActivationRefused = errors.New("activation refused")
+
+func (a *Agent) recordMachine(m *keygen.Machine, licenseID string) error {
+	rec := cache.MachineRecord{ID: m.ID, LicenseID: licenseID, Fingerprint: m.Fingerprint, ActivatedAt: a.now()}
+	for _, c := range a.fp.Components {
+		rec.Components = append(rec.Components, cache.ComponentRecord{Name: c.Name, Fingerprint: c.Fingerprint})
+	}
+	return a.store.PutMachine(rec)
+}
+
+// ensureMachine makes sure the cache knows this machine's Keygen id.
+func (a *Agent) ensureMachine(ctx context.Context, lic *keygen.License) error {
+	rec, err := a.store.Machine()
+	if err == nil && rec != nil && rec.Fingerprint == a.fp.Fingerprint && rec.LicenseID == lic.ID && rec.ID != "" {
+		return nil
+	}
+	var m *keygen.Machine
+	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		var err error
+		m, err = c.Machine(ctx, a.fp.Fingerprint)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return a.recordMachine(m, lic.ID)
+}
+
+func (a *Agent) machineID() string {
+	rec, err := a.store.Machine()
+	if err != nil || rec == nil {
+		return ""
+	}
+	return rec.ID
+}
+
+// pingMachine sends one machine heartbeat.
+func (a *Agent) pingMachine(ctx context.Context) error {
+	return a.call(ctx, budget.PriorityPing, func(ctx context.Context, c *keygen.Client) error {
+		_, err := c.PingMachine(ctx, a.fp.Fingerprint)
+		return err
+	})
+}
+
+const machineHeartbeatKey = "machine"
+
+// scheduleMachineHeartbeat keeps the machine alive when its policy requires
+// heartbeats.
+func (a *Agent) scheduleMachineHeartbeat(v licenseView) {
+	d := a.machineHeartbeatInterval(v)
+	if d == 0 {
+		a.sched.Remove(machineHeartbeatKey)
+		return
+	}
+	if _, ok := a.sched.Due(machineHeartbeatKey); ok {
+		return
+	}
+	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, rand.Float64))
+}
+
+func (a *Agent) machineHeartbeatInterval(v licenseView) time.Duration {
+	required := v.License != nil && v.License.RequireHeartbeat
+	if v.Policy != nil && v.Policy.RequireHeartbeat {
+		required = true
+	}
+	if !required {
+		return 0
+	}
+	secs := 600
+	if v.Policy != nil && v.Policy.HeartbeatDuration != nil {
+		secs = *v.Policy.HeartbeatDuration
+	}
+	return time.Duration(secs) * time.Second
+}
+
+// hardwareChanges explains a COMPONENTS_SCOPE_MISMATCH by comparing the
+// components recorded at activation with the current ones.
+func (a *Agent) hardwareChanges(ctx context.Context) []ipc.ComponentChange {
+	var recorded []fingerprint.Component
+	if rec, err := a.store.Machine(); err == nil && rec != nil {
+		for _, c := range rec.Components {
+			recorded = append(recorded, fingerprint.Component{Name: c.Name, Fingerprint: c.Fingerprint})
+		}
+	} else {
+		var comps []keygen.Component
+		err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+			var err error
+			comps, err = c.MachineComponents(ctx, a.fp.Fingerprint)
+			return err
+		})
+		if err != nil {
+			return nil
+		}
+		for _, c := range comps {
+			recorded = append(recorded, fingerprint.Component{Name: c.Name, Fingerprint: c.Fingerprint})
+		}
+	}
+	cmp := fingerprint.Compare(recorded, a.fp.Components)
+	var out []ipc.ComponentChange
+	for _, n := range cmp.Changed {
+		out = append(out, ipc.ComponentChange{Name: n, Change: "changed"})
+	}
+	for _, n := range cmp.Missing {
+		out = append(out, ipc.ComponentChange{Name: n, Change: "missing"})
+	}
+	for _, n := range cmp.Added {
+		out = append(out, ipc.ComponentChange{Name: n, Change: "added"})
+	}
+	for _, n := range cmp.Matched {
+		out = append(out, ipc.ComponentChange{Name: n, Change: "matched"})
+	}
+	return out
+}
+
+// openMachineFile reads and verifies the cached machine file. Certificates
+// are verified on every read: the cache is never trusted blindly.
+func (a *Agent) openMachineFile() (*keygen.Dataset, *cache.CertRecord, error) {
+	rec, err := a.store.Certificate(certMachine)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec == nil {
+		return nil, nil, errNoCertificate
+	}
+	now, _ := a.trustedNow()
+	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{
+		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Fingerprint, Now: now,
+	})
+	return ds, rec, err
+}
+
+var errNoCertificate = errors.New("no machine file in the cache")
+
+// ensureCertificate checks out a fresh machine file when the cached one is
+// missing, unreadable, past half its life, or describes an older license.
+func (a *Agent) ensureCertificate(ctx context.Context, lic *keygen.License, force bool) error {
+	if !force {
+		ds, _, err := a.openMachineFile()
+		if err == nil && !needsRefresh(ds, lic, a.now()) {
+			return nil
+		}
+		if err != nil && !errors.Is(err, errNoCertificate) && !errors.Is(err, keygen.ErrCertExpired) {
+			a.log.Warn("cached machine file rejected; fetching a new one", "err", err)
+			_ = a.store.DeleteCertificate(certMachine)
+		}
+	}
+	cfg := a.config()
+	opts := keygen.CheckoutOptions{
+		Algorithm: cfg.Algorithm,
+		Encrypt:   true,
+		Include:   []string{"license", "license.entitlements", "license.policy", "components"},
+		TTL:       cfg.CertificateTTL.D(),
+	}
+	var co *keygen.Checkout
+	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		var err error
+		co, err = c.CheckoutMachine(ctx, a.fp.Fingerprint, opts)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// Verify before storing: a certificate that does not open is not kept.
+	now, _ := a.trustedNow()
+	ds, err := keygen.OpenCertificate(co.Certificate, keygen.OpenOptions{
+		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Fingerprint, Now: now,
+	})
+	if err != nil {
+		return fmt.Errorf("checked-out machine file rejected: %w", err)
+	}
+	a.advanceWatermark(ds.Issued)
+	return a.store.PutCertificate(certMachine, co.Certificate, now)
+}
+
+// needsRefresh: past half the file's life, or the license changed since.
+func needsRefresh(ds *keygen.Dataset, lic *keygen.License, now time.Time) bool {
+	if ds.Expiry != nil {
+		half := ds.Issued.Add(ds.Expiry.Sub(ds.Issued) / 2)
+		if !now.Before(half) {
+			return true
+		}
+	}
+	if lic == nil || ds.License == nil {
+		return lic != nil
+	}
+	return !ds.License.Updated.Equal(lic.Updated) || !equalPtr(ds.License.MaxProcesses, lic.MaxProcesses) ||
+		!licenseExpiry(ds.License).Equal(licenseExpiry(lic)) || ds.License.Suspended != lic.Suspended
+}
+
+func equalPtr(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// fillFromCertificate adds what only the machine file carries (entitlements,
+// policy, limits, its validity) to an online view.
+func (a *Agent) fillFromCertificate(v *licenseView) {
+	ds, _, err := a.openMachineFile()
+	if err != nil && ds == nil {
+		return
+	}
+	v.CertExpiry, v.CertIssued = ds.Expiry, ds.Issued
+	v.Policy = ds.Policy
+	v.Entitlements = entitlementCodes(ds.Entitlements)
+	if v.License == nil {
+		v.License = ds.License
+	}
+	if ds.Machine != nil {
+		v.Machine = ds.Machine
+	}
+}
+
+func entitlementCodes(es []keygen.Entitlement) []string {
+	out := make([]string, 0, len(es))
+	for _, e := range es {
+		out = append(out, e.Code)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// goOffline switches to the verified cached machine file. Offline use ends
+// at the earlier of the file's expiry and OfflineGrace after the last
+// successful sync, both measured on trusted time.
+func (a *Agent) goOffline(cause error) {
+	v := licenseView{State: StateOfflineExpired, Code: "OFFLINE_EXPIRED", Online: false}
+	if a.store.Fresh() && a.lastSync().IsZero() {
+		v.Detail = "Keygen is unreachable and this agent has never validated online: connect to the internet or import a machine file"
+	}
+	ds, _, err := a.openMachineFile()
+	switch {
+	case errors.Is(err, errNoCertificate):
+		if v.Detail == "" {
+			v.Detail = "Keygen is unreachable and there is no machine file for offline use"
+		}
+	case errors.Is(err, keygen.ErrCertExpired):
+		v.Detail = "Keygen is unreachable and the machine file has expired"
+		a.fillDataset(&v, ds)
+	case err != nil:
+		v.Detail = "Keygen is unreachable and the cached machine file is not usable: " + err.Error()
+		if errors.Is(err, keygen.ErrCertNotGenuine) || errors.Is(err, keygen.ErrCertDecrypt) || errors.Is(err, keygen.ErrCertMalformed) {
+			a.log.Error("cached machine file failed verification; discarding it", "err", err)
+			_ = a.store.DeleteCertificate(certMachine)
+		}
+	default:
+		a.fillDataset(&v, ds)
+		until := time.Time{}
+		if ds.Expiry != nil {
+			until = *ds.Expiry
+		}
+		if ls := a.lastSync(); !ls.IsZero() {
+			g := ls.Add(a.config().OfflineGrace.D())
+			if until.IsZero() || g.Before(until) {
+				until = g
+			}
+		} else if rec, _ := a.store.Certificate(certMachine); rec != nil {
+			// An imported file (air-gapped activation): the grace runs from
+			// the import.
+			g := rec.FetchedAt.Add(a.config().OfflineGrace.D())
+			if until.IsZero() || g.Before(until) {
+				until = g
+			}
+		}
+		if !until.IsZero() {
+			v.OfflineUntil = &until
+		}
+		v.State, v.Code, v.Valid = StateOffline, "OFFLINE", true
+		v.Detail = "Keygen is unreachable; running from the verified machine file"
+		if ds.License != nil && ds.License.Suspended {
+			v.State, v.Code, v.Valid = StateSuspended, "SUSPENDED", false
+			v.Detail = "the license is suspended (per the cached machine file)"
+		} else if ds.License != nil && ds.License.Expiry != nil {
+			now, _ := a.trustedNow()
+			if !now.Before(*ds.License.Expiry) && !expiredButAllowed(ds.Policy) {
+				v.State, v.Code, v.Valid = StateExpired, "EXPIRED", false
+				v.Detail = "the license expired at " + ds.License.Expiry.UTC().Format(time.RFC3339)
+			}
+		}
+	}
+	if cause != nil {
+		a.log.Debug("offline because", "err", cause)
+	}
+	a.setView(v)
+}
+
+func (a *Agent) fillDataset(v *licenseView, ds *keygen.Dataset) {
+	if ds == nil {
+		return
+	}
+	v.License, v.Policy, v.Machine = ds.License, ds.Policy, ds.Machine
+	v.Entitlements = entitlementCodes(ds.Entitlements)
+	v.CertExpiry, v.CertIssued = ds.Expiry, ds.Issued
+	a.advanceWatermark(ds.Issued)
+}
+
+func expiredButAllowed(p *keygen.Policy) bool {
+	return p != nil && (p.ExpirationStrategy == "ALLOW_ACCESS" || p.ExpirationStrategy == "MAINTAIN_ACCESS")
+}
+
+func (a *Agent) lastSync() time.Time {
+	a.lic.mu.Lock()
+	defer a.lic.mu.Unlock()
+	return a.lic.lastSync
+}

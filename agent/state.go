@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keygen-agent/keygen-agent/ipc"
+	"github.com/keygen-agent/keygen-agent/keygen"
+)
+
+// State is the agent's licensing state, as reported by license.status.
+type State string
+
+// The states. Valid (may apps run?) is reported next to the state: for
+// example an EXPIRED license under ALLOW_ACCESS is "expired" and valid.
+const (
+	StateStarting        State = "starting"         // Run has not finished initialising
+	StateUnlicensed      State = "unlicensed"       // no license key configured or activated
+	StateNotActivated    State = "not_activated"    // deactivated by an admin; `keygen-agent activate` to resume
+	StateActive          State = "active"           // validated online
+	StateOffline         State = "offline"          // Keygen unreachable; running from the verified machine file
+	StateOfflineExpired  State = "offline_expired"  // Keygen unreachable and the offline window is over (or there is no usable machine file)
+	StateHardwareChanged State = "hardware_changed" // Keygen rejected this machine's components
+	StateExpired         State = "expired"          // the license has expired
+	StateSuspended       State = "suspended"        // the license is suspended or its owner banned
+	StateInvalid         State = "invalid"          // any other refusal from Keygen
+	StateClockTampered   State = "clock_tampered"   // the local clock is behind trusted time
+	StateError           State = "error"            // the agent could not initialise (cache, fingerprint)
+)
+
+// licenseView is everything the agent knows about the license at one moment.
+type licenseView struct {
+	State        State
+	Code, Detail string
+	Valid        bool
+	Online       bool
+	License      *keygen.License
+	Policy       *keygen.Policy
+	Machine      *keygen.Machine
+	Entitlements []string
+	CertExpiry   *time.Time
+	CertIssued   time.Time
+	OfflineUntil *time.Time
+	Changes      []ipc.ComponentChange
+}
+
+// licenseState guards the current view, the trusted-time watermark and the
+// last successful sync.
+type licenseState struct {
+	mu        sync.Mutex
+	view      licenseView
+	watermark time.Time // in memory; persisted when it moves by > persistStep
+	persisted time.Time
+	lastSync  time.Time
+	// clockBehind is set when the local clock was found behind the
+	// watermark by more than the tolerance.
+	clockBehind time.Duration
+}
+
+func (l *licenseState) setWatermark(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t.After(l.watermark) {
+		l.watermark = t
+		l.persisted = t
+	}
+}
+
+// persistStep is how far the watermark must move before it is written to
+// the cache again: bounds bbolt writes to one a minute.
+const persistStep = time.Minute
+
+// advanceWatermark moves the trusted-time watermark forward to t (a verified
+// response Date, a certificate's issued time, or the local clock), and
+// persists it now and then.
+func (a *Agent) advanceWatermark(t time.Time) {
+	a.lic.mu.Lock()
+	if !t.After(a.lic.watermark) {
+		a.lic.mu.Unlock()
+		return
+	}
+	a.lic.watermark = t
+	persist := t.Sub(a.lic.persisted) >= persistStep
+	if persist {
+		a.lic.persisted = t
+	}
+	a.lic.mu.Unlock()
+	if persist && a.store != nil {
+		if _, err := a.store.AdvanceWatermark(t); err != nil {
+			a.log.Warn("persisting time watermark", "err", err)
+		}
+	}
+}
+
+// trustedNow is the later of the local clock and the watermark, and how far
+// the local clock is behind the watermark (0 if not behind).
+func (a *Agent) trustedNow() (now time.Time, behind time.Duration) {
+	local := a.now()
+	a.lic.mu.Lock()
+	wm := a.lic.watermark
+	a.lic.mu.Unlock()
+	if local.Before(wm) {
+		return wm, wm.Sub(local)
+	}
+	a.advanceWatermark(local)
+	return local, 0
+}
+
+// view returns the current license view with time-dependent parts (clock
+// tampering, the end of the offline window) evaluated now.
+func (a *Agent) view() licenseView {
+	a.lic.mu.Lock()
+	v := a.lic.view
+	a.lic.mu.Unlock()
+	if v.State == StateStarting || v.State == StateError {
+		return v
+	}
+	now, behind := a.trustedNow()
+	if tol := a.config().ClockTolerance.D(); behind > tol {
+		v.State, v.Valid, v.Code = StateClockTampered, false, "CLOCK_TAMPERED"
+		v.Detail = "the system clock is " + behind.Round(time.Second).String() +
+			" behind the last trusted time seen from Keygen; correct the clock"
+		return v
+	}
+	if v.State == StateOffline && v.OfflineUntil != nil && !now.Before(*v.OfflineUntil) {
+		v.State, v.Valid, v.Code = StateOfflineExpired, false, "OFFLINE_EXPIRED"
+		v.Detail = "offline use ended at " + v.OfflineUntil.UTC().Format(time.RFC3339) + "; connect to the internet to continue"
+	}
+	return v
+}
+
+// setView replaces the license view and, when what apps see changed, tells
+// every connected app with license.changed and revokes leases if the
+// license stopped being valid.
+func (a *Agent) setView(v licenseView) {
+	a.lic.mu.Lock()
+	old := a.lic.view
+	a.lic.view = v
+	a.lic.mu.Unlock()
+	if old.State != v.State || old.Code != v.Code {
+		a.log.Info("license state", "state", v.State, "code", v.Code, "valid", v.Valid, "online", v.Online)
+	}
+	if significantChange(old, v) {
+		st := a.status()
+		a.conns.broadcast(ipc.NotifyLicenseChanged, st)
+	}
+}
+
+// afterViewChange enforces the current view on leases.
+func (a *Agent) enforceView() {
+	v := a.view()
+	if !v.Valid && v.State != StateStarting {
+		a.revokeAll(string(v.State), v.Code, v.Detail)
+	}
+}
+
+func significantChange(a, b licenseView) bool {
+	if a.State != b.State || a.Code != b.Code || a.Valid != b.Valid || a.Online != b.Online {
+		return true
+	}
+	if !slices.Equal(a.Entitlements, b.Entitlements) {
+		return true
+	}
+	ea, eb := licenseExpiry(a.License), licenseExpiry(b.License)
+	return !ea.Equal(eb)
+}
+
+func licenseExpiry(l *keygen.License) time.Time {
+	if l == nil || l.Expiry == nil {
+		return time.Time{}
+	}
+	return *l.Expiry
+}
+
+// status builds the license.status result.
+func (a *Agent) status() *ipc.Status {
+	v := a.view()
+	st := &ipc.Status{
+		State:        string(v.State),
+		Code:         v.Code,
+		Detail:       v.Detail,
+		Valid:        v.Valid,
+		Online:       v.Online,
+		Entitlements: v.Entitlements,
+		OfflineUntil: v.OfflineUntil,
+	}
+	if st.Entitlements == nil {
+		st.Entitlements = []string{}
+	}
+	if v.License != nil {
+		st.License = &ipc.LicenseInfo{
+			ID: v.License.ID, Name: v.License.Name, Expiry: v.License.Expiry,
+			MaxProcesses: v.License.MaxProcesses, MaxMachines: v.License.MaxMachines,
+		}
+		if v.Policy != nil {
+			st.License.Strategy = v.Policy.ProcessLeasingStrategy
+		}
+	}
+	if v.Machine != nil {
+		st.Machine = &ipc.MachineInfo{ID: v.Machine.ID, Fingerprint: v.Machine.Fingerprint}
+	} else if a.fp != nil {
+		st.Machine = &ipc.MachineInfo{Fingerprint: a.fp.Fingerprint}
+	}
+	a.lic.mu.Lock()
+	if !a.lic.lastSync.IsZero() {
+		ls := a.lic.lastSync
+		st.LastSync = &ls
+	}
+	a.lic.mu.Unlock()
+	st.Leases = a.leaseUsage(v)
+	st.HardwareChanges = v.Changes
+	return st
+}
