@@ -42,9 +42,13 @@ func (f *fakeBackend) Uninstall() error {
 	return os.Remove(f.file())
 }
 
-func (f *fakeBackend) Start() error   { f.calls = append(f.calls, "start"); f.running = true; return nil }
-func (f *fakeBackend) Stop() error    { f.calls = append(f.calls, "stop"); f.running = false; return nil }
-func (f *fakeBackend) Restart() error { f.calls = append(f.calls, "restart"); f.running = true; return nil }
+func (f *fakeBackend) Start() error { f.calls = append(f.calls, "start"); f.running = true; return nil }
+func (f *fakeBackend) Stop() error  { f.calls = append(f.calls, "stop"); f.running = false; return nil }
+func (f *fakeBackend) Restart() error {
+	f.calls = append(f.calls, "restart")
+	f.running = true
+	return nil
+}
 
 func (f *fakeBackend) Status() (service.Status, error) {
 	if f.running {

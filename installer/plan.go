@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/kardianos/service"
@@ -46,9 +47,10 @@ type Options struct {
 	// ConfigPath, DataDir and SocketDir default per OS and mode:
 	//
 	//	linux   /etc/keygen-agent/agent.toml, /var/lib/keygen-agent, /run/keygen-agent
-	//	        user: $XDG_CONFIG_HOME/keygen-agent/agent.toml, $XDG_STATE_HOME/keygen-agent, $XDG_RUNTIME_DIR/keygen-agent
+	//	        user: $XDG_CONFIG_HOME/keygen-agent/agent.toml, $XDG_STATE_HOME/keygen-agent,
+	//	        $XDG_RUNTIME_DIR/keygen-agent (else /tmp/keygen-agent-UID, as package ipc)
 	//	darwin  /Library/Application Support/keygen-agent/agent.toml, …/keygen-agent/data, /var/run/keygen-agent
-	//	        user: ~/Library/Application Support/keygen-agent/{agent.toml,data,run}
+	//	        user: ~/Library/Application Support/keygen-agent/{agent.toml,data,agent.sock}
 	//	windows %ProgramData%\keygen-agent\agent.toml, %ProgramData%\keygen-agent\data (named pipe, no socket dir)
 	ConfigPath, DataDir, SocketDir string
 	// Group is the group allowed to use the socket (system mode only).
@@ -194,7 +196,7 @@ func NewPlan(o Options) (*Plan, error) {
 	// Directories.
 	p.Dirs = append(p.Dirs, Dir{Path: lay.dir(p.ConfigPath), Mode: 0o755, Purpose: "config"})
 	p.Dirs = append(p.Dirs, Dir{Path: p.DataDir, Mode: 0o700, Purpose: "data"})
-	if p.SocketDir != "" {
+	if p.SocketDir != "" && p.SocketDir != lay.dir(p.ConfigPath) && p.SocketDir != p.DataDir {
 		p.Dirs = append(p.Dirs, Dir{Path: p.SocketDir, Mode: 0o750, Group: o.Group, Purpose: "socket"})
 	}
 
@@ -283,7 +285,7 @@ func defaultLayout(goos string, user bool, home string, getenv func(string) stri
 			dataDir:     path.Join(env("XDG_STATE_HOME", path.Join(home, ".local/state")), n),
 			serviceFile: path.Join(home, ".config/systemd/user", n+".service"),
 		}
-		l.socketDir = path.Join(l.dataDir, "run")
+		l.socketDir = path.Join("/tmp", n+"-"+strconv.Itoa(os.Getuid()))
 		if rt := env("XDG_RUNTIME_DIR", ""); rt != "" {
 			l.socketDir = path.Join(rt, n)
 		}
@@ -295,7 +297,7 @@ func defaultLayout(goos string, user bool, home string, getenv func(string) stri
 				serviceFile: "/Library/LaunchDaemons/" + n + ".plist", logDir: "/Library/Logs/" + n}, nil
 		}
 		base := path.Join(home, "Library/Application Support", n)
-		return layout{configPath: base + "/" + ConfigName, dataDir: base + "/data", socketDir: base + "/run",
+		return layout{configPath: base + "/" + ConfigName, dataDir: base + "/data", socketDir: base,
 			serviceFile: path.Join(home, "Library/LaunchAgents", n+".plist"), logDir: path.Join(home, "Library/Logs", n)}, nil
 	case "windows":
 		if user {

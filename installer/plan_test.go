@@ -3,6 +3,7 @@ package installer
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,7 +210,7 @@ func TestPlanDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.ConfigPath != "/cfg/keygen-agent/agent.toml" || p.DataDir != "/home/bob/.local/state/keygen-agent" ||
-		p.SocketDir != "/home/bob/.local/state/keygen-agent/run" || p.ServiceFile != "/home/bob/.config/systemd/user/keygen-agent.service" {
+		p.SocketDir != fmt.Sprintf("/tmp/keygen-agent-%d", os.Getuid()) || p.ServiceFile != "/home/bob/.config/systemd/user/keygen-agent.service" {
 		t.Errorf("user defaults without XDG_RUNTIME_DIR: %+v", p)
 	}
 	if got := p.Service.Arguments; len(got) != 3 || got[0] != "run" || got[2] != p.ConfigPath {
