@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -232,8 +233,8 @@ func (s *Store) PutLease(l LeaseRecord) error {
 	if l.ID == "" {
 		return fmt.Errorf("%w: empty lease id", ErrInvalidArgument)
 	}
-	if len(l.ID) > bolt.MaxKeySize {
-		return fmt.Errorf("%w: lease id too long", ErrInvalidArgument)
+	if len(l.ID) > bolt.MaxKeySize || !utf8.ValidString(l.ID) {
+		return fmt.Errorf("%w: lease id must be valid UTF-8 of at most %d bytes", ErrInvalidArgument, bolt.MaxKeySize)
 	}
 	l.Created = normTime(l.Created)
 	return s.update(func(tx *bolt.Tx) error { return putJSON(tx, bktLeases, []byte(l.ID), l) })
