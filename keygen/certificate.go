@@ -40,8 +40,11 @@ type CertificateError struct {
 }
 
 func (e *CertificateError) Error() string {
-	if e.Kind == "" {
+	switch e.Kind {
+	case "":
 		return "keygen: certificate: " + e.Err.Error()
+	case "key":
+		return "keygen: license key: " + e.Err.Error()
 	}
 	return "keygen: " + string(e.Kind) + " file: " + e.Err.Error()
 }
