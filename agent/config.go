@@ -150,6 +150,8 @@ type LoadOptions struct {
 	Getenv       func(string) string
 	// Override is applied last (command-line flags); its non-zero fields win.
 	Override Config
+	// DefaultDataDir is used when no layer sets data_dir.
+	DefaultDataDir string
 }
 
 // Load builds the effective configuration: defaults < file < environment <
@@ -187,6 +189,9 @@ func Load(o LoadOptions) (Config, []string, error) {
 	}
 	c = merge(c, env)
 	c = merge(c, o.Override)
+	if c.DataDir == "" {
+		c.DataDir = o.DefaultDataDir
+	}
 	c.applyDefaults()
 	if err := c.Validate(); err != nil {
 		return Config{}, warnings, err

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/keygen-agent/keygen-agent/agent"
+	"github.com/keygen-agent/keygen-agent/ipc"
+)
+
+// errListen marks a socket that cannot be served (taken by another agent,
+// bad path): a configuration problem, not worth a restart loop.
+var errListen = errors.New("cannot listen")
+
+// daemonOptions wires one agent: its configuration, where it listens, and
+// the collaborators tests and `dev` replace.
+type daemonOptions struct {
+	cfg        agent.Config
+	configFile string
+	configLoad func() (agent.Config, []string, error)
+	logger     *slog.Logger
+	logLevel   *slog.LevelVar
+	httpClient *http.Client
+	deps       agent.Deps // optional overrides (Fingerprinter, Processes, Now)
+	// ready, when set, is called once the socket accepts connections.
+	ready func(socket string)
+}
+
+// runDaemon opens the socket first (answering "starting" while the agent
+// initialises), runs the agent until ctx is done, then stops accepting,
+// lets the agent end its leases and closes the connections.
+func runDaemon(ctx context.Context, o daemonOptions) error {
+	cfg := o.cfg
+	socket := cfg.Socket
+	if socket == "" {
+		socket = ipc.DefaultSocketPath()
+	}
+	deps := o.deps
+	deps.Logger, deps.LogLevel = o.logger, o.logLevel
+	deps.HTTPClient = o.httpClient
+	deps.ConfigFile, deps.ConfigLoad = o.configFile, o.configLoad
+	agent.Version = Version
+	a, err := agent.New(cfg, deps)
+	if err != nil {
+		return err
+	}
+	if dir := filepath.Dir(socket); !strings.HasPrefix(socket, `\\.\pipe\`) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("socket directory: %w", err)
+		}
+	}
+	ln, err := ipc.Listen(socket, ipc.ListenOptions{Group: cfg.SocketGroup})
+	if err != nil {
+		return fmt.Errorf("%w on %s: %v", errListen, socket, err)
+	}
+	srv := ipc.NewServer(ipc.ServerConfig{
+		Mux:          a.Mux(),
+		Logger:       o.logger,
+		AdminGroup:   cfg.AdminGroup,
+		OnConnect:    a.ConnOpened,
+		OnClose:      a.ConnClosed,
+		AgentVersion: Version,
+	})
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	o.logger.Info("keygen-agent listening", "socket", socket, "version", Version)
+	if o.ready != nil {
+		o.ready(socket)
+	}
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(ctx) }()
+	select {
+	case err = <-runErr:
+	case err = <-serveErr:
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			err = fmt.Errorf("serving %s: %w", socket, err)
+		}
+		// The agent stops with the context the caller cancels.
+		<-runErr
+	}
+	_ = ln.Close()
+	_ = srv.Close()
+	return err
+}
+
+// newLogger builds the daemon's slog logger: text or JSON on stderr (the
+// journal captures it under systemd).
+func newLogger(w io.Writer, format, level string) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err == nil {
+		lv.Set(l)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), lv
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), lv
+}

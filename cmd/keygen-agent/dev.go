@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/keygen-agent/keygen-agent/agent"
+	"github.com/keygen-agent/keygen-agent/keygen/devserver"
+)
+
+func init() {
+	register(verb{name: "dev", summary: "run the built-in Keygen dev server plus an agent, ready for clients", run: runDev})
+}
+
+const devHelp = `When ready, dev prints exactly one JSON line on stdout with the keys socket, api_url, account,
+product, policy, license_id, license_key, public_key, admin_token and data_dir, then next steps on
+stderr. Ctrl-C stops the agent (its leases are killed) and the dev server, and removes the temporary
+data directory unless --data-dir was given.
+
+exit codes:
+  0  stopped cleanly
+  1  failed to start or run
+  2  bad flags`
+
+func runDev(e *env) int {
+	fs := newFlagSet(e, "dev", "", "Run an in-memory Keygen-compatible dev server seeded with a demo license, and an agent\nactivated against it, on a temporary socket.", devHelp)
+	maxProcs := fs.Int("max-processes", 3, "the demo policy's maxProcesses (0 = unlimited)")
+	hb := fs.Int("heartbeat-duration", 600, "the demo policy's heartbeatDuration in seconds (>= 60)")
+	leasing := fs.String("leasing", "PER_MACHINE", "processLeasingStrategy: PER_MACHINE, PER_LICENSE or PER_USER")
+	strict := fs.Bool("strict", false, "make the demo policy strict")
+	addr := fs.String("addr", "127.0.0.1:0", "dev server listen address")
+	dataDir := fs.String("data-dir", "", "agent data directory (default: a new temporary directory)")
+	socket := fs.String("socket", "", "agent socket (default: inside the temporary directory)")
+	logLevel := fs.String("log-level", "info", "agent log level")
+	if code, ok := parseFlags(fs, e.args); !ok {
+		return code
+	}
+	if *hb < 60 {
+		fmt.Fprintln(e.stderr, "keygen-agent: --heartbeat-duration must be at least 60 (Keygen's minimum)")
+		return exitUsage
+	}
+	log, lv := newLogger(e.stderr, "text", *logLevel)
+
+	srv, err := devserver.New(devserver.Options{Addr: *addr, Logger: log.With("component", "devserver")})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "keygen-agent: dev server: %v\n", err)
+		return exitFailure
+	}
+	defer srv.Close()
+	do := devserver.DemoOptions{HeartbeatDuration: *hb, Leasing: *leasing, Strict: *strict}
+	if *maxProcs > 0 {
+		do.MaxProcesses = maxProcs
+	}
+	demo, err := srv.Demo(do)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "keygen-agent: seeding the dev server: %v\n", err)
+		return exitUsage
+	}
+
+	dir := *dataDir
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "kga-dev")
+		if err != nil {
+			fmt.Fprintf(e.stderr, "keygen-agent: %v\n", err)
+			return exitFailure
+		}
+		defer os.RemoveAll(dir)
+	}
+	sock := *socket
+	if sock == "" {
+		sock = devSocketPath(dir)
+	}
+	cfg := agent.Config{
+		Account: srv.AccountID(), Product: demo.Product.ID, PublicKey: srv.PublicKeyHex(), APIURL: srv.URL(),
+		LicenseKey: demo.License.Key, DataDir: dir, Socket: sock, ImportDir: filepath.Join(dir, "import"),
+		LogLevel: *logLevel,
+	}
+	ready := func(socket string) {
+		line := map[string]string{
+			"socket": socket, "api_url": srv.URL(), "account": srv.AccountID(), "product": demo.Product.ID,
+			"policy": demo.Policy.ID, "license_id": demo.License.ID, "license_key": demo.License.Key,
+			"public_key": srv.PublicKeyHex(), "admin_token": srv.AdminToken(), "data_dir": dir,
+		}
+		b, _ := json.Marshal(line)
+		fmt.Fprintf(e.stdout, "%s\n", b)
+		fmt.Fprintf(e.stderr, `
+keygen-agent dev is ready (Ctrl-C to stop).
+  in another terminal:  keygen-agent lease --socket %[1]s --app demo
+                        keygen-agent status --socket %[1]s
+                        keygen-agent leases --socket %[1]s
+  or from Python:       python3 examples/python/lease.py --socket %[1]s
+`, socket)
+	}
+	err = runDaemon(e.ctx, daemonOptions{cfg: cfg, logger: log, logLevel: lv, ready: ready})
+	if err != nil && e.ctx.Err() == nil {
+		fmt.Fprintf(e.stderr, "keygen-agent: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

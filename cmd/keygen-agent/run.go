@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/keygen-agent/keygen-agent/agent"
+	"github.com/keygen-agent/keygen-agent/cache"
+	"github.com/keygen-agent/keygen-agent/installer"
+)
+
+func init() {
+	register(verb{name: "run", summary: "run the agent in the foreground (what the OS service executes)", run: runRun})
+}
+
+const runHelp = `Configuration precedence: flags > KEYGEN_* environment variables > config file > defaults.
+Environment: KEYGEN_ACCOUNT, KEYGEN_PRODUCT, KEYGEN_LICENSE_KEY, KEYGEN_PUBLIC_KEY, KEYGEN_API_URL,
+KEYGEN_ENVIRONMENT, KEYGEN_AGENT_SOCKET, KEYGEN_AGENT_DATA_DIR, KEYGEN_AGENT_APP_ID.
+
+exit codes:
+  0  stopped cleanly (SIGINT/SIGTERM or service stop)
+  1  the agent failed at run time (the service manager restarts it)
+  2  bad flags
+  3  bad configuration, the socket is taken, or another agent holds the cache: fix it; do not restart`
+
+func runRun(e *env) int {
+	fs := newFlagSet(e, "run", "", "Run the agent in the foreground until interrupted.", runHelp)
+	defaults, _ := installer.NewPlan(installer.Options{Getenv: e.getenv})
+	defConfig, defData := "", ""
+	if defaults != nil {
+		defConfig, defData = defaults.ConfigPath, defaults.DataDir
+	}
+	configFile := fs.String("config", defConfig, "config file (TOML); a missing default file is not an error")
+	dataDir := fs.String("data-dir", "", "data directory (cache); default from the config, else "+defData)
+	socket := fs.String("socket", "", "socket path (named pipe on Windows); default from the config, else the OS default")
+	logFormat := fs.String("log-format", "", "text or json (default text)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	if code, ok := parseFlags(fs, e.args); !ok {
+		return code
+	}
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	override := agent.Config{DataDir: *dataDir, Socket: *socket, LogFormat: *logFormat, LogLevel: *logLevel}
+	load := func() (agent.Config, []string, error) {
+		return agent.Load(agent.LoadOptions{File: *configFile, FileRequired: explicit, Getenv: e.getenv,
+			Override: override, DefaultDataDir: defData})
+	}
+	cfg, warnings, err := load()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "keygen-agent: %v\n", err)
+		return exitConfig
+	}
+	log, lv := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+	for _, w := range warnings {
+		log.Warn("config", "warning", w)
+	}
+	err = installer.RunService(e.ctx, "keygen-agent", func(ctx context.Context) error {
+		return runDaemon(ctx, daemonOptions{cfg: cfg, configFile: *configFile, configLoad: load, logger: log, logLevel: lv})
+	}, log)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, agent.ErrConfig), errors.Is(err, cache.ErrLocked), errors.Is(err, errListen):
+		log.Error("keygen-agent cannot start", "err", err)
+		return exitConfig
+	default:
+		log.Error("keygen-agent stopped", "err", err)
+		return exitFailure
+	}
+}
