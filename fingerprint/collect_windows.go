@@ -29,9 +29,9 @@ func collect(ctx context.Context, o Options) collection {
 }
 
 var (
-	modkernel32                 = windows.NewLazySystemDLL("kernel32.dll")
-	procGetSystemFirmwareTable  = modkernel32.NewProc("GetSystemFirmwareTable")
-	rsmbProvider        uintptr = 'R'<<24 | 'S'<<16 | 'M'<<8 | 'B'
+	modkernel32                        = windows.NewLazySystemDLL("kernel32.dll")
+	procGetSystemFirmwareTable         = modkernel32.NewProc("GetSystemFirmwareTable")
+	rsmbProvider               uintptr = 'R'<<24 | 'S'<<16 | 'M'<<8 | 'B'
 )
 
 // readRawSMBIOS calls GetSystemFirmwareTable('RSMB', 0, ...) twice: once
