@@ -66,7 +66,9 @@ func TestEndpointsSuccess(t *testing.T) {
 		record("spawn", r)
 		writeJSON(w, 201, data(processRes("p1", "4242")))
 	})
-	f.handle("GET /processes/{id}", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, data(processRes(r.PathValue("id"), "4242"))) })
+	f.handle("GET /processes/{id}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, data(processRes(r.PathValue("id"), "4242")))
+	})
 	f.handle("POST /processes/{id}/actions/ping", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, data(processRes("p1", "4242"))) })
 	f.handle("DELETE /processes/{id}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })
 	f.handle("GET /machines/{id}/processes", func(w http.ResponseWriter, r *http.Request) {
@@ -455,7 +457,9 @@ func errString(err error) string {
 
 func TestResponseSignature(t *testing.T) {
 	f := newFake(t)
-	f.handle("GET /me", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]any{"data": licenseRes(testLicenseID)}) })
+	f.handle("GET /me", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"data": licenseRes(testLicenseID)})
+	})
 	f.handle("GET /licenses/{id}", func(w http.ResponseWriter, r *http.Request) { writeErr(w, 404, "NOT_FOUND", "Not found", "x") })
 	f.handle("POST /machines", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]any{"data": "garbage"}) })
 	cases := []struct {

@@ -113,8 +113,8 @@ type certSpec struct {
 	kind    CertKind
 	alg     string // full algorithm
 	payload []byte
-	secret  string    // aes key material (license key [+ fingerprint])
-	iv      []byte    // nil: fixed zero-based IV (deterministic)
+	secret  string // aes key material (license key [+ fingerprint])
+	iv      []byte // nil: fixed zero-based IV (deterministic)
 	mutate  func(enc, sig string) (string, string)
 }
 
@@ -360,3 +360,5 @@ func readBody(t testing.TB, r *http.Request) map[string]any {
 	}
 	return m
 }
+
+func stdB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
