@@ -26,3 +26,13 @@ func testListen(t testing.TB) (net.Listener, string) {
 	t.Cleanup(func() { ln.Close() })
 	return ln, path
 }
+
+func relisten(t testing.TB, path string) net.Listener {
+	t.Helper()
+	ln, err := Listen(path, ListenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}

@@ -34,3 +34,14 @@ func throwawayDial(ln net.Listener, path string) {
 		c.Close()
 	}
 }
+
+func relisten(t testing.TB, path string) net.Listener {
+	t.Helper()
+	ln, err := Listen(path, ListenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	throwawayDial(ln, path)
+	return ln
+}
