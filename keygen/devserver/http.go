@@ -1,0 +1,465 @@
+package devserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const maxBody = 1 << 20
+
+// call is one account-scoped API request being served.
+type call struct {
+	s       *Server
+	r       *http.Request // path rewritten to the account-relative route
+	now     time.Time
+	body    []byte
+	auth    *bearer
+	version string
+	rep     *reply
+	err     error
+}
+
+// bearer is the authenticated identity of a request.
+type bearer struct {
+	kind   string // admin, product, license, user
+	id     string // product, license or user id ("" for admin)
+	viaKey bool   // Authorization: License <key>
+}
+
+// reply is a handler's successful answer.
+type reply struct {
+	status      int
+	body        any // JSON value; []byte is written raw; nil means no body
+	contentType string
+	header      http.Header
+}
+
+type handlerFunc func(c *call) (*reply, error)
+
+type ctxKey struct{}
+
+func ok(v any) (*reply, error)      { return &reply{status: 200, body: v}, nil }
+func created(v any) (*reply, error) { return &reply{status: 201, body: v}, nil }
+func noContent() (*reply, error)    { return &reply{status: 204}, nil }
+
+// handle registers h for an account-relative pattern such as
+// "POST /machines/{id}/actions/ping".
+func handle(mux *http.ServeMux, pattern string, h handlerFunc) {
+	mux.HandleFunc(pattern, func(_ http.ResponseWriter, r *http.Request) {
+		c := r.Context().Value(ctxKey{}).(*call)
+		c.r = r
+		c.rep, c.err = h(c)
+	})
+}
+
+var acceptSigRe = regexp.MustCompile(`^\s*(?:keyid="([^"]*)"\s*,\s*)?algorithm="([^"]*)"\s*$`)
+
+// ServeHTTP serves the Keygen API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f := s.currentFaults()
+	if f.Refuse {
+		s.count("", true, false)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	}
+	if f.Hang {
+		s.count("", true, false)
+		select {
+		case <-r.Context().Done():
+		case <-s.done:
+		}
+		return
+	}
+	if f.Latency > 0 && !s.waitFor(r.Context(), f.Latency) {
+		return
+	}
+	now := s.now()
+	if f.RateLimitStorm {
+		s.count("", true, true)
+		s.writeTooMany(w, now, rateInfo{window: "storm", limit: 0, count: 1, reset: now.Add(30 * time.Second)})
+		return
+	}
+	if f.ServerErrorRate > 0 && rand.Float64() < f.ServerErrorRate {
+		s.count("", true, false)
+		status := 503
+		if rand.IntN(2) == 0 {
+			status = 500
+		}
+		writeRaw(w, status, jsonAPIType, errorBody(newError(status, "injected fault", ""), ""), nil)
+		return
+	}
+
+	path := r.URL.EscapedPath()
+	if path == "/v1/ping" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		s.count("GET /ping", false, false)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	rest, found := strings.CutPrefix(path, "/v1/accounts/")
+	if found {
+		acct, tail, _ := strings.Cut(rest, "/")
+		if acct != s.account {
+			s.count("", false, false)
+			writeRaw(w, 404, jsonAPIType, errorBody(newError(404, "The requested account '"+acct+"' was not found", "NOT_FOUND"), ""), nil)
+			return
+		}
+		rest = "/" + tail
+	} else if strings.HasPrefix(path, "/v1/") {
+		rest = path[len("/v1"):]
+	} else {
+		s.count("", false, false)
+		writeRaw(w, 404, jsonAPIType, errorBody(notFound("endpoint"), ""), nil)
+		return
+	}
+
+	reqID := newID()
+	hdr := http.Header{}
+	if !s.opts.DisableRateLimit && !s.rateExempt(r) {
+		info, allowed := s.rl.hit(rateKey(r), now)
+		if !allowed {
+			s.count("", false, true)
+			s.writeTooMany(w, now, info)
+			return
+		}
+		info.setHeaders(hdr)
+	}
+
+	sigAlg := algEd25519
+	c := &call{s: s, now: now, version: "1.7"}
+	if v := strings.TrimPrefix(r.Header.Get("Keygen-Version"), "v"); v != "" {
+		c.version = v
+	}
+	var apiErr error
+	if h := r.Header.Get("Keygen-Accept-Signature"); h != "" {
+		m := acceptSigRe.FindStringSubmatch(h)
+		switch {
+		case m == nil:
+			apiErr = badRequest("invalid accept-signature header (malformed)", "HEADER_INVALID").header("Keygen-Accept-Signature")
+		case !validSigningAlg(m[2]):
+			apiErr = badRequest("invalid accept-signature header (unsupported algorithm)", "HEADER_INVALID").header("Keygen-Accept-Signature")
+		case m[1] != "" && m[1] != s.account:
+			apiErr = badRequest("invalid accept-signature header (keyid not found)", "HEADER_INVALID").header("Keygen-Accept-Signature")
+		default:
+			sigAlg = m[2]
+		}
+	}
+
+	route := ""
+	if apiErr == nil {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		switch {
+		case err != nil:
+			apiErr = badRequest("The request body could not be read", "BODY_INVALID")
+		case len(body) > maxBody:
+			apiErr = newError(413, "The request body is too large", "BODY_TOO_LARGE")
+		default:
+			c.body = body
+		}
+	}
+	if apiErr == nil {
+		u := *r.URL
+		u.RawPath = rest
+		u.Path, _ = url.PathUnescape(rest)
+		if u.Path == "" {
+			u.Path = "/"
+		}
+		r2 := r.WithContext(context.WithValue(r.Context(), ctxKey{}, c))
+		r2.URL = &u
+		_, pattern := s.mux.Handler(r2)
+		if pattern == "" {
+			apiErr = newError(404, "The requested endpoint was not found (check your HTTP method, Accept header, and URL path)", "NOT_FOUND")
+		} else {
+			route = pattern
+			s.mu.Lock()
+			c.auth, apiErr = s.authenticate(r)
+			if apiErr == nil {
+				s.mux.ServeHTTP(discardWriter{}, r2)
+				apiErr = c.err
+			}
+			s.mu.Unlock()
+		}
+	}
+	s.count(route, false, false)
+
+	var (
+		status int
+		body   []byte
+		ctype  = jsonAPIType
+	)
+	if apiErr != nil {
+		ae, isAPI := apiErr.(*apiError)
+		if !isAPI {
+			s.log.Error("handler", "route", route, "err", apiErr)
+			ae = newError(500, "an unexpected error occurred", "")
+		}
+		status, body = ae.Status, errorBody(ae, reqID)
+		for k, v := range ae.Header {
+			hdr[k] = v
+		}
+	} else {
+		rep := c.rep
+		status = rep.status
+		switch b := rep.body.(type) {
+		case nil:
+		case []byte:
+			body = b
+		default:
+			var err error
+			body, err = json.Marshal(b)
+			if err != nil {
+				s.log.Error("encode response", "route", route, "err", err)
+				status, body = 500, errorBody(newError(500, "an unexpected error occurred", ""), reqID)
+			}
+		}
+		if rep.contentType != "" {
+			ctype = rep.contentType
+		}
+		for k, v := range rep.header {
+			hdr[k] = v
+		}
+	}
+	if body == nil {
+		ctype = ""
+	}
+	hdr.Set("Keygen-Account", s.account)
+	hdr.Set("Keygen-Version", c.version)
+	hdr.Set("Keygen-Edition", "CE")
+	hdr.Set("Keygen-Mode", "singleplayer")
+	hdr.Set("X-Request-Id", reqID)
+	hdr.Set("Cache-Control", "no-transform, no-store, max-age=0")
+	if c.auth != nil {
+		hdr.Set("Keygen-Bearer", c.auth.kind)
+	}
+	s.signResponse(hdr, r, sigAlg, body, now, f)
+	if f.TruncateBody && len(body) > 0 {
+		hdr.Set("Content-Length", strconv.Itoa(len(body)))
+		body = body[:len(body)/2]
+	}
+	writeRaw(w, status, ctype, body, hdr)
+}
+
+// signResponse adds Date, Digest and Keygen-Signature (KEYGEN.md §2.1).
+func (s *Server) signResponse(h http.Header, r *http.Request, alg string, body []byte, now time.Time, f Faults) {
+	date := now.UTC().Format(http.TimeFormat)
+	digest := bodyDigest(body)
+	h.Set("Date", date)
+	h.Set("Keygen-Date", date)
+	h.Set("Digest", digest)
+	h.Set("Keygen-Digest", digest)
+	if f.NoSignature {
+		return
+	}
+	target := r.RequestURI
+	if target == "" || strings.Contains(target, "://") {
+		target = r.URL.RequestURI()
+	}
+	ss := signingString(r.Method, target, hostOnly(r.Host), date, digest)
+	if f.BadSignature {
+		ss += "\n"
+	}
+	sig := base64.StdEncoding.EncodeToString(s.keys.sign(alg, []byte(ss)))
+	h.Set("Keygen-Signature", fmt.Sprintf(`keyid="%s", algorithm="%s", signature="%s", headers="(request-target) host date digest"`, s.account, alg, sig))
+}
+
+// hostOnly is Rails' request.host: the Host header without its port.
+func hostOnly(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		return strings.Trim(host, "[]")
+	}
+	return strings.Trim(h, "[]")
+}
+
+const jsonAPIType = "application/vnd.api+json; charset=utf-8"
+
+func writeRaw(w http.ResponseWriter, status int, ctype string, body []byte, h http.Header) {
+	for k, v := range h {
+		w.Header()[k] = v
+	}
+	if ctype != "" {
+		w.Header().Set("Content-Type", ctype)
+	}
+	if w.Header().Get("Content-Length") == "" {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	w.WriteHeader(status)
+	if len(body) > 0 {
+		_, _ = w.Write(body)
+	}
+}
+
+func errorBody(e *apiError, reqID string) []byte {
+	doc := map[string]any{"errors": []any{e.object()}}
+	if reqID != "" {
+		doc["meta"] = map[string]any{"id": reqID}
+	}
+	b, _ := json.Marshal(doc)
+	return b
+}
+
+func (s *Server) writeTooMany(w http.ResponseWriter, now time.Time, info rateInfo) {
+	h := http.Header{}
+	info.setHeaders(h)
+	retry := int(info.reset.Sub(now).Seconds() + 0.999)
+	if retry < 1 {
+		retry = 1
+	}
+	h.Set("Retry-After", strconv.Itoa(retry))
+	e := newError(429, "Throttle limit has been reached for your IP address. Please see https://keygen.sh/docs/api/rate-limiting/ for more info.", "TOO_MANY_REQUESTS")
+	writeRaw(w, 429, jsonAPIType, errorBody(e, ""), h)
+}
+
+func (s *Server) count(route string, fault, limited bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.Total++
+	if route != "" {
+		s.stats.Routes[route]++
+	}
+	if fault {
+		s.stats.Faults++
+	}
+	if limited {
+		s.stats.RateLimited++
+	}
+}
+
+// credential extracts the raw credential of a request: scheme ("license",
+// "token") and secret.
+func credential(r *http.Request) (scheme, secret string) {
+	if a := r.Header.Get("Authorization"); a != "" {
+		kind, val, _ := strings.Cut(a, " ")
+		val = strings.TrimSpace(val)
+		switch strings.ToLower(kind) {
+		case "license":
+			return "license", val
+		case "bearer", "token":
+			return "token", val
+		case "basic":
+			raw, err := base64.StdEncoding.DecodeString(val)
+			if err != nil {
+				return "invalid", a
+			}
+			user, pass, _ := strings.Cut(string(raw), ":")
+			switch user {
+			case "license":
+				return "license", pass
+			case "token":
+				return "token", pass
+			}
+			if pass == "" {
+				return "token", user
+			}
+			return "invalid", a
+		}
+		return "invalid", a
+	}
+	q := r.URL.Query()
+	if a := q.Get("auth"); a != "" {
+		kind, val, _ := strings.Cut(a, ":")
+		if kind == "license" || kind == "token" {
+			return kind, val
+		}
+		return "invalid", a
+	}
+	if t := q.Get("token"); t != "" {
+		return "token", t
+	}
+	return "", ""
+}
+
+func rateKey(r *http.Request) string {
+	scheme, secret := credential(r)
+	h := sha256.Sum256([]byte(scheme + ":" + secret))
+	return hostOnly(r.RemoteAddr) + "/" + hex.EncodeToString(h[:8])
+}
+
+func (s *Server) rateExempt(r *http.Request) bool {
+	if s.opts.RateLimitAdmin {
+		return false
+	}
+	scheme, secret := credential(r)
+	if scheme != "token" {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tokens[secret]
+	return t != nil && t.Kind == "admin"
+}
+
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return http.Header{} }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}
+
+// memWriter records a response for [Server.Transport].
+type memWriter struct {
+	h      http.Header
+	status int
+	buf    bytes.Buffer
+}
+
+func newMemWriter() *memWriter { return &memWriter{h: http.Header{}} }
+
+func (m *memWriter) Header() http.Header { return m.h }
+func (m *memWriter) Write(b []byte) (int, error) {
+	if m.status == 0 {
+		m.status = 200
+	}
+	return m.buf.Write(b)
+}
+func (m *memWriter) WriteHeader(code int) {
+	if m.status == 0 {
+		m.status = code
+	}
+}
+
+func (m *memWriter) response(req *http.Request) *http.Response {
+	if m.status == 0 {
+		m.status = 200
+	}
+	body := m.buf.Bytes()
+	cl := int64(len(body))
+	var rc io.ReadCloser = io.NopCloser(bytes.NewReader(body))
+	if v, err := strconv.ParseInt(m.h.Get("Content-Length"), 10, 64); err == nil && v > cl {
+		cl = v
+		rc = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{io.ErrUnexpectedEOF}))
+	}
+	return &http.Response{
+		Status:        fmt.Sprintf("%d %s", m.status, http.StatusText(m.status)),
+		StatusCode:    m.status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        m.h,
+		Body:          rc,
+		ContentLength: cl,
+		Request:       req,
+	}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
