@@ -285,6 +285,11 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 		date, err := c.verifyResponse(req, resp.Header, raw)
 		if err != nil {
 			c.report(info)
+			if st >= 400 {
+				// Not trusted, but say what it claimed: an unsigned 404 is
+				// typically a wrong account id.
+				return nil, fmt.Errorf("%w (untrusted answer: %v)", err, decodeAPIError(st, raw, info.RequestID))
+			}
 			return nil, err
 		}
 		info.Date, info.Verified = date, true
