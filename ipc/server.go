@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime/debug"
@@ -445,7 +446,10 @@ func (c *Conn) readLoop() {
 					Message: fmt.Sprintf("message exceeds %d bytes; closing the connection", c.s.cfg.MaxMessageSize),
 					Data:    map[string]any{"max": c.s.cfg.MaxMessageSize}})
 				c.closeAfterFlush()
-				<-c.done
+				// Keep draining so a client still writing the oversize
+				// message (pipes have small buffers) can read the error.
+				_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 4*int64(c.s.cfg.MaxMessageSize)))
+				c.Close()
 			}
 			return
 		}
