@@ -27,7 +27,9 @@ func BenchmarkOpenMachineFile(b *testing.B) {
 // response verification.
 func BenchmarkRequest(b *testing.B) {
 	f := newFake(b)
-	f.handle("GET /me", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]any{"data": licenseRes(testLicenseID)}) })
+	f.handle("GET /me", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"data": licenseRes(testLicenseID)})
+	})
 	url := f.srv.URL + "/v1/accounts/" + acct + "/me"
 	hc := f.srv.Client()
 	b.Run("bare-net-http", func(b *testing.B) {

@@ -42,7 +42,9 @@ type Config struct {
 	RSAPublicKey, ECDSAPublicKey string
 	UserAgent                    string // vendor prefix, e.g. "acme-cad/4.2"
 	AgentVersion                 string // version in the User-Agent; default from build info
-	HTTPClient                   *http.Client
+	// HTTPClient defaults to one with a 10s dial and 30s overall timeout
+	// and the proxy from the environment. Redirects are never followed.
+	HTTPClient *http.Client
 	// MaxClockDrift is the replay window for a response's signed Date:
 	// older responses are rejected. Default 5m; <0 disables the check.
 	MaxClockDrift time.Duration
@@ -123,6 +125,12 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
+	} else if c.hc.CheckRedirect == nil {
+		// Keygen never redirects API calls; a redirect is a proxy or a
+		// captive portal, and following it would resend credentials.
+		hc := *c.hc
+		hc.CheckRedirect = noRedirect
+		c.hc = &hc
 	}
 	c.auth = authHeader(cfg.LicenseKey, cfg.Token)
 	c.ua = userAgent(cfg.UserAgent, cfg.AgentVersion)
@@ -167,10 +175,11 @@ func defaultHTTPClient() *http.Client {
 			ResponseHeaderTimeout: 20 * time.Second,
 			ExpectContinueTimeout: time.Second,
 		},
-		// Keygen never redirects API calls; a redirect is a proxy or portal.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		CheckRedirect: noRedirect,
 	}
 }
+
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // WithLicenseKey returns a copy of c that authenticates with key (and no
 // bearer token). The copy shares c's transport.

@@ -549,3 +549,102 @@ func TestParseSignatureHeader(t *testing.T) {
 		_ = parseSignatureHeader(s)
 	}
 }
+
+func TestOtherErrorClasses(t *testing.T) {
+	f := newFake(t)
+	f.handle("GET /licenses/{id}", func(w http.ResponseWriter, r *http.Request) {
+		switch r.PathValue("id") {
+		case "banned":
+			w.Header().Set("X-RateLimit-Window", "blacklist")
+			writeErr(w, 403, "", "Access denied", "")
+		case "garbage4xx":
+			w.WriteHeader(418)
+			_, _ = w.Write([]byte("<html>teapot</html>"))
+		case "redirect":
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		case "wrongtype":
+			writeJSON(w, 200, map[string]any{"data": machineRes("m")})
+		case "big":
+			w.WriteHeader(200)
+			_, _ = w.Write(make([]byte, maxBody+10))
+		default:
+			writeErr(w, 404, "NOT_FOUND", "Not found", "account not found")
+		}
+	})
+	c := f.client(t)
+	ctx := t.Context()
+	_, err := c.License(ctx, "banned")
+	var rle *RateLimitError
+	if !errors.As(err, &rle) || rle.Status != 403 || rle.RetryAfter != 30*time.Minute || !errors.Is(err, ErrRateLimited) {
+		t.Errorf("blocklist: %v", err)
+	}
+	_, err = c.License(ctx, "garbage4xx")
+	var e *Error
+	if !errors.As(err, &e) || e.Status != 418 || e.Code != "" || e.Title != "I'm a teapot" {
+		t.Errorf("garbage 4xx: %#v", err)
+	}
+	if _, err = c.License(ctx, "redirect"); !errors.Is(err, ErrMalformedResponse) {
+		t.Errorf("redirect followed or misclassified: %v", err)
+	}
+	if _, err = c.License(ctx, "wrongtype"); !errors.Is(err, ErrMalformedResponse) {
+		t.Errorf("wrong type: %v", err)
+	}
+	if _, err = c.License(ctx, "big"); !errors.Is(err, ErrMalformedResponse) {
+		t.Errorf("oversized body: %v", err)
+	}
+	// An unsigned 404 (unknown account) is not trusted, but explained.
+	f.set("nosig", t0)
+	_, err = c.License(ctx, "nothere")
+	if !errors.Is(err, ErrNotGenuine) || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "404") {
+		t.Errorf("unsigned 404: %v", err)
+	}
+}
+
+func TestPagination(t *testing.T) {
+	f := newFake(t)
+	f.handle("GET /machines/{id}/processes", func(w http.ResponseWriter, r *http.Request) {
+		page := r.URL.Query().Get("page[number]")
+		doc := map[string]any{"data": []any{processRes("p"+page, page)}, "links": map[string]any{"next": nil}}
+		if page != "3" {
+			doc["links"] = map[string]any{"next": "/v1/accounts/" + acct + "/machines/x/processes?page[number]=next"}
+		}
+		writeJSON(w, 200, doc)
+	})
+	ps, err := f.client(t).MachineProcesses(t.Context(), "x")
+	if err != nil || len(ps) != 3 || ps[2].ID != "p3" {
+		t.Fatalf("%+v %v", ps, err)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	f := newFake(t)
+	f.handle("POST /processes/{id}/actions/ping", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"data": processRes(r.PathValue("id"), "1")})
+	})
+	c := f.client(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 16 {
+		cc := c
+		if i%2 == 0 {
+			cc = c.WithLicenseKey("other")
+		}
+		wg.Go(func() {
+			for j := range 4 {
+				id := string(rune('a'+i)) + string(rune('0'+j))
+				p, err := cc.PingProcess(t.Context(), id)
+				if err == nil && p.ID != id {
+					err = errors.New("crossed responses")
+				}
+				if err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -13,6 +13,15 @@ type document struct {
 	Included []resource      `json:"included"`
 	Meta     json.RawMessage `json:"meta"`
 	Errors   []errorObject   `json:"errors"`
+	Links    struct {
+		Next json.RawMessage `json:"next"`
+	} `json:"links"`
+}
+
+// hasNext reports whether a paginated document links to a next page.
+func (d *document) hasNext() bool {
+	var next string
+	return !isNull(d.Links.Next) && json.Unmarshal(d.Links.Next, &next) == nil && next != ""
 }
 
 type resource struct {

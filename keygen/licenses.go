@@ -178,7 +178,7 @@ const (
 	maxPages = 100
 )
 
-// list fetches every page of a collection of typ.
+// list fetches every page of a collection of typ (at most maxPages pages).
 func (c *Client) list(ctx context.Context, path, typ string) ([]resource, error) {
 	var all []resource
 	for page := 1; page <= maxPages; page++ {
@@ -192,7 +192,9 @@ func (c *Client) list(ctx context.Context, path, typ string) ([]resource, error)
 			return nil, err
 		}
 		all = append(all, rs...)
-		if len(rs) < pageSize {
+		// Keygen sets links.next until the last page; a server without
+		// pagination links returned everything at once.
+		if len(rs) == 0 || !d.hasNext() {
 			break
 		}
 	}
