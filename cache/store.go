@@ -227,6 +227,14 @@ func (s *Store) validate() (reason string, err error) {
 		return s.classifyOpenErr(err)
 	}
 	defer db.Close()
+	// Under the shared lock: no writer can be changing the file. bbolt has
+	// read only the meta pages so far.
+	switch reason, err := rawCheckFile(s.path); {
+	case err != nil:
+		return "", fmt.Errorf("cache: %w", err)
+	case reason != "":
+		return reason, nil
+	}
 	err = db.View(func(tx *bolt.Tx) error {
 		if err := walkTx(tx); err != nil {
 			return err
