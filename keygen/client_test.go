@@ -3,6 +3,8 @@ package keygen
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -646,5 +648,21 @@ func TestConcurrentUse(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+func TestNoSecretsInFormatting(t *testing.T) {
+	key := "SECRET-LICENSE-KEY-0123456789"
+	cfg := Config{Account: "a", LicenseKey: key, Token: "tok-0123456789-secret"}
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("cfg", "config", cfg)
+	for _, s := range []string{buf.String(), fmt.Sprintf("%v %+v %#v %s", c, c, c, c)} {
+		if strings.Contains(s, key) || strings.Contains(s, "tok-0123456789-secret") {
+			t.Errorf("secret leaked: %s", s)
+		}
 	}
 }

@@ -137,7 +137,8 @@ func (e *Error) Is(target error) bool {
 
 // UnavailableError is a network failure, a timeout, a truncated body or a 5xx.
 // It matches ErrUnavailable; Err (if any) is the underlying cause, so
-// errors.Is(err, context.Canceled) also works.
+// errors.Is(err, context.Canceled) also works: a caller that cancelled its
+// own context should check that before treating Keygen as offline.
 type UnavailableError struct {
 	Status int // 0 when no response was received
 	Err    error
