@@ -85,10 +85,10 @@ func ParseCertificate(data []byte) (*Certificate, error) {
 			if !strings.HasSuffix(s, foot) {
 				return nil, certErr(k, ErrCertMalformed, "missing %q footer", foot)
 			}
-			kind, body = k, s[len(head):len(s)-len(foot)]
 			if len(s) < len(head)+len(foot) {
 				return nil, certErr(k, ErrCertMalformed, "truncated")
 			}
+			kind, body = k, s[len(head):len(s)-len(foot)]
 			break
 		}
 	}

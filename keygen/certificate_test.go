@@ -103,6 +103,7 @@ func TestOpenCertificateVerdicts(t *testing.T) {
 		{name: "empty", cert: nil, want: ErrCertMalformed},
 		{name: "no footer", cert: valid[:len(valid)-30], want: ErrCertMalformed, kind: KindMachine},
 		{name: "header and footer only", cert: []byte("-----BEGIN LICENSE FILE-----\n-----END LICENSE FILE-----\n"), want: ErrCertMalformed, kind: KindLicense},
+		{name: "overlapping header and footer", cert: []byte("-----BEGIN LICENSE FILE-----END LICENSE FILE-----"), want: ErrCertMalformed, kind: KindLicense},
 		{name: "body not base64", cert: []byte("-----BEGIN LICENSE FILE-----\n%%%%\n-----END LICENSE FILE-----\n"), want: ErrCertMalformed, kind: KindLicense},
 		{name: "envelope not JSON", cert: []byte("-----BEGIN LICENSE FILE-----\n" + encode64([]byte("hello")) + "-----END LICENSE FILE-----\n"), want: ErrCertMalformed, kind: KindLicense},
 		{name: "envelope missing sig", cert: []byte("-----BEGIN LICENSE FILE-----\n" + encode64([]byte(`{"enc":"e30=","alg":"base64+ed25519"}`)) + "-----END LICENSE FILE-----\n"),
