@@ -207,6 +207,9 @@ type request struct {
 	body     any        // JSON-encoded when non-nil
 	unsigned bool       // root-level route (no account): Keygen cannot sign it
 	noAcct   bool       // path is below /v1, not below the account
+	// anonymousKey drops license-key authorization (validate-key needs
+	// none, and a stale configured key would turn it into a 401).
+	anonymousKey bool
 }
 
 // response is a verified, successful answer.
@@ -246,7 +249,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	if c.env != "" {
 		h.Set("Keygen-Environment", c.env)
 	}
-	if c.auth != "" {
+	if c.auth != "" && !(r.anonymousKey && strings.HasPrefix(c.auth, "License ")) {
 		h.Set("Authorization", c.auth)
 	}
 	if c.verify && !r.unsigned {

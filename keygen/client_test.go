@@ -257,6 +257,9 @@ func TestValidate(t *testing.T) {
 	var lastMeta map[string]any
 	handler := func(w http.ResponseWriter, r *http.Request) {
 		meta := readBody(t, r)["meta"].(map[string]any)
+		if strings.HasSuffix(r.URL.Path, "validate-key") != (r.Header.Get("Authorization") == "") {
+			t.Errorf("%s: Authorization %q", r.URL.Path, r.Header.Get("Authorization"))
+		}
 		mu.Lock()
 		lastMeta = meta
 		e, dn := echo, dataNull

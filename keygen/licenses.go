@@ -60,20 +60,23 @@ func newNonce() int64 {
 }
 
 // ValidateKey validates a license key (POST /licenses/actions/validate-key).
+// The key travels in the body; a configured license key is not sent as
+// Authorization (a bearer token is).
 // An unknown key is a Validation with Valid false and code NOT_FOUND, not an
 // error.
 func (c *Client) ValidateKey(ctx context.Context, key string, o ValidateOptions) (*Validation, error) {
-	return c.validate(ctx, "/licenses/actions/validate-key", validateMeta{Key: key, Scope: o.scope()})
+	return c.validate(ctx, request{path: "/licenses/actions/validate-key", anonymousKey: true}, validateMeta{Key: key, Scope: o.scope()})
 }
 
 // Validate validates a license by id (POST /licenses/{id}/actions/validate).
 func (c *Client) Validate(ctx context.Context, licenseID string, o ValidateOptions) (*Validation, error) {
-	return c.validate(ctx, "/licenses/"+esc(licenseID)+"/actions/validate", validateMeta{Scope: o.scope()})
+	return c.validate(ctx, request{path: "/licenses/" + esc(licenseID) + "/actions/validate"}, validateMeta{Scope: o.scope()})
 }
 
-func (c *Client) validate(ctx context.Context, path string, m validateMeta) (*Validation, error) {
+func (c *Client) validate(ctx context.Context, r request, m validateMeta) (*Validation, error) {
 	m.Nonce = newNonce()
-	d, err := c.doc(ctx, request{method: http.MethodPost, path: path, body: map[string]any{"meta": m}})
+	r.method, r.body = http.MethodPost, map[string]any{"meta": m}
+	d, err := c.doc(ctx, r)
 	if err != nil {
 		return nil, err
 	}
