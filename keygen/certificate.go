@@ -142,7 +142,7 @@ func (c *Certificate) splitAlg() (encoding, signing string, err error) {
 
 func truncate(s string) string {
 	if len(s) > 40 {
-		return s[:40] + "…"
+		return s[:40] + "..."
 	}
 	return s
 }

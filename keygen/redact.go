@@ -14,7 +14,7 @@ func redact(s string) string {
 	case len(s) <= 12:
 		return "[redacted]"
 	}
-	return s[:4] + "…" + s[len(s)-4:]
+	return s[:4] + "..." + s[len(s)-4:]
 }
 
 // LogValue logs a Config without its license key or token.

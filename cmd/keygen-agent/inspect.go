@@ -298,9 +298,9 @@ func redactKey(k string) string {
 		return ""
 	}
 	if len(k) <= 12 {
-		return "…"
+		return "..."
 	}
-	return k[:4] + "…" + k[len(k)-4:]
+	return k[:4] + "..." + k[len(k)-4:]
 }
 
 func printInspect(w io.Writer, r *inspectReport) {
@@ -334,7 +334,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 			if d < 0 {
 				rel, d = "ago", -d
 			}
-			row("expires", "%s (%s %s)", r.Expiry.UTC().Format(time.RFC3339), d.Round(time.Minute), rel)
+			row("expires", "%s (%s %s)", r.Expiry.UTC().Format(time.RFC3339), humanDuration(d), rel)
 		} else {
 			row("expires", "never")
 		}
@@ -368,4 +368,18 @@ func limit(p *int) string {
 		return "unlimited"
 	}
 	return fmt.Sprint(*p)
+}
+
+// humanDuration renders d as "3d4h", "5h12m" or "42s".
+func humanDuration(d time.Duration) string {
+	day := 24 * time.Hour
+	switch {
+	case d >= day:
+		return fmt.Sprintf("%dd%dh", d/day, (d%day)/time.Hour)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh%dm", d/time.Hour, (d%time.Hour)/time.Minute)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return fmt.Sprintf("%ds", d/time.Second)
 }
