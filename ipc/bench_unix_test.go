@@ -132,4 +132,3 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Run(fmt.Sprintf("raw-echo/clients=%d", n), func(b *testing.B) { throughput(b, echoClients(b, echoServer(b), n)) })
 	}
 }
-
