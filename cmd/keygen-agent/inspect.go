@@ -43,11 +43,11 @@ verdicts (--json "verdict") and exit codes:
   14  expired         genuine, but past its expiry
   15  clock_skew      issued in the future: this machine's clock is behind`
 
-// stringList is a repeatable string flag.
-type stringList []string
+// inspectKeyList is a repeatable string flag.
+type inspectKeyList []string
 
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *inspectKeyList) String() string     { return strings.Join(*s, ",") }
+func (s *inspectKeyList) Set(v string) error { *s = append(*s, v); return nil }
 
 type inspectReport struct {
 	File         string             `json:"file"`
@@ -109,7 +109,7 @@ type inspectComponent struct {
 func runInspect(e *env) int {
 	fs := newFlagSet(e, "inspect", "FILE",
 		"Read a Keygen license file or machine file and print what it is, who signed it,\nits validity window and its decoded content.", inspectHelp)
-	var pubKeys stringList
+	var pubKeys inspectKeyList
 	fs.Var(&pubKeys, "public-key", "account public key: Ed25519 hex, or a PEM file/text for RSA or ECDSA (repeatable)")
 	licenseKey := fs.String("license-key", "", "license key, to decrypt an encrypted file")
 	fingerprint := fs.String("fingerprint", "", "machine fingerprint, to decrypt an encrypted machine file")
@@ -139,7 +139,7 @@ func runInspect(e *env) int {
 		fmt.Fprintln(e.stderr, "keygen-agent inspect: a public key is required (--public-key or KEYGEN_PUBLIC_KEY)")
 		return exitUsage
 	}
-	keys, err := parseKeyFlags(pubKeys)
+	keys, err := inspectParseKeys(pubKeys)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "keygen-agent inspect: --public-key: %v\n", err)
 		return exitUsage
@@ -153,7 +153,7 @@ func runInspect(e *env) int {
 		fmt.Fprintf(e.stderr, "keygen-agent inspect: %v\n", err)
 		return exitFailure
 	}
-	rep := inspect(data, keys, keygen.OpenOptions{Keys: keys, LicenseKey: *licenseKey, Fingerprint: *fingerprint, Now: now})
+	rep := inspectData(data, keys, keygen.OpenOptions{Keys: keys, LicenseKey: *licenseKey, Fingerprint: *fingerprint, Now: now})
 	rep.File, rep.checkedAt = name, now
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -162,11 +162,11 @@ func runInspect(e *env) int {
 	} else {
 		printInspect(e.stdout, rep)
 	}
-	return verdictExit(rep.Verdict)
+	return inspectExit(rep.Verdict)
 }
 
-// parseKeyFlags accepts key text or a path to a file holding the key.
-func parseKeyFlags(in []string) (keygen.PublicKeys, error) {
+// inspectParseKeys accepts key text or a path to a file holding the key.
+func inspectParseKeys(in []string) (keygen.PublicKeys, error) {
 	var keys keygen.PublicKeys
 	for _, s := range in {
 		if !strings.Contains(s, "-----BEGIN") {
@@ -212,12 +212,12 @@ func readInspectFile(name string, stdin io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// inspect produces the report; it never fails, every problem is a verdict.
-func inspect(data []byte, keys keygen.PublicKeys, o keygen.OpenOptions) *inspectReport {
+// inspectData produces the report; it never fails, every problem is a verdict.
+func inspectData(data []byte, keys keygen.PublicKeys, o keygen.OpenOptions) *inspectReport {
 	rep := &inspectReport{}
 	c, err := keygen.ParseCertificate(data)
 	if err != nil {
-		rep.Verdict, rep.Detail = verdictOf(err), err.Error()
+		rep.Verdict, rep.Detail = inspectVerdict(err), err.Error()
 		return rep
 	}
 	rep.Kind, rep.Algorithm, rep.Encrypted = string(c.Kind), c.Alg, c.Encrypted()
@@ -225,17 +225,17 @@ func inspect(data []byte, keys keygen.PublicKeys, o keygen.OpenOptions) *inspect
 		rep.Signer = &inspectSigner{Algorithm: c.SigningAlgorithm(), KeyID: keys.KeyID(c.SigningAlgorithm())}
 	}
 	ds, err := c.Open(o)
-	rep.Verdict = verdictOf(err)
+	rep.Verdict = inspectVerdict(err)
 	if err != nil {
 		rep.Detail = err.Error()
 	}
 	if ds != nil {
-		fillDataset(rep, ds)
+		inspectFill(rep, ds)
 	}
 	return rep
 }
 
-func verdictOf(err error) string {
+func inspectVerdict(err error) string {
 	switch {
 	case err == nil:
 		return "valid"
@@ -253,7 +253,7 @@ func verdictOf(err error) string {
 	return "malformed"
 }
 
-func verdictExit(v string) int {
+func inspectExit(v string) int {
 	switch v {
 	case "valid":
 		return exitOK
@@ -271,10 +271,10 @@ func verdictExit(v string) int {
 	return exitInspectMalformed
 }
 
-func fillDataset(rep *inspectReport, ds *keygen.Dataset) {
+func inspectFill(rep *inspectReport, ds *keygen.Dataset) {
 	rep.Issued, rep.Expiry, rep.TTL = &ds.Issued, ds.Expiry, ds.TTL
 	if l := ds.License; l != nil {
-		rep.License = &inspectLicense{ID: l.ID, Name: l.Name, Key: redactKey(l.Key), Status: l.Status, Expiry: l.Expiry,
+		rep.License = &inspectLicense{ID: l.ID, Name: l.Name, Key: inspectRedact(l.Key), Status: l.Status, Expiry: l.Expiry,
 			MaxMachines: l.MaxMachines, MaxProcesses: l.MaxProcesses, PolicyID: l.PolicyID, ProductID: l.ProductID}
 		rep.Metadata = l.Metadata
 	}
@@ -292,8 +292,8 @@ func fillDataset(rep *inspectReport, ds *keygen.Dataset) {
 	}
 }
 
-// redactKey keeps only enough of a license key to tell keys apart.
-func redactKey(k string) string {
+// inspectRedact keeps only enough of a license key to tell keys apart.
+func inspectRedact(k string) string {
 	if k == "" {
 		return ""
 	}
@@ -334,7 +334,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 			if d < 0 {
 				rel, d = "ago", -d
 			}
-			row("expires", "%s (%s %s)", r.Expiry.UTC().Format(time.RFC3339), humanDuration(d), rel)
+			row("expires", "%s (%s %s)", r.Expiry.UTC().Format(time.RFC3339), inspectDuration(d), rel)
 		} else {
 			row("expires", "never")
 		}
@@ -346,7 +346,7 @@ func printInspect(w io.Writer, r *inspectReport) {
 			exp = l.Expiry.UTC().Format(time.RFC3339)
 		}
 		row("license expiry", "%s", exp)
-		row("limits", "machines %s, processes %s", limit(l.MaxMachines), limit(l.MaxProcesses))
+		row("limits", "machines %s, processes %s", inspectLimit(l.MaxMachines), inspectLimit(l.MaxProcesses))
 	}
 	if m := r.Machine; m != nil {
 		row("machine", "%s fingerprint %s host %q platform %s", m.ID, m.Fingerprint, m.Hostname, m.Platform)
@@ -363,15 +363,15 @@ func printInspect(w io.Writer, r *inspectReport) {
 	_ = tw.Flush()
 }
 
-func limit(p *int) string {
+func inspectLimit(p *int) string {
 	if p == nil {
 		return "unlimited"
 	}
 	return fmt.Sprint(*p)
 }
 
-// humanDuration renders d as "3d4h", "5h12m" or "42s".
-func humanDuration(d time.Duration) string {
+// inspectDuration renders d as "3d4h", "5h12m" or "42s".
+func inspectDuration(d time.Duration) string {
 	day := 24 * time.Hour
 	switch {
 	case d >= day:

@@ -22,8 +22,8 @@ const (
 
 var inspSeed = sha256.Sum256([]byte("inspect test key"))
 
-// writeCert writes a Keygen-style certificate and returns its path.
-func writeCert(t *testing.T, kind, alg, payload string) string {
+// writeInspectCert writes a Keygen-style certificate and returns its path.
+func writeInspectCert(t *testing.T, kind, alg, payload string) string {
 	t.Helper()
 	priv := ed25519.NewKeyFromSeed(inspSeed[:])
 	b64 := base64.StdEncoding.EncodeToString
@@ -58,7 +58,7 @@ func writeCert(t *testing.T, kind, alg, payload string) string {
 	return p
 }
 
-const machinePayload = `{"data":{"id":"m-1","type":"machines","attributes":{"fingerprint":"fingerprint-1","hostname":"box","platform":"linux/amd64"},
+const inspectMachinePayload = `{"data":{"id":"m-1","type":"machines","attributes":{"fingerprint":"fingerprint-1","hostname":"box","platform":"linux/amd64"},
 "relationships":{"license":{"data":{"type":"licenses","id":"l-1"}}}},
 "included":[{"id":"l-1","type":"licenses","attributes":{"name":"Pro","key":"ABCD-1234-EFGH-5678-IJKL","status":"ACTIVE","expiry":null,"maxProcesses":5}},
 {"id":"e-1","type":"entitlements","attributes":{"code":"FEATURE_A","name":"A"}}],
@@ -76,9 +76,9 @@ func runInspectCmd(t *testing.T, args ...string) (int, string, string) {
 func TestInspectVerdicts(t *testing.T) {
 	pub := hex.EncodeToString(ed25519.NewKeyFromSeed(inspSeed[:]).Public().(ed25519.PublicKey))
 	other := strings.Repeat("0f", 32)
-	machine := writeCert(t, "machine", "aes-256-gcm+ed25519", machinePayload)
-	plain := writeCert(t, "machine", "base64+ed25519", machinePayload)
-	rsa := writeCert(t, "machine", "base64+rsa-sha256", machinePayload)
+	machine := writeInspectCert(t, "machine", "aes-256-gcm+ed25519", inspectMachinePayload)
+	plain := writeInspectCert(t, "machine", "base64+ed25519", inspectMachinePayload)
+	rsa := writeInspectCert(t, "machine", "base64+rsa-sha256", inspectMachinePayload)
 	garbage := filepath.Join(t.TempDir(), "garbage.lic")
 	_ = os.WriteFile(garbage, []byte("not a license file"), 0o600)
 	inWindow := "--at=2026-06-10T00:00:00Z"
@@ -130,7 +130,7 @@ func TestInspectVerdicts(t *testing.T) {
 
 func TestInspectHumanAndUsage(t *testing.T) {
 	pub := hex.EncodeToString(ed25519.NewKeyFromSeed(inspSeed[:]).Public().(ed25519.PublicKey))
-	machine := writeCert(t, "machine", "aes-256-gcm+ed25519", machinePayload)
+	machine := writeInspectCert(t, "machine", "aes-256-gcm+ed25519", inspectMachinePayload)
 	code, out, _ := runInspectCmd(t, "--public-key", pub, "--license-key", inspKey, "--fingerprint", inspFP, "--at=2026-06-10T00:00:00Z", machine)
 	if code != 0 || !strings.Contains(out, "VALID") || !strings.Contains(out, "(21d12h from now)") || !strings.Contains(out, "signed by:") || !strings.Contains(out, "FEATURE_A") || strings.Contains(out, inspKey) {
 		t.Errorf("human output (exit %d):\n%s", code, out)
@@ -150,7 +150,7 @@ func TestInspectHumanAndUsage(t *testing.T) {
 	}
 	// Key from a PEM file path, license from stdin.
 	var outb, errb bytes.Buffer
-	data, _ := os.ReadFile(writeCert(t, "license", "base64+ed25519", strings.Replace(strings.Replace(machinePayload, `"type":"machines"`, `"type":"licenses"`, 1), `"id":"m-1"`, `"id":"l-1"`, 1)))
+	data, _ := os.ReadFile(writeInspectCert(t, "license", "base64+ed25519", strings.Replace(strings.Replace(inspectMachinePayload, `"type":"machines"`, `"type":"licenses"`, 1), `"id":"m-1"`, `"id":"l-1"`, 1)))
 	t.Setenv("KEYGEN_PUBLIC_KEY", pub)
 	code = run(t.Context(), []string{"inspect", "--json", "--at=2026-06-10T00:00:00Z", "-"}, bytes.NewReader(data), &outb, &errb)
 	if code != 0 || !strings.Contains(outb.String(), `"kind": "license"`) {
