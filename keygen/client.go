@@ -214,9 +214,8 @@ type request struct {
 
 // response is a verified, successful answer.
 type response struct {
-	status int
-	body   []byte
-	info   ResponseInfo
+	body []byte
+	info ResponseInfo
 }
 
 // do sends r and returns a 2xx response, or a classified error.
@@ -279,8 +278,14 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	if st == http.StatusTooManyRequests || (st == http.StatusForbidden && strings.EqualFold(resp.Header.Get("X-RateLimit-Window"), "blacklist")) {
 		c.report(info)
 		rl := info.RateLimit
-		if rl.RetryAfter <= 0 && st == http.StatusForbidden {
+		switch now := c.now(); {
+		case rl.RetryAfter > 0:
+		case st == http.StatusForbidden: // blocklist ban: 30 minutes
 			rl.RetryAfter = 30 * time.Minute
+		case rl.Reset.After(now):
+			rl.RetryAfter = rl.Reset.Sub(now)
+		default:
+			rl.RetryAfter = time.Second
 		}
 		return nil, &RateLimitError{RateLimit: rl, Status: st}
 	}
@@ -310,7 +315,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 
 	switch {
 	case st >= 200 && st < 300:
-		return &response{status: st, body: raw, info: info}, nil
+		return &response{body: raw, info: info}, nil
 	case st >= 400:
 		return nil, decodeAPIError(st, raw, info.RequestID)
 	default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -386,6 +387,11 @@ func TestRateLimit(t *testing.T) {
 		h.Set("X-RateLimit-Limit", "60")
 		h.Set("X-RateLimit-Remaining", "0")
 		h.Set("X-RateLimit-Reset", "1780315217")
+		if r.Header.Get("Authorization") == "License limited-no-retry-after" {
+			h.Set("X-RateLimit-Reset", strconv.FormatInt(t0.Add(10*time.Second+25*time.Second).Unix(), 10))
+			writeErr(w, 429, "TOO_MANY_REQUESTS", "Too many requests", "")
+			return
+		}
 		if r.Header.Get("Authorization") == "License limited" {
 			h.Set("Retry-After", "17")
 			writeErr(w, 429, "TOO_MANY_REQUESTS", "Too many requests", "Throttle limit has been reached for your IP address.")
@@ -413,6 +419,10 @@ func TestRateLimit(t *testing.T) {
 	}
 	if !errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnavailable) || IsOffline(err) || errors.Is(err, ErrNotGenuine) {
 		t.Errorf("429 classification wrong: %v", err)
+	}
+	_, err = c.WithLicenseKey("limited-no-retry-after").Me(t.Context())
+	if !errors.As(err, &rle) || rle.RetryAfter != 25*time.Second {
+		t.Errorf("429 without Retry-After: %v", err)
 	}
 	mu.Lock()
 	if last.Status != 429 || last.Verified {

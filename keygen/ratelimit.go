@@ -37,9 +37,6 @@ func parseRateLimit(h http.Header, now time.Time) RateLimit {
 			rl.RetryAfter = t.Sub(now)
 		}
 	}
-	if rl.RetryAfter == 0 && !rl.Reset.IsZero() && h.Get("Retry-After") != "" && rl.Reset.After(now) {
-		rl.RetryAfter = rl.Reset.Sub(now)
-	}
 	return rl
 }
 
