@@ -24,14 +24,28 @@ func jsonString(s string) string {
 // always a working store or a typed error, never a panic, and quarantined
 // bytes are kept unchanged.
 func FuzzOpen(f *testing.F) {
-	valid := populate(f, filepath.Join(f.TempDir(), "seed.db"))
+	// A small valid file: large seeds make every mutation slow.
+	vpath := filepath.Join(f.TempDir(), "seed.db")
+	vs, err := Open(vpath, testOptions())
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i := range 40 {
+		_ = vs.PutLease(LeaseRecord{ID: string(rune('A' + i)), App: "app", PID: i})
+	}
+	_ = vs.PutCertificate(CertMachine, bytes.Repeat([]byte("c"), 5000), t0)
+	_ = vs.Close()
+	valid, err := os.ReadFile(vpath)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add([]byte{})
 	f.Add([]byte("garbage"))
 	f.Add(valid)
 	f.Add(valid[:len(valid)/3])
 	f.Add(valid[:2*4096])
 	damaged := bytes.Clone(valid)
-	copy(damaged[5*4096:], bytes.Repeat([]byte{0xff}, 300))
+	copy(damaged[len(damaged)-4096:], bytes.Repeat([]byte{0xff}, 300))
 	f.Add(damaged)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(t.TempDir(), "agent.db")
