@@ -42,8 +42,16 @@ func newKeys() (*keys, error) {
 	return &keys{ed: ed, ec: ec}, nil
 }
 
+// testRSAKey, when set (by tests), supplies the RSA key instead of
+// generating one per server.
+var testRSAKey func() *rsa.PrivateKey
+
 func (k *keys) rsaKey() *rsa.PrivateKey {
 	k.rsaMu.Do(func() {
+		if testRSAKey != nil {
+			k.rsa = testRSAKey()
+			return
+		}
 		key, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
 			panic("devserver: generate rsa key: " + err.Error())
