@@ -46,7 +46,7 @@ func (c *call) hProducts() (*reply, error) {
 			out = append(out, p)
 		}
 	}
-	return ok(list(out, c.s.renderProduct))
+	return ok(page(c, out, c.s.renderProduct))
 }
 
 func (c *call) hProduct() (*reply, error) {
@@ -123,7 +123,7 @@ func (c *call) hPolicies() (*reply, error) {
 			out = append(out, p)
 		}
 	}
-	return ok(list(out, c.s.renderPolicy))
+	return ok(page(c, out, c.s.renderPolicy))
 }
 
 func (c *call) hPolicy() (*reply, error) {
@@ -179,7 +179,7 @@ func (c *call) hEntitlements() (*reply, error) {
 	if err := c.needAdmin(true); err != nil {
 		return nil, err
 	}
-	return ok(list(c.s.entitlements, c.s.renderEntitlement))
+	return ok(page(c, c.s.entitlements, c.s.renderEntitlement))
 }
 
 func (c *call) hCreateUser() (*reply, error) {

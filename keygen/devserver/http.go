@@ -66,6 +66,12 @@ func handle(mux *http.ServeMux, pattern string, h handlerFunc) {
 	})
 }
 
+// apiVersion is the API version served (1.7 and 1.8 are equivalent for
+// every route here).
+const apiVersion = "1.8"
+
+var apiVersionRe = regexp.MustCompile(`^1\.[0-8]$`)
+
 var acceptSigRe = regexp.MustCompile(`^\s*(?:keyid="([^"]*)"\s*,\s*)?algorithm="([^"]*)"\s*$`)
 
 // ServeHTTP serves the Keygen API.
@@ -144,12 +150,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	sigAlg := algEd25519
-	c := &call{s: s, now: now, version: "1.7"}
-	if v := strings.TrimPrefix(r.Header.Get("Keygen-Version"), "v"); v != "" {
-		c.version = v
-	}
+	c := &call{s: s, now: now, version: apiVersion}
 	var apiErr error
-	if h := r.Header.Get("Keygen-Accept-Signature"); h != "" {
+	if v := strings.TrimPrefix(r.Header.Get("Keygen-Version"), "v"); v != "" {
+		if !apiVersionRe.MatchString(v) {
+			apiErr = badRequest("unsupported API version requested", "INVALID_API_VERSION").header("Keygen-Version")
+		} else {
+			c.version = v
+		}
+	}
+	if r.Header.Get("Keygen-Environment") != "" && apiErr == nil {
+		apiErr = badRequest("environments are not supported by this server", "ENVIRONMENT_NOT_SUPPORTED").header("Keygen-Environment")
+	}
+	if h := r.Header.Get("Keygen-Accept-Signature"); h != "" && apiErr == nil {
 		m := acceptSigRe.FindStringSubmatch(h)
 		switch {
 		case m == nil:

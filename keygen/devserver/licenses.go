@@ -57,7 +57,7 @@ func (c *call) hLicenses() (*reply, error) {
 		}
 		out = append(out, l)
 	}
-	return ok(list(limitPage(c.r, out), func(l *License) obj { return c.s.renderLicense(l, c.now) }))
+	return ok(page(c, out, func(l *License) obj { return c.s.renderLicense(l, c.now) }))
 }
 
 // licenseSpecFrom reads license attributes shared by create and update.
@@ -235,7 +235,7 @@ func (c *call) hLicenseEntitlements() (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ok(list(c.s.licenseEntitlements(l.ID), c.s.renderEntitlement))
+	return ok(page(c, c.s.licenseEntitlements(l.ID), c.s.renderEntitlement))
 }
 
 func (c *call) hAttachEntitlements() (*reply, error) {
@@ -272,7 +272,7 @@ func (c *call) hAttachEntitlements() (*reply, error) {
 	if err := c.s.attachEntitlements(l.ID, codes); err != nil {
 		return nil, err
 	}
-	return ok(list(c.s.licenseEntitlements(l.ID), c.s.renderEntitlement))
+	return ok(page(c, c.s.licenseEntitlements(l.ID), c.s.renderEntitlement))
 }
 
 func (c *call) hLicensePolicy() (*reply, error) {

@@ -448,7 +448,7 @@ func (c *call) hMachines() (*reply, error) {
 		}
 		out = append(out, m)
 	}
-	return ok(list(limitPage(c.r, out), func(m *machine) obj { return c.s.renderMachine(m, c.now, "") }))
+	return ok(page(c, out, func(m *machine) obj { return c.s.renderMachine(m, c.now, "") }))
 }
 
 func (c *call) hLicenseMachines() (*reply, error) {
@@ -456,28 +456,7 @@ func (c *call) hLicenseMachines() (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ok(list(limitPage(c.r, c.s.machinesOf(l.ID)), func(m *machine) obj { return c.s.renderMachine(m, c.now, "") }))
-}
-
-// limitPage applies ?limit= and page[size]/page[number] (default: all, up
-// to 100).
-func limitPage[T any](r *http.Request, xs []T) []T {
-	q := r.URL.Query()
-	size, number := 100, 1
-	if v, err := strconv.Atoi(q.Get("limit")); err == nil && v > 0 {
-		size = min(v, 100)
-	}
-	if v, err := strconv.Atoi(q.Get("page[size]")); err == nil && v > 0 {
-		size = min(v, 100)
-	}
-	if v, err := strconv.Atoi(q.Get("page[number]")); err == nil && v > 0 {
-		number = v
-	}
-	start := (number - 1) * size
-	if start >= len(xs) {
-		return nil
-	}
-	return xs[start:min(len(xs), start+size)]
+	return ok(page(c, c.s.machinesOf(l.ID), func(m *machine) obj { return c.s.renderMachine(m, c.now, "") }))
 }
 
 // Components.
@@ -487,7 +466,7 @@ func (c *call) hMachineComponents() (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ok(list(c.s.componentsOf(m.ID), c.s.renderComponent))
+	return ok(page(c, c.s.componentsOf(m.ID), c.s.renderComponent))
 }
 
 func (c *call) hComponents() (*reply, error) {
@@ -506,7 +485,7 @@ func (c *call) hComponents() (*reply, error) {
 		}
 		out = append(out, cp)
 	}
-	return ok(list(limitPage(c.r, out), c.s.renderComponent))
+	return ok(page(c, out, c.s.renderComponent))
 }
 
 func (c *call) findComponent(id string, manage bool) (*component, *apiError) {

@@ -157,7 +157,7 @@ func (c *call) hProcesses() (*reply, error) {
 		}
 		out = append(out, p)
 	}
-	return ok(list(limitPage(c.r, out), func(p *process) obj { return c.s.renderProcess(p, c.now, "") }))
+	return ok(page(c, out, func(p *process) obj { return c.s.renderProcess(p, c.now, "") }))
 }
 
 func (c *call) hMachineProcesses() (*reply, error) {
@@ -165,5 +165,5 @@ func (c *call) hMachineProcesses() (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ok(list(limitPage(c.r, c.s.processesOf(m.ID)), func(p *process) obj { return c.s.renderProcess(p, c.now, "") }))
+	return ok(page(c, c.s.processesOf(m.ID), func(p *process) obj { return c.s.renderProcess(p, c.now, "") }))
 }

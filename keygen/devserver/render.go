@@ -1,6 +1,10 @@
 package devserver
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
 
 // JSON:API serializers (camelCase attributes, Keygen's relationship shapes).
 
@@ -326,10 +330,43 @@ func checkInDeadline(p *Policy, last time.Time) time.Time {
 
 func data(v any) obj { return obj{"data": v} }
 
-func list[T any](items []T, f func(T) obj) obj {
-	out := make([]any, 0, len(items))
-	for _, it := range items {
-		out = append(out, f(it))
+// page renders a collection the way Keygen's index actions do: with
+// page[number]/page[size] (size 1..100) it paginates and links pages;
+// otherwise ?limit= (1..100, default 10) caps the result.
+func page[T any](c *call, items []T, f func(T) obj) obj {
+	q := c.r.URL.Query()
+	render := func(xs []T) []any {
+		out := make([]any, 0, len(xs))
+		for _, it := range xs {
+			out = append(out, f(it))
+		}
+		return out
 	}
-	return obj{"data": out, "links": obj{"meta": obj{"count": len(out)}}}
+	base := c.s.link() + c.r.URL.Path
+	if q.Has("page[number]") || q.Has("page[size]") {
+		size, number := 10, 1
+		if v, err := strconv.Atoi(q.Get("page[size]")); err == nil {
+			size = min(max(v, 1), 100)
+		}
+		if v, err := strconv.Atoi(q.Get("page[number]")); err == nil {
+			number = max(v, 1)
+		}
+		pages := max((len(items)+size-1)/size, 1)
+		link := func(n int) any {
+			if n < 1 || n > pages {
+				return nil
+			}
+			return fmt.Sprintf("%s?page[number]=%d&page[size]=%d", base, n, size)
+		}
+		start := min((number-1)*size, len(items))
+		return obj{"data": render(items[start:min(len(items), start+size)]), "links": obj{
+			"self": link(number), "first": link(1), "last": link(pages), "prev": link(number - 1), "next": link(number + 1),
+			"meta": obj{"pages": pages, "count": len(items)},
+		}}
+	}
+	limit := 10
+	if v, err := strconv.Atoi(q.Get("limit")); err == nil {
+		limit = min(max(v, 1), 100)
+	}
+	return obj{"data": render(items[:min(len(items), limit)]), "links": obj{"self": base}}
 }
