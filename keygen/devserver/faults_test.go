@@ -287,3 +287,38 @@ func TestSchemeCertificates(t *testing.T) {
 		}
 	}
 }
+
+func TestRouteFaultsAndHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newTestServer(t, Options{})
+		d := demo(t, s, DemoOptions{})
+		c := newClient(t, s, licenseAuth(d.License.Key))
+		mid := c.activate(d.License.ID, "fp")
+		pid := c.spawn(mid, "1").str("data", "id")
+		s.SetFaults(Faults{ServerErrorRate: 1, Routes: []string{"POST /processes/{id}/actions/ping"}})
+		if r := c.do("POST", "/processes/"+pid+"/actions/ping", nil); r.Status < 500 {
+			t.Fatalf("faulted route: %d", r.Status)
+		}
+		if r := c.do("GET", "/processes/"+pid, nil); r.Status != 200 {
+			t.Fatalf("other route: %d", r.Status)
+		}
+		s.SetFaults(Faults{})
+
+		release := s.Hold("DELETE /processes/{id}")
+		done := make(chan int)
+		go func() { done <- c.do("DELETE", "/processes/"+pid, nil).Status }()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("held request completed")
+		default:
+		}
+		if len(s.Processes()) != 1 {
+			t.Fatal("held kill ran")
+		}
+		release()
+		if st := <-done; st != 204 {
+			t.Fatalf("released kill: %d", st)
+		}
+	})
+}

@@ -74,11 +74,45 @@ var apiVersionRe = regexp.MustCompile(`^1\.[0-8]$`)
 
 var acceptSigRe = regexp.MustCompile(`^\s*(?:keyid="([^"]*)"\s*,\s*)?algorithm="([^"]*)"\s*$`)
 
+// resolve maps a request path to its account-relative path and route key
+// (the mux pattern, e.g. "POST /processes/{id}/actions/ping"; "GET /ping"
+// for the ping route; "" when nothing matches). badAccount is the unknown
+// account id, if any.
+func (s *Server) resolve(r *http.Request) (rest, route, badAccount string) {
+	path := r.URL.EscapedPath()
+	if path == "/v1/ping" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		return "", "GET /ping", ""
+	}
+	tail, found := strings.CutPrefix(path, "/v1/accounts/")
+	switch {
+	case found:
+		acct, t, _ := strings.Cut(tail, "/")
+		if acct != s.account {
+			return "", "", acct
+		}
+		rest = "/" + t
+	case strings.HasPrefix(path, "/v1/"):
+		rest = path[len("/v1"):]
+	default:
+		return "", "", ""
+	}
+	u := *r.URL
+	u.RawPath = rest
+	u.Path, _ = url.PathUnescape(rest)
+	probe := &http.Request{Method: r.Method, URL: &u, Host: r.Host, Header: r.Header}
+	_, route = s.mux.Handler(probe)
+	return rest, route, ""
+}
+
 // ServeHTTP serves the Keygen API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rest, route, badAccount := s.resolve(r)
 	f := s.currentFaults()
+	if !f.applies(route) {
+		f = Faults{}
+	}
 	if f.Refuse {
-		s.count("", true, false)
+		s.count(route, true, false)
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
 				_ = conn.Close()
@@ -88,7 +122,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	if f.Hang {
-		s.count("", true, false)
+		s.count(route, true, false)
 		select {
 		case <-r.Context().Done():
 		case <-s.done:
@@ -98,14 +132,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.Latency > 0 && !s.waitFor(r.Context(), f.Latency) {
 		return
 	}
+	if !s.waitHold(r.Context(), route) {
+		return
+	}
 	now := s.now()
 	if f.RateLimitStorm {
-		s.count("", true, true)
+		s.count(route, true, true)
 		s.writeTooMany(w, now, rateInfo{window: "storm", limit: 0, count: 1, reset: now.Add(30 * time.Second)})
 		return
 	}
 	if f.ServerErrorRate > 0 && rand.Float64() < f.ServerErrorRate {
-		s.count("", true, false)
+		s.count(route, true, false)
 		status := 503
 		if rand.IntN(2) == 0 {
 			status = 500
@@ -113,25 +150,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeRaw(w, status, jsonAPIType, errorBody(newError(status, "injected fault", ""), ""), nil)
 		return
 	}
-
-	path := r.URL.EscapedPath()
-	if path == "/v1/ping" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		s.count("GET /ping", false, false)
+	switch {
+	case route == "GET /ping":
+		s.count(route, false, false)
 		w.WriteHeader(http.StatusOK)
 		return
-	}
-	rest, found := strings.CutPrefix(path, "/v1/accounts/")
-	if found {
-		acct, tail, _ := strings.Cut(rest, "/")
-		if acct != s.account {
-			s.count("", false, false)
-			writeRaw(w, 404, jsonAPIType, errorBody(newError(404, "The requested account '"+acct+"' was not found", "NOT_FOUND"), ""), nil)
-			return
-		}
-		rest = "/" + tail
-	} else if strings.HasPrefix(path, "/v1/") {
-		rest = path[len("/v1"):]
-	} else {
+	case badAccount != "":
+		s.count("", false, false)
+		writeRaw(w, 404, jsonAPIType, errorBody(newError(404, "The requested account '"+badAccount+"' was not found", "NOT_FOUND"), ""), nil)
+		return
+	case rest == "":
 		s.count("", false, false)
 		writeRaw(w, 404, jsonAPIType, errorBody(notFound("endpoint"), ""), nil)
 		return
@@ -176,7 +204,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	route := ""
 	if apiErr == nil {
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 		switch {
@@ -197,11 +224,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r2 := r.WithContext(context.WithValue(r.Context(), ctxKey{}, c))
 		r2.URL = &u
-		_, pattern := s.mux.Handler(r2)
-		if pattern == "" {
+		if route == "" {
 			apiErr = newError(404, "The requested endpoint was not found (check your HTTP method, Accept header, and URL path)", "NOT_FOUND")
 		} else {
-			route = pattern
 			s.mu.Lock()
 			c.auth, apiErr = s.authenticate(r)
 			if apiErr == nil {

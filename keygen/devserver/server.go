@@ -54,6 +54,7 @@ type Server struct {
 
 	faultMu sync.Mutex
 	faults  Faults
+	holds   map[string][]chan struct{}
 
 	rl *rateLimiter
 
@@ -213,6 +214,72 @@ type Faults struct {
 	BadSignature    bool          // corrupt Keygen-Signature
 	NoSignature     bool          // omit Keygen-Signature
 	TruncateBody    bool          // cut bodies in half (Content-Length kept)
+
+	// Routes, when set, limits the faults to these route keys (as in
+	// [Stats.Routes], e.g. "POST /processes/{id}/actions/ping").
+	Routes []string
+}
+
+func (f Faults) applies(route string) bool {
+	if len(f.Routes) == 0 {
+		return true
+	}
+	for _, r := range f.Routes {
+		if r == route {
+			return true
+		}
+	}
+	return false
+}
+
+// Hold makes requests for route (a route key such as "POST /processes")
+// wait before they are served until release is called, so tests can order
+// concurrent requests. Holds stack: each release lifts one hold.
+func (s *Server) Hold(route string) (release func()) {
+	ch := make(chan struct{})
+	s.faultMu.Lock()
+	if s.holds == nil {
+		s.holds = map[string][]chan struct{}{}
+	}
+	s.holds[route] = append(s.holds[route], ch)
+	s.faultMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.faultMu.Lock()
+			hs := s.holds[route]
+			for i, h := range hs {
+				if h == ch {
+					s.holds[route] = append(hs[:i:i], hs[i+1:]...)
+				}
+			}
+			s.faultMu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// waitHold blocks while route is held; false if ctx or the server ended.
+func (s *Server) waitHold(ctx context.Context, route string) bool {
+	for {
+		s.faultMu.Lock()
+		hs := s.holds[route]
+		var h chan struct{}
+		if len(hs) > 0 {
+			h = hs[len(hs)-1]
+		}
+		s.faultMu.Unlock()
+		if h == nil {
+			return true
+		}
+		select {
+		case <-h:
+		case <-ctx.Done():
+			return false
+		case <-s.done:
+			return false
+		}
+	}
 }
 
 // SetFaults replaces the active faults.
