@@ -55,6 +55,10 @@ type Deps struct {
 	// ConfigLoad.
 	ConfigFile string
 	ConfigLoad func() (Config, []string, error)
+	// NoWatch disables the fsnotify watchers (config file, import folder).
+	// Tests inside testing/synctest bubbles set it: an inotify read is not
+	// durably blocking, so the bubble's clock could not advance.
+	NoWatch bool
 }
 
 // Agent is the daemon core. Create it with New, serve its Mux over IPC, and

@@ -23,7 +23,7 @@ const (
 
 func (a *Agent) startWatchers(ctx context.Context) {
 	cfg := a.config()
-	if a.deps.ConfigFile == "" && cfg.ImportDir == "" {
+	if a.deps.NoWatch || (a.deps.ConfigFile == "" && cfg.ImportDir == "") {
 		return
 	}
 	if cfg.ImportDir != "" {
