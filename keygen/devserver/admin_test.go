@@ -180,3 +180,22 @@ func TestPaginationAndHeaders(t *testing.T) {
 		t.Errorf("single-tenant: %d", r.Status)
 	}
 }
+
+func TestMachineProcessOverride(t *testing.T) {
+	s := newTestServer(t, Options{CullInterval: -1})
+	d := demo(t, s, DemoOptions{MaxProcesses: intp(5)})
+	c := newClient(t, s, licenseAuth(d.License.Key))
+	mid := c.activate(d.License.ID, "fp")
+	body := jsonapi("machines", map[string]any{"maxProcesses": 1, "name": "box"}, nil)
+	if r := c.do("PATCH", "/machines/"+mid, body); r.Status != 403 {
+		t.Fatalf("license sets maxProcesses: %d", r.Status)
+	}
+	r := c.with(bearerAuth(s.AdminToken())).do("PATCH", "/machines/"+mid, body)
+	if r.Status != 200 || r.get("data", "attributes", "maxProcesses") != float64(1) || r.str("data", "attributes", "name") != "box" {
+		t.Fatalf("admin patch: %d %s", r.Status, r.Raw)
+	}
+	c.spawn(mid, "1")
+	if r := c.spawn(mid, "2"); r.detail() != "process count has exceeded maximum allowed for machine (1)" {
+		t.Fatalf("override: %s", r.Raw)
+	}
+}

@@ -138,7 +138,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	if f.RateLimitStorm {
 		s.count(route, true, true)
-		s.writeTooMany(w, now, rateInfo{window: "storm", limit: 0, count: 1, reset: now.Add(30 * time.Second)})
+		s.writeTooMany(w, now, s.rl.storm(now))
 		return
 	}
 	if f.ServerErrorRate > 0 && rand.Float64() < f.ServerErrorRate {
@@ -288,6 +288,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("Keygen-Bearer", c.auth.kind)
 	}
 	s.signResponse(hdr, r, sigAlg, body, now, f)
+	s.log.Debug("request", "method", r.Method, "route", route, "status", status, "bearer", hdr.Get("Keygen-Bearer"))
 	if f.TruncateBody && len(body) > 0 {
 		hdr.Set("Content-Length", strconv.Itoa(len(body)))
 		body = body[:len(body)/2]

@@ -372,6 +372,61 @@ func (c *call) hMachine() (*reply, error) {
 	return ok(data(c.s.renderMachine(m, c.now, "")))
 }
 
+// hUpdateMachine serves PATCH /machines/{id}: name, hostname, platform,
+// metadata, and (admin or product only) maxProcesses.
+func (c *call) hUpdateMachine() (*reply, error) {
+	m, err := c.findMachine(c.r.PathValue("id"), true)
+	if err != nil {
+		return nil, err
+	}
+	doc, err := decodeBody(c.body)
+	if err != nil {
+		return nil, err
+	}
+	d, err := doc.need("machines")
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []struct {
+		name string
+		dst  *string
+	}{{"name", &m.Name}, {"hostname", &m.Hostname}, {"platform", &m.Platform}, {"ip", &m.IP}} {
+		if _, has := d.Attributes[f.name]; !has {
+			continue
+		}
+		v, err := d.str(f.name)
+		if err != nil {
+			return nil, err
+		}
+		if len(v) > 255 {
+			return nil, unprocessable("/data/attributes/"+f.name, "is too long (maximum is 255 characters)", snake(f.name)+"_TOO_LONG")
+		}
+		*f.dst = v
+	}
+	if _, has := d.Attributes["maxProcesses"]; has {
+		if c.auth.kind != "admin" && c.auth.kind != "product" {
+			return nil, forbidden()
+		}
+		v, err := d.intp("maxProcesses")
+		if err != nil {
+			return nil, err
+		}
+		if v != nil && *v < 1 {
+			return nil, unprocessable("/data/attributes/maxProcesses", "must be greater than 0", "MAX_PROCESSES_INVALID")
+		}
+		m.MaxProcesses = v
+	}
+	if _, has := d.Attributes["metadata"]; has {
+		md, err := d.metadata()
+		if err != nil {
+			return nil, err
+		}
+		m.Metadata = md
+	}
+	m.Updated = c.now.UTC()
+	return ok(data(c.s.renderMachine(m, c.now, "")))
+}
+
 func (c *call) hDeactivate() (*reply, error) {
 	m, err := c.findMachine(c.r.PathValue("id"), true)
 	if err != nil {

@@ -106,3 +106,13 @@ func (rl *rateLimiter) prune(now time.Time) {
 		}
 	}
 }
+
+// storm reports an exhausted first window, for the RateLimitStorm fault.
+func (rl *rateLimiter) storm(now time.Time) rateInfo {
+	w := RateWindow{Name: "30s", Limit: 60, Period: 30 * time.Second}
+	if len(rl.windows) > 0 && rl.windows[0].Period > 0 {
+		w = rl.windows[0]
+	}
+	start := now.Truncate(w.Period)
+	return rateInfo{window: w.Name, count: w.Limit + 1, limit: w.Limit, reset: start.Add(w.Period)}
+}

@@ -33,6 +33,7 @@ func (s *Server) routes() *http.ServeMux {
 	h("POST /machines", (*call).hActivate)
 	h("GET /machines", (*call).hMachines)
 	h("GET /machines/{id}", (*call).hMachine)
+	h("PATCH /machines/{id}", (*call).hUpdateMachine)
 	h("DELETE /machines/{id}", (*call).hDeactivate)
 	h("POST /machines/{id}/actions/ping", (*call).hMachinePing)
 	h("POST /machines/{id}/actions/ping-heartbeat", (*call).hMachinePing)
