@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // TestSeedOverHTTP seeds a product, policy, entitlements, license and a
@@ -197,5 +198,36 @@ func TestMachineProcessOverride(t *testing.T) {
 	c.spawn(mid, "1")
 	if r := c.spawn(mid, "2"); r.detail() != "process count has exceeded maximum allowed for machine (1)" {
 		t.Fatalf("override: %s", r.Raw)
+	}
+}
+
+func TestExpiryAndNodeLocked(t *testing.T) {
+	s := newTestServer(t, Options{CullInterval: -1})
+	prod := s.CreateProduct("p")
+	past := time.Now().Add(-time.Minute)
+	revoke := s.CreatePolicy(PolicySpec{ProductID: prod.ID, AuthenticationStrategy: "LICENSE", ExpirationStrategy: "REVOKE_ACCESS"})
+	l := s.CreateLicense(LicenseSpec{PolicyID: revoke.ID, Expiry: &past})
+	c := newClient(t, s, licenseAuth(l.Key))
+	if r := c.do("GET", "/me", nil); r.Status != 403 || r.code() != "LICENSE_EXPIRED" {
+		t.Fatalf("revoke: %d %s", r.Status, r.Raw)
+	}
+	if r := c.with("").do("POST", "/licenses/actions/validate-key", map[string]any{"meta": map[string]any{"key": l.Key}}); r.str("meta", "code") != "EXPIRED" || r.get("meta", "valid") != false {
+		t.Fatalf("validate revoked: %s", r.Raw)
+	}
+	// Node-locked: one machine; expiry does not block activation under RESTRICT_ACCESS.
+	nl := s.CreatePolicy(PolicySpec{ProductID: prod.ID, AuthenticationStrategy: "MIXED"})
+	if nl.MaxMachines == nil || *nl.MaxMachines != 1 {
+		t.Fatalf("node-locked maxMachines %v", nl.MaxMachines)
+	}
+	l2 := s.CreateLicense(LicenseSpec{PolicyID: nl.ID, Expiry: &past})
+	c2 := newClient(t, s, licenseAuth(l2.Key))
+	c2.activate(l2.ID, "one")
+	r := c2.do("POST", "/machines", jsonapi("machines", map[string]any{"fingerprint": "two"}, map[string]any{"license": ref("licenses", l2.ID)}))
+	if r.code() != "MACHINE_LIMIT_EXCEEDED" || r.detail() != "machine count has exceeded maximum allowed for license (1)" {
+		t.Fatalf("node-locked: %s", r.Raw)
+	}
+	lt := s.CreateToken("license", l2.ID)
+	if r := c2.with(bearerAuth(lt)).do("GET", "/me", nil); r.str("data", "id") != l2.ID {
+		t.Fatalf("license token: %s", r.Raw)
 	}
 }

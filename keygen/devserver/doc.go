@@ -1,20 +1,45 @@
 // Package devserver is an in-memory, Keygen-compatible licensing server for
-// tests, demos and integrators' CI, used the way net/http/httptest is used.
+// tests, demos and integrators' CI, used the way net/http/httptest is used:
 //
-// It owns one account with its own Ed25519, RSA-2048 and ECDSA-P256 keys and
-// serves Keygen's JSON:API routes under /v1/accounts/{account}/... (and the
-// single-tenant /v1/... form): validation, licenses, machines with inline
-// components, processes, entitlements and license/machine check-out
-// certificates, all with Keygen's error envelope and codes (see
-// ../shared/KEYGEN.md). Every account-resolved response is signed like
-// Keygen's (Date, Digest, Keygen-Signature); 429s and injected 5xx are not.
+//	s, err := devserver.New(devserver.Options{})
+//	defer s.Close()
+//	demo, err := s.Demo(devserver.DemoOptions{MaxProcesses: &two})
+//	// point a client at s.URL()+"/v1/accounts/"+s.AccountID()
 //
-// It keeps the heartbeat clock of machines and processes, culls dead ones
-// every [Options.CullInterval] of its clock, enforces machine and process
-// limits and per-credential rate limits, and can be told to fail through
-// [Server.SetFaults]. Under testing/synctest use [Options.NoListen] and
-// [Server.Transport].
+// It owns one account with its own Ed25519, RSA-2048 (generated on first
+// use) and ECDSA-P256 keys and serves Keygen's JSON:API routes, with Keygen's
+// error envelope and codes (see ../shared/KEYGEN.md), under
+// /v1/accounts/{account}/... and the single-tenant /v1/... form:
 //
-// It must not import keygen/ (the client it tests) or agent/, and agent/ must
-// never import it.
+//	GET  /v1/ping                                 (no account, unsigned)
+//	GET  /me
+//	POST /licenses/actions/validate-key           (no auth)
+//	GET|POST /licenses/{id|key}/actions/validate
+//	GET|POST /licenses ; GET|PATCH|DELETE /licenses/{id|key}
+//	POST /licenses/{id}/actions/{suspend,reinstate,check-in}
+//	GET|POST /licenses/{id}/actions/check-out     (GET: raw .lic file)
+//	GET|POST /licenses/{id}/entitlements ; GET /licenses/{id}/{policy,product,machines}
+//	POST /licenses/{id}/tokens ; POST /products/{id}/tokens
+//	POST|GET /machines ; GET|PATCH|DELETE /machines/{id|fingerprint}
+//	POST /machines/{id}/actions/{ping,ping-heartbeat,reset,reset-heartbeat}
+//	GET|POST /machines/{id}/actions/check-out ; GET /machines/{id}/{components,processes}
+//	POST|GET /components ; GET|PATCH|DELETE /components/{id}
+//	POST|GET /processes ; GET|DELETE /processes/{id} ; POST /processes/{id}/actions/ping
+//	POST|GET /products, /policies, /entitlements ; POST /users   (admin token)
+//
+// Every account-resolved response is signed like Keygen's (Date, Digest,
+// Keygen-Signature over "(request-target) host date digest" with the host
+// without its port; Keygen-Accept-Signature selects ed25519, rsa-pss-sha256,
+// rsa-sha256 or ecdsa-p256); 429s, injected 5xx and unknown accounts are
+// not. Check-out certificates follow KEYGEN.md §1 byte for byte.
+//
+// It keeps the heartbeat clock of machines and processes on [Options.Now],
+// culls dead ones every [Options.CullInterval] (2 minutes by default, on a
+// time.Ticker, so it runs on synctest's fake clock), enforces machine and
+// process limits and per-credential rate limits, and can be told to fail
+// with [Server.SetFaults] or to hold requests with [Server.Hold]. Inside
+// testing/synctest bubbles use [Options.NoListen] and [Server.Transport].
+//
+// It must not import keygen/ (the client it tests) or agent/, and agent/
+// must never import it outside tests.
 package devserver
