@@ -170,7 +170,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.opts.DisableRateLimit && !s.rateExempt(r) {
 		info, allowed := s.rl.hit(rateKey(r), now)
 		if !allowed {
-			s.count("", false, true)
+			s.count(route, false, true)
 			s.writeTooMany(w, now, info)
 			return
 		}
@@ -227,13 +227,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if route == "" {
 			apiErr = newError(404, "The requested endpoint was not found (check your HTTP method, Accept header, and URL path)", "NOT_FOUND")
 		} else {
-			s.mu.Lock()
-			c.auth, apiErr = s.authenticate(r)
-			if apiErr == nil {
-				s.mux.ServeHTTP(discardWriter{}, r2)
-				apiErr = c.err
-			}
-			s.mu.Unlock()
+			apiErr = s.dispatch(c, r, r2)
 		}
 	}
 	s.count(route, false, false)
@@ -294,6 +288,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = body[:len(body)/2]
 	}
 	writeRaw(w, status, ctype, body, hdr)
+}
+
+// dispatch authenticates and runs the route's handler under s.mu. A
+// handler panic is a bug: it is logged and answered with a 500 instead of
+// taking the server (and its lock) down.
+func (s *Server) dispatch(c *call, r, r2 *http.Request) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("handler panic", "method", r.Method, "panic", fmt.Sprint(p))
+			err = newError(500, "an unexpected error occurred", "")
+		}
+	}()
+	if c.auth, err = s.authenticate(r); err != nil {
+		return err
+	}
+	s.mux.ServeHTTP(discardWriter{}, r2)
+	if ae, ok := c.err.(*apiError); ok && ae == nil {
+		return nil // a typed nil from a handler
+	}
+	if c.err == nil && c.rep == nil {
+		return newError(500, "an unexpected error occurred", "")
+	}
+	return c.err
 }
 
 // signResponse adds Date, Digest and Keygen-Signature (KEYGEN.md §2.1).
