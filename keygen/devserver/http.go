@@ -307,7 +307,7 @@ func (s *Server) dispatch(c *call, r, r2 *http.Request) (err error) {
 	}
 	s.mux.ServeHTTP(discardWriter{}, r2)
 	if ae, ok := c.err.(*apiError); ok && ae == nil {
-		return nil // a typed nil from a handler
+		c.err = nil // a typed nil from a handler
 	}
 	if c.err == nil && c.rep == nil {
 		return newError(500, "an unexpected error occurred", "")
