@@ -8,8 +8,10 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -336,5 +338,45 @@ func TestListenAndSignatureHost(t *testing.T) {
 	c.noVerify = true
 	if r := c.do("GET", s.URL()+"/v1/ping", nil); r.Status != 200 {
 		t.Fatalf("ping %d", r.Status)
+	}
+}
+
+// TestConcurrentClients hammers spawn/ping/kill from many goroutines; run
+// with -race. The limit must hold exactly under contention.
+func TestConcurrentClients(t *testing.T) {
+	s := newTestServer(t, Options{DisableRateLimit: true, CullInterval: time.Millisecond})
+	d := demo(t, s, DemoOptions{MaxProcesses: intp(5)})
+	c := newClient(t, s, licenseAuth(d.License.Key))
+	mid := c.activate(d.License.ID, "fp")
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created := 0
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				r := c.spawn(mid, fmt.Sprintf("%d-%d", g, i))
+				if r.Status == 201 {
+					mu.Lock()
+					created++
+					mu.Unlock()
+					id := r.str("data", "id")
+					c.do("POST", "/processes/"+id+"/actions/ping", nil)
+					if i%2 == 0 {
+						c.do("DELETE", "/processes/"+id, nil)
+					}
+				} else if r.code() != "MACHINE_PROCESS_LIMIT_EXCEEDED" {
+					t.Errorf("spawn: %d %s", r.Status, r.Raw)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(s.Processes()); n > 5 {
+		t.Fatalf("%d processes exceed the limit", n)
+	}
+	if created == 0 {
+		t.Fatal("nothing spawned")
 	}
 }

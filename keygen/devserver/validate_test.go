@@ -166,3 +166,28 @@ func TestTooManyProcessesValidation(t *testing.T) {
 }
 
 func maxMachines1(l *License) { l.MaxMachines = intp(1) }
+
+func TestCheckInOverdue(t *testing.T) {
+	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	s := newTestServer(t, Options{Now: func() time.Time { return now }, CullInterval: -1, DisableRateLimit: true})
+	prod := s.CreateProduct("p")
+	pol := s.CreatePolicy(PolicySpec{ProductID: prod.ID, Floating: true, AuthenticationStrategy: "LICENSE", RequireCheckIn: true, CheckInInterval: "day", CheckInIntervalCount: 2})
+	l := s.CreateLicense(LicenseSpec{PolicyID: pol.ID})
+	c := newClient(t, s, licenseAuth(l.Key))
+	code := func() string {
+		return c.do("POST", "/licenses/"+l.ID+"/actions/validate", nil).str("meta", "code")
+	}
+	if got := code(); got != "VALID" {
+		t.Fatalf("fresh: %s", got)
+	}
+	now = now.Add(49 * time.Hour)
+	if got := code(); got != "OVERDUE" {
+		t.Fatalf("overdue: %s", got)
+	}
+	if r := c.do("POST", "/licenses/"+l.ID+"/actions/check-in", nil); r.Status != 200 || r.str("data", "attributes", "nextCheckIn") == "" {
+		t.Fatalf("check-in: %d %s", r.Status, r.Raw)
+	}
+	if got := code(); got != "VALID" {
+		t.Fatalf("after check-in: %s", got)
+	}
+}
