@@ -146,6 +146,11 @@ func (e *env) stop() {
 func (e *env) crash() {
 	e.t.Helper()
 	e.a.lm.mu.Lock()
+	for _, l := range e.a.lm.leases {
+		if l.stopWatch != nil {
+			l.stopWatch()
+		}
+	}
 	e.a.lm.leases = map[string]*lease{} // shutdown finds nothing to kill
 	e.a.lm.mu.Unlock()
 	e.cancel()

@@ -428,7 +428,10 @@ func (b *Budget) Observe(o Observation) {
 // Period. It is +Inf without windows.
 func (b *Budget) SustainableRate() float64 {
 	r := math.Inf(1)
-	for _, w := range b.windows {
+	for i := range b.windows {
+		// Only the immutable limit and period are read: no lock needed
+		// (copying the window would read its ring, which Wait mutates).
+		w := &b.windows[i]
 		if x := float64(w.limit) / w.period.Seconds(); x < r {
 			r = x
 		}
