@@ -286,7 +286,7 @@ func TestNextPing(t *testing.T) {
 		{0.9, 0, 0, 480 * time.Second},    // fraction capped at 0.8
 		{0, 0, 0, 300 * time.Second},      // default fraction
 		{math.NaN(), 0, 0, 300 * time.Second},
-		{0.5, 5, 0, 0},                   // jitter capped at 1: never before last
+		{0.5, 5, 0, 0},                    // jitter capped at 1: never before last
 		{0.5, 0.2, -3, 240 * time.Second}, // bad rnd clamped
 	}
 	for _, c := range cases {
