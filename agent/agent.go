@@ -90,8 +90,10 @@ type Agent struct {
 	conns connSet
 
 	syncNow chan chan error
-	wg      sync.WaitGroup
-	runCtx  context.Context
+	// watching is closed once the file watchers are set up (or skipped).
+	watching chan struct{}
+	wg       sync.WaitGroup
+	runCtx   context.Context
 }
 
 // New checks the configuration and builds an Agent. It does no I/O: the
@@ -113,14 +115,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, fmt.Errorf("%w: public key: %v", ErrConfig, err)
 	}
 	a := &Agent{
-		deps:    deps,
-		log:     deps.Logger,
-		now:     deps.Now,
-		cfg:     cfg,
-		keys:    keys,
-		ready:   make(chan struct{}),
-		syncNow: make(chan chan error),
-		procs:   deps.Processes,
+		deps:     deps,
+		log:      deps.Logger,
+		now:      deps.Now,
+		cfg:      cfg,
+		keys:     keys,
+		ready:    make(chan struct{}),
+		watching: make(chan struct{}),
+		syncNow:  make(chan chan error),
+		procs:    deps.Processes,
 	}
 	if a.procs == nil {
 		a.procs = osProcesses{}
@@ -202,6 +205,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.initErr = err
 		a.setView(licenseView{State: StateError, Code: "INIT_FAILED", Detail: err.Error()})
 		close(a.ready)
+		close(a.watching)
 		return err
 	}
 	close(a.ready)

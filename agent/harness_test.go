@@ -47,6 +47,10 @@ type env struct {
 	cfg    Config
 	// noWatch is set for synctest bubbles (see Deps.NoWatch).
 	noWatch bool
+	// deps carries extra dependencies (config file and loader).
+	deps Deps
+	// waitLimit bounds waitFor; default 2 minutes.
+	waitLimit time.Duration
 }
 
 type envOptions struct {
@@ -105,14 +109,14 @@ func (e *env) now() time.Time { return time.Now().Add(time.Duration(e.offset.Loa
 func (e *env) start() {
 	e.t.Helper()
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := New(e.cfg, Deps{
-		HTTPClient:    &http.Client{Transport: e.srv.Transport(), Timeout: 30 * time.Second},
-		Fingerprinter: e.fp,
-		Processes:     e.procs,
-		Now:           e.now,
-		Logger:        log,
-		NoWatch:       e.noWatch,
-	})
+	deps := e.deps
+	deps.HTTPClient = &http.Client{Transport: e.srv.Transport(), Timeout: 30 * time.Second}
+	deps.Fingerprinter = e.fp
+	if e.procs != nil {
+		deps.Processes = e.procs
+	}
+	deps.Now, deps.Logger, deps.NoWatch = e.now, log, e.noWatch
+	a, err := New(e.cfg, deps)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -128,6 +132,7 @@ func (e *env) start() {
 	e.done = make(chan error, 1)
 	go func() { e.done <- a.Run(ctx) }()
 	<-a.ready
+	<-a.watching
 }
 
 // stop shuts the agent down cleanly.
@@ -161,7 +166,11 @@ func (e *env) crash() {
 // waitFor polls cond on the (possibly fake) clock.
 func (e *env) waitFor(what string, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
+	limit := e.waitLimit
+	if limit == 0 {
+		limit = 2 * time.Minute // fake time is free
+	}
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			e.t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, e.logs.String())
@@ -347,7 +356,7 @@ func (e *env) dial(peer ipc.Peer) *client {
 func (c *client) read() {
 	defer close(c.closed)
 	sc := bufio.NewScanner(c.conn)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		var r rpcResp
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {

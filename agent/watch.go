@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ const (
 )
 
 func (a *Agent) startWatchers(ctx context.Context) {
+	defer close(a.watching)
 	cfg := a.config()
 	if a.deps.NoWatch || (a.deps.ConfigFile == "" && cfg.ImportDir == "") {
 		return
@@ -49,6 +51,7 @@ func (a *Agent) startWatchers(ctx context.Context) {
 		}
 		a.scanImports()
 	}
+	lastCfg := fileStamp(a.deps.ConfigFile)
 	a.goOwned(func() {
 		defer w.Close()
 		var cfgTimer, importTimer <-chan time.Time
@@ -76,11 +79,18 @@ func (a *Agent) startWatchers(ctx context.Context) {
 				a.log.Warn("file watcher", "err", err)
 			case <-cfgTimer:
 				cfgTimer = nil
+				lastCfg = fileStamp(a.deps.ConfigFile)
 				a.Reload()
 			case <-importTimer:
 				importTimer = nil
 				a.scanImports()
 			case <-rescan.C:
+				// Safety net for missed events: reload a config file whose
+				// size or mtime changed.
+				if st := fileStamp(a.deps.ConfigFile); st != lastCfg {
+					lastCfg = st
+					a.Reload()
+				}
 				if cfg.ImportDir != "" {
 					// Re-add in case the directory was removed and recreated.
 					_ = w.Add(cfg.ImportDir)
@@ -189,4 +199,16 @@ func (a *Agent) Reload() {
 			}
 		})
 	}
+}
+
+// fileStamp identifies a file's content version cheaply; "" if absent.
+func fileStamp(path string) string {
+	if path == "" {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	return fi.ModTime().String() + "/" + strconv.FormatInt(fi.Size(), 10)
 }
