@@ -248,11 +248,7 @@ func TestRateLimitStorm(t *testing.T) {
 // spawns one process on it, as another agent would.
 func takeSeatFromOtherMachine(t *testing.T, e *env) {
 	t.Helper()
-	c, err := keygen.NewClient(keygen.Config{BaseURL: "http://devserver.invalid", Account: e.srv.AccountID(),
-		LicenseKey: e.license.Key, PublicKey: e.srv.PublicKeyHex(), HTTPClient: &http.Client{Transport: e.srv.Transport()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := otherClient(t, e)
 	m, err := c.ActivateMachine(t.Context(), keygen.ActivateParams{LicenseID: e.license.ID, Fingerprint: "other-machine-fingerprint-0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
@@ -260,4 +256,16 @@ func takeSeatFromOtherMachine(t *testing.T, e *env) {
 	if _, err := c.SpawnProcess(t.Context(), m.ID, "9999@1", nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// otherClient is a Keygen client with the license key, as another app or
+// agent would have.
+func otherClient(t *testing.T, e *env) *keygen.Client {
+	t.Helper()
+	c, err := keygen.NewClient(keygen.Config{BaseURL: "http://devserver.invalid", Account: e.srv.AccountID(),
+		LicenseKey: e.license.Key, PublicKey: e.srv.PublicKeyHex(), HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
