@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/keygen-agent/keygen-agent/agent"
+	"github.com/keygen-agent/keygen-agent/installer"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -93,7 +94,8 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 }
 
 // newLogger builds the daemon's slog logger: text or JSON on stderr (the
-// journal captures it under systemd).
+// journal captures it under systemd; launchd writes it to the plist's log
+// file). Under the Windows service manager it goes to the event log.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, *slog.LevelVar) {
 	lv := new(slog.LevelVar)
 	var l slog.Level
@@ -101,8 +103,9 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, *slog.LevelVar)
 		lv.Set(l)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts)), lv
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts)), lv
+	return installer.ServiceLogger("keygen-agent", h), lv
 }
