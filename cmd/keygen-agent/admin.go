@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -38,11 +40,8 @@ func adminCall(e *env, socket, method string, params any, asJSON bool, print fun
 	defer c.Close()
 	var res json.RawMessage
 	if err := c.Call(e.ctx, method, params, &res); err != nil {
-		fmt.Fprintf(e.stderr, "keygen-agent: %v\n", err)
-		if ipc.IsCode(err, ipc.CodePermissionDenied) || ipc.IsCode(err, ipc.CodeLicenseInvalid) || ipc.IsCode(err, ipc.CodeNotActivated) {
-			return exitDenied
-		}
-		return exitFailure
+		// A dropped connection is 4 (unreachable), refusals 5, others 1.
+		return exitForCallError(e, method, err)
 	}
 	if asJSON || print == nil {
 		_, _ = e.stdout.Write(append(res, '\n'))
@@ -70,9 +69,9 @@ func runActivate(e *env) int {
 	}
 	key := fs.Arg(0)
 	if key == "-" {
-		var buf [4096]byte
-		n, _ := e.stdin.Read(buf[:])
-		key = string(trimSpace(buf[:n]))
+		// One Read may return a partial line (pipes); read it all.
+		b, _ := io.ReadAll(io.LimitReader(e.stdin, 64<<10))
+		key = strings.TrimSpace(string(b))
 	}
 	if key == "" {
 		key = e.getenv("KEYGEN_LICENSE_KEY")
@@ -82,13 +81,6 @@ func runActivate(e *env) int {
 		return exitUsage
 	}
 	return adminCall(e, *socket, ipc.MethodActivate, ipc.ActivateParams{Key: key}, *asJSON, printStatusJSON(e))
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 func runDeactivate(e *env) int {

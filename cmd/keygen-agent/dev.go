@@ -43,7 +43,7 @@ func runDev(e *env) int {
 	}
 	log, lv := newLogger(e.stderr, "text", *logLevel)
 
-	srv, err := devserver.New(devserver.Options{Addr: *addr, Logger: log.With("component", "devserver")})
+	srv, err := devserver.New(devserver.Options{Addr: *addr, Logger: log})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "keygen-agent: dev server: %v\n", err)
 		return exitFailure

@@ -33,8 +33,7 @@ func runStatus(e *env) int {
 	defer c.Close()
 	st, err := c.Status(e.ctx)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "keygen-agent: status: %v\n", err)
-		return exitFailure
+		return exitForCallError(e, "status", err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -58,26 +57,30 @@ func printStatus(w io.Writer, st *ipc.Status) {
 	if st.Online {
 		online = "online"
 	}
-	fmt.Fprintf(w, "state:        %s (%s, %s)\n", st.State, valid, online)
+	// Labels are padded to the longest ("max processes:", "offline until:").
+	row := func(label, format string, a ...any) {
+		fmt.Fprintf(w, "%-14s "+format+"\n", append([]any{label + ":"}, a...)...)
+	}
+	row("state", "%s (%s, %s)", st.State, valid, online)
 	if st.Code != "" || st.Detail != "" {
-		fmt.Fprintf(w, "detail:       %s %s\n", st.Code, st.Detail)
+		row("detail", "%s", strings.TrimSpace(st.Code+" "+st.Detail))
 	}
 	if l := st.License; l != nil {
-		fmt.Fprintf(w, "license:      %s %s\n", l.ID, l.Name)
-		fmt.Fprintf(w, "expires:      %s\n", fmtTime(l.Expiry, "never"))
-		fmt.Fprintf(w, "max processes: %s\n", fmtLimit(l.MaxProcesses))
+		row("license", "%s", strings.TrimSpace(l.ID+" "+l.Name))
+		row("expires", "%s", fmtTime(l.Expiry, "never"))
+		row("max processes", "%s", fmtLimit(l.MaxProcesses))
 	}
 	if m := st.Machine; m != nil {
-		fmt.Fprintf(w, "machine:      %s (fingerprint %s)\n", nonEmptyStr(m.ID, "not activated"), shortFP(m.Fingerprint))
+		row("machine", "%s (fingerprint %s)", nonEmptyStr(m.ID, "not activated"), shortFP(m.Fingerprint))
 	}
-	fmt.Fprintf(w, "entitlements: %s\n", nonEmptyStr(strings.Join(st.Entitlements, ", "), "none"))
-	fmt.Fprintf(w, "leases:       %d in use, limit %s, heartbeat capacity %d\n", st.Leases.Active, fmtLimit(st.Leases.Limit), st.Leases.Capacity)
-	fmt.Fprintf(w, "last sync:    %s\n", fmtTime(st.LastSync, "never"))
+	row("entitlements", "%s", nonEmptyStr(strings.Join(st.Entitlements, ", "), "none"))
+	row("leases", "%d in use, limit %s, heartbeat capacity %d", st.Leases.Active, fmtLimit(st.Leases.Limit), st.Leases.Capacity)
+	row("last sync", "%s", fmtTime(st.LastSync, "never"))
 	if !st.Online && st.OfflineUntil != nil {
-		fmt.Fprintf(w, "offline until: %s (%s left)\n", st.OfflineUntil.Format(time.RFC3339), time.Until(*st.OfflineUntil).Round(time.Minute))
+		row("offline until", "%s (%s left)", fmtTime(st.OfflineUntil, "-"), time.Until(*st.OfflineUntil).Round(time.Minute))
 	}
 	for _, c := range st.HardwareChanges {
-		fmt.Fprintf(w, "component:    %-20s %s\n", c.Name, c.Change)
+		row("component", "%-20s %s", c.Name, c.Change)
 	}
 }
 

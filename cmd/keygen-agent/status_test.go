@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygen-agent/keygen-agent/ipc"
+)
+
+// TestPrintStatusAligned: every value starts in the same column, including
+// the long labels ("max processes:", "offline until:").
+func TestPrintStatusAligned(t *testing.T) {
+	three := 3
+	until := time.Now().Add(48 * time.Hour)
+	st := &ipc.Status{State: "offline", Code: "VALID", Valid: true, Online: false,
+		License:      &ipc.LicenseInfo{ID: "L1", Name: "Pro", MaxProcesses: &three},
+		Machine:      &ipc.MachineInfo{ID: "M1", Fingerprint: "abc"},
+		Entitlements: []string{"PRO"}, OfflineUntil: &until,
+		HardwareChanges: []ipc.ComponentChange{{Name: "disk-1", Change: "changed"}}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+	if len(lines) != 11 {
+		t.Fatalf("%d lines:\n%s", len(lines), b.String())
+	}
+	for _, l := range lines {
+		colon := strings.Index(l, ":")
+		if len(l) < 16 || l[14] != ' ' || l[15] == ' ' || colon > 13 {
+			t.Errorf("misaligned: %q", l)
+		}
+	}
+	for _, want := range []string{"max processes: 3", "offline until: ", "detail:        VALID\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no %q in\n%s", want, b.String())
+		}
+	}
+}
