@@ -314,6 +314,10 @@ func (c *Client) reconnect() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			var res AcquireResult
 			err := c.Call(ctx, MethodAcquire, l.params, &res)
+			for IsCode(err, CodeStarting) && ctx.Err() == nil { // a restarted agent answers before it is ready
+				time.Sleep(50 * time.Millisecond)
+				err = c.Call(ctx, MethodAcquire, l.params, &res)
+			}
 			cancel()
 			switch {
 			case err == nil:
