@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
@@ -78,7 +79,7 @@ type Agent struct {
 	// Set once Run has initialised them; guarded by ready.
 	ready   chan struct{}
 	store   *cache.Store
-	fp      *fingerprint.Result
+	fp      atomic.Pointer[fingerprint.Result]
 	keys    keygen.PublicKeys
 	initErr error
 
@@ -253,7 +254,9 @@ func (a *Agent) init(ctx context.Context) error {
 		a.lic.setWatermark(wm)
 	}
 	if ls, err := store.LastSync(); err == nil {
+		a.lic.mu.Lock()
 		a.lic.lastSync = ls
+		a.lic.mu.Unlock()
 	}
 	fpr := a.deps.Fingerprinter
 	if fpr == nil {
@@ -264,7 +267,7 @@ func (a *Agent) init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fingerprint: %w", err)
 	}
-	a.fp = res
+	a.fp.Store(res)
 	key := a.licenseKey()
 	api, err := a.newClient(key)
 	if err != nil {

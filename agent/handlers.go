@@ -185,7 +185,7 @@ func (a *Agent) handleDeactivate(ctx context.Context, _ json.RawMessage) (any, e
 	}
 	a.revokeAll("deactivated", "DEACTIVATED", "this machine is being deactivated")
 	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-		return c.DeactivateMachine(ctx, a.fp.Fingerprint)
+		return c.DeactivateMachine(ctx, a.fp.Load().Fingerprint)
 	})
 	if err != nil && !errors.Is(err, keygen.ErrNotFound) {
 		if offline(err) {
@@ -213,14 +213,14 @@ func (a *Agent) importCertificate(data []byte) error {
 		return err
 	}
 	now, _ := a.trustedNow()
-	ds, err := keygen.OpenCertificate(data, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Fingerprint, Now: now})
+	ds, err := keygen.OpenCertificate(data, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
 	if err != nil {
 		return err
 	}
 	kind := certLicense
 	if cert.Kind == keygen.CertKind("machine") {
 		kind = certMachine
-		if ds.Machine == nil || ds.Machine.Fingerprint != a.fp.Fingerprint {
+		if ds.Machine == nil || ds.Machine.Fingerprint != a.fp.Load().Fingerprint {
 			return errors.New("machine file is for another machine")
 		}
 		if ds.License != nil && ds.License.Key != "" && a.licenseKey() == "" {

@@ -130,7 +130,7 @@ func (a *Agent) sync(ctx context.Context) error {
 // action (activation, first heartbeat) calls for another validation.
 func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error) {
 	cfg := a.config()
-	fp := a.fp
+	fp := a.fp.Load()
 	opts := keygen.ValidateOptions{Fingerprint: fp.Fingerprint, Product: cfg.Product}
 	for _, c := range fp.Components {
 		opts.Components = append(opts.Components, c.Fingerprint)
@@ -235,7 +235,7 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 	if a.deactivated() {
 		return nil
 	}
-	fp := a.fp
+	fp := a.fp.Load()
 	p := keygen.ActivateParams{
 		LicenseID:   lic.ID,
 		Fingerprint: fp.Fingerprint,
@@ -283,7 +283,7 @@ var errActivationRefused = errors.New("activation refused")
 
 func (a *Agent) recordMachine(m *keygen.Machine, licenseID string) error {
 	rec := cache.MachineRecord{ID: m.ID, LicenseID: licenseID, Fingerprint: m.Fingerprint, ActivatedAt: a.now()}
-	for _, c := range a.fp.Components {
+	for _, c := range a.fp.Load().Components {
 		rec.Components = append(rec.Components, cache.ComponentRecord{Name: c.Name, Fingerprint: c.Fingerprint})
 	}
 	return a.store.PutMachine(rec)
@@ -292,13 +292,13 @@ func (a *Agent) recordMachine(m *keygen.Machine, licenseID string) error {
 // ensureMachine makes sure the cache knows this machine's Keygen id.
 func (a *Agent) ensureMachine(ctx context.Context, lic *keygen.License) error {
 	rec, err := a.store.Machine()
-	if err == nil && rec != nil && rec.Fingerprint == a.fp.Fingerprint && rec.LicenseID == lic.ID && rec.ID != "" {
+	if err == nil && rec != nil && rec.Fingerprint == a.fp.Load().Fingerprint && rec.LicenseID == lic.ID && rec.ID != "" {
 		return nil
 	}
 	var m *keygen.Machine
 	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
 		var err error
-		m, err = c.Machine(ctx, a.fp.Fingerprint)
+		m, err = c.Machine(ctx, a.fp.Load().Fingerprint)
 		return err
 	})
 	if err != nil {
@@ -318,7 +318,7 @@ func (a *Agent) machineID() string {
 // pingMachine sends one machine heartbeat.
 func (a *Agent) pingMachine(ctx context.Context) error {
 	return a.call(ctx, budget.PriorityPing, func(ctx context.Context, c *keygen.Client) error {
-		_, err := c.PingMachine(ctx, a.fp.Fingerprint)
+		_, err := c.PingMachine(ctx, a.fp.Load().Fingerprint)
 		return err
 	})
 }
@@ -366,7 +366,7 @@ func (a *Agent) hardwareChanges(ctx context.Context) []ipc.ComponentChange {
 		var comps []keygen.Component
 		err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
 			var err error
-			comps, err = c.MachineComponents(ctx, a.fp.Fingerprint)
+			comps, err = c.MachineComponents(ctx, a.fp.Load().Fingerprint)
 			return err
 		})
 		if err != nil {
@@ -376,7 +376,7 @@ func (a *Agent) hardwareChanges(ctx context.Context) []ipc.ComponentChange {
 			recorded = append(recorded, fingerprint.Component{Name: c.Name, Fingerprint: c.Fingerprint})
 		}
 	}
-	cmp := fingerprint.Compare(recorded, a.fp.Components)
+	cmp := fingerprint.Compare(recorded, a.fp.Load().Components)
 	var out []ipc.ComponentChange
 	for _, n := range cmp.Changed {
 		out = append(out, ipc.ComponentChange{Name: n, Change: "changed"})
@@ -405,7 +405,7 @@ func (a *Agent) openMachineFile() (*keygen.Dataset, *cache.CertRecord, error) {
 	}
 	now, _ := a.trustedNow()
 	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{
-		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Fingerprint, Now: now,
+		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now,
 	})
 	return ds, rec, err
 }
@@ -435,7 +435,7 @@ func (a *Agent) ensureCertificate(ctx context.Context, lic *keygen.License, forc
 	var co *keygen.Checkout
 	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
 		var err error
-		co, err = c.CheckoutMachine(ctx, a.fp.Fingerprint, opts)
+		co, err = c.CheckoutMachine(ctx, a.fp.Load().Fingerprint, opts)
 		return err
 	})
 	if err != nil {
@@ -444,7 +444,7 @@ func (a *Agent) ensureCertificate(ctx context.Context, lic *keygen.License, forc
 	// Verify before storing: a certificate that does not open is not kept.
 	now, _ := a.trustedNow()
 	ds, err := keygen.OpenCertificate(co.Certificate, keygen.OpenOptions{
-		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Fingerprint, Now: now,
+		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now,
 	})
 	if err != nil {
 		return fmt.Errorf("checked-out machine file rejected: %w", err)

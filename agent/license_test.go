@@ -139,7 +139,8 @@ func TestHardwareChanged(t *testing.T) {
 			{Name: "nic-0", Fingerprint: "ffffffff02"},
 		}
 		e.fp.mu.Unlock()
-		e.a.fp, _ = e.fp.Get(t.Context())
+		res, _ := e.fp.Get(t.Context())
+		e.a.fp.Store(res)
 		if err := e.a.requestSync(t.Context()); err != nil {
 			t.Fatal(err)
 		}

@@ -199,8 +199,8 @@ func (a *Agent) status() *ipc.Status {
 	}
 	if v.Machine != nil {
 		st.Machine = &ipc.MachineInfo{ID: v.Machine.ID, Fingerprint: v.Machine.Fingerprint}
-	} else if a.fp != nil {
-		st.Machine = &ipc.MachineInfo{Fingerprint: a.fp.Fingerprint}
+	} else if fp := a.fp.Load(); fp != nil {
+		st.Machine = &ipc.MachineInfo{Fingerprint: fp.Fingerprint}
 	}
 	a.lic.mu.Lock()
 	if !a.lic.lastSync.IsZero() {
