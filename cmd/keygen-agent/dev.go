@@ -90,7 +90,7 @@ keygen-agent dev is ready (Ctrl-C to stop).
   in another terminal:  keygen-agent lease --socket %[1]s --app demo
                         keygen-agent status --socket %[1]s
                         keygen-agent leases --socket %[1]s
-  or from Python:       python3 examples/python/lease.py --socket %[1]s
+  or from Python:       python3 examples/python/keygen_lease.py --socket %[1]s --app demo
 `, socket)
 	}
 	err = runDaemon(e.ctx, daemonOptions{cfg: cfg, logger: log, logLevel: lv, ready: ready})
