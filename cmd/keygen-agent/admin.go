@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -61,9 +62,7 @@ func printStatusJSON(e *env) func(json.RawMessage) {
 }
 
 func runActivate(e *env) int {
-	fs := newFlagSet(e, "activate", "KEY", "Activate this machine with a license key. The key may also come from KEYGEN_LICENSE_KEY\nor from stdin with KEY '-' (keeps it out of the shell history).", adminHelp)
-	socket := socketFlag(fs, e)
-	asJSON := fs.Bool("json", false, "print the resulting status as JSON")
+	fs, socket, asJSON := adminFlags(e, "activate", "KEY", "Activate this machine with a license key. The key may also come from KEYGEN_LICENSE_KEY\nor from stdin with KEY '-' (keeps it out of the shell history).", "print the resulting status as JSON")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
@@ -84,9 +83,7 @@ func runActivate(e *env) int {
 }
 
 func runDeactivate(e *env) int {
-	fs := newFlagSet(e, "deactivate", "", "Deactivate this machine in Keygen: its leases end and its seat is freed.", adminHelp)
-	socket := socketFlag(fs, e)
-	asJSON := fs.Bool("json", false, "print the resulting status as JSON")
+	fs, socket, asJSON := adminFlags(e, "deactivate", "", "Deactivate this machine in Keygen: its leases end and its seat is freed.", "print the resulting status as JSON")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
@@ -94,9 +91,7 @@ func runDeactivate(e *env) int {
 }
 
 func runImport(e *env) int {
-	fs := newFlagSet(e, "import", "FILE", "Import a machine file (.lic) checked out elsewhere, for air-gapped machines. The agent\nverifies it and refuses files for other machines. Dropping the file into the import folder works too.", adminHelp)
-	socket := socketFlag(fs, e)
-	asJSON := fs.Bool("json", false, "print the resulting status as JSON")
+	fs, socket, asJSON := adminFlags(e, "import", "FILE", "Import a machine file (.lic) checked out elsewhere, for air-gapped machines. The agent\nverifies it and refuses files for other machines. Dropping the file into the import folder works too.", "print the resulting status as JSON")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
@@ -113,9 +108,7 @@ func runImport(e *env) int {
 }
 
 func runCheckout(e *env) int {
-	fs := newFlagSet(e, "checkout", "", "Validate now and check out a fresh machine file.", adminHelp)
-	socket := socketFlag(fs, e)
-	asJSON := fs.Bool("json", false, "print the resulting status as JSON")
+	fs, socket, asJSON := adminFlags(e, "checkout", "", "Validate now and check out a fresh machine file.", "print the resulting status as JSON")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
@@ -123,9 +116,7 @@ func runCheckout(e *env) int {
 }
 
 func runLeases(e *env) int {
-	fs := newFlagSet(e, "leases", "", "List who holds what: lease, PID, app, user, since, Keygen process, online/offline, next ping.", adminHelp)
-	socket := socketFlag(fs, e)
-	asJSON := fs.Bool("json", false, "print the leases.list result as JSON")
+	fs, socket, asJSON := adminFlags(e, "leases", "", "List who holds what: lease, PID, app, user, since, Keygen process, online/offline, next ping.", "print the leases.list result as JSON")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
@@ -170,4 +161,10 @@ func runRelease(e *env) int {
 	return adminCall(e, *socket, ipc.MethodLeasesRelease, ipc.ReleaseParams{LeaseID: fs.Arg(0)}, false, func(json.RawMessage) {
 		fmt.Fprintf(e.stdout, "released %s\n", fs.Arg(0))
 	})
+}
+
+// adminFlags declares what every admin verb takes: --socket and --json.
+func adminFlags(e *env, name, argsUsage, summary, jsonUsage string) (fs *flag.FlagSet, socket *string, asJSON *bool) {
+	fs = newFlagSet(e, name, argsUsage, summary, adminHelp)
+	return fs, socketFlag(fs, e), fs.Bool("json", false, jsonUsage)
 }
