@@ -7,10 +7,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
 func intp(n int) *int { return &n }
+
+// agentConfigNoBudget lifts the agent's request budget for tests that
+// churn leases faster than Keygen Cloud's limits allow.
+func agentConfigNoBudget() agent.Config {
+	return agent.Config{RateLimit: agent.RateLimitConfig{PerShort: 100_000, PerLong: 1_000_000}}
+}
 
 // startEnv creates and starts an Env that is closed when the test ends.
 func startEnv(t *testing.T, o Options) *Env {

@@ -37,6 +37,7 @@ func agentBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		binDir = dir
 		builtBin = filepath.Join(dir, "keygen-agent")
 		out, err := exec.Command("go", "build", "-o", builtBin, "github.com/keygen-agent/keygen-agent/cmd/keygen-agent").CombinedOutput()
 		if err != nil {
@@ -105,7 +106,8 @@ func startHelper(t *testing.T, mode, sock string) *helperProc {
 	t.Helper()
 	h := &helperProc{mode: mode}
 	h.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	h.cmd.Env = append(os.Environ(), "CHAOS_HELPER="+mode, "CHAOS_SOCKET="+sock)
+	// GORACE: a -race helper otherwise sleeps 1s at exit.
+	h.cmd.Env = append(os.Environ(), "CHAOS_HELPER="+mode, "CHAOS_SOCKET="+sock, "GORACE=atexit_sleep_ms=0")
 	h.cmd.Stderr = os.Stderr
 	var err error
 	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
@@ -177,7 +179,9 @@ func TestKill9AgentWith100Leases(t *testing.T) {
 		t.Skip("spawns 100 processes and a real agent binary")
 	}
 	const n = 100
+	t0 := time.Now()
 	bin := agentBinary(t)
+	t.Logf("agent binary built in %v", time.Since(t0).Round(time.Millisecond))
 	srv, err := devserver.New(devserver.Options{DisableRateLimit: true})
 	if err != nil {
 		t.Fatal(err)
@@ -242,9 +246,11 @@ func TestKill9AgentWith100Leases(t *testing.T) {
 		helpers[i] = startHelper(t, mode, sock)
 	}
 	defer func() {
+		var wg sync.WaitGroup
 		for _, h := range helpers {
-			h.stop()
+			wg.Go(h.stop)
 		}
+		wg.Wait()
 	}()
 	waitUntil(t, "every helper acquired", 30*time.Second, func() error {
 		for _, h := range helpers {
@@ -257,6 +263,7 @@ func TestKill9AgentWith100Leases(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("%d helpers acquired after %v", n, time.Since(t0).Round(time.Millisecond))
 	if got := len(srv.Processes()); got != n {
 		t.Fatalf("server processes = %d, want %d", got, n)
 	}

@@ -20,8 +20,15 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("CHAOS_HELPER"); mode != "" {
 		os.Exit(helperMain(mode, os.Getenv("CHAOS_SOCKET")))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
+
+// binDir holds the agent binary built by the real-process tests.
+var binDir string
 
 // helperMain is one app instance. mode "reconnect" uses the Go client's
 // Reconnect (re-acquires after an agent restart); "plain" does not, so its
