@@ -49,6 +49,9 @@ type Options struct {
 	CullInterval time.Duration
 	// MaxMessageSize of the ipc server (default 1 MiB).
 	MaxMessageSize int
+	// RealPeers uses the kernel's peer credentials and the OS process
+	// watcher instead of synthetic peers (Socket only).
+	RealPeers bool
 }
 
 // Env is one devserver plus one agent.
@@ -128,9 +131,12 @@ func (e *Env) Start() error {
 	if !e.opts.ListenTCP {
 		hc.Transport = e.Srv.Transport()
 	}
-	a, err := agent.New(e.Cfg, agent.Deps{
-		HTTPClient: hc, Fingerprinter: e.fp, Processes: e.Procs, Now: e.Now, Logger: log, NoWatch: true,
-	})
+	deps := agent.Deps{HTTPClient: hc, Fingerprinter: e.fp, Processes: e.Procs, Now: e.Now, Logger: log, NoWatch: true}
+	peerFunc := e.peerOf
+	if e.opts.RealPeers && e.opts.Socket != "" {
+		deps.Processes, peerFunc = nil, nil
+	}
+	a, err := agent.New(e.Cfg, deps)
 	if err != nil {
 		return err
 	}
@@ -147,7 +153,7 @@ func (e *Env) Start() error {
 	}
 	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{
 		Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed,
-		PeerFunc: e.peerOf, MaxConns: 4096, MaxMessageSize: e.opts.MaxMessageSize,
+		PeerFunc: peerFunc, MaxConns: 4096, MaxMessageSize: e.opts.MaxMessageSize,
 	})
 	go func() { _ = e.ipcSrv.Serve(e.ln) }()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -208,6 +214,9 @@ func PeerFor(pid int) ipc.Peer {
 
 // AdminPeer is a root peer.
 var AdminPeer = ipc.Peer{PID: 1, UID: "0", Admin: true, StartTime: 1}
+
+// Fingerprint is the agent's (fake) machine fingerprint.
+func (e *Env) Fingerprint() string { return e.fp.res.Fingerprint }
 
 // Dial connects a new client with a fresh synthetic peer.
 func (e *Env) Dial() (*Client, error) {
