@@ -73,7 +73,7 @@ func activeEnv(tcp bool) (*chaos.Env, string, error) {
 		return nil, "", err
 	}
 	sock := filepath.Join(dir, "a.sock")
-	e, err := chaos.NewEnv(chaos.Options{Socket: sock, RealPeers: true, ListenTCP: tcp, NoRateLimit: true, Config: noBudget})
+	e, err := chaos.NewEnv(chaos.Options{Socket: sock, RealPeers: true, ListenTCP: tcp, NoRateLimit: true, Config: noBudget, DiscardLogs: true})
 	if err != nil {
 		return nil, "", err
 	}

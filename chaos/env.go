@@ -52,6 +52,9 @@ type Options struct {
 	// RealPeers uses the kernel's peer credentials and the OS process
 	// watcher instead of synthetic peers (Socket only).
 	RealPeers bool
+	// DiscardLogs drops the agent's log instead of keeping it in Logs
+	// (memory measurements).
+	DiscardLogs bool
 }
 
 // Env is one devserver plus one agent.
@@ -127,6 +130,9 @@ func (e *Env) Now() time.Time { return time.Now().Add(time.Duration(e.Offset.Loa
 // before) and waits until it has initialised.
 func (e *Env) Start() error {
 	log := slog.New(slog.NewTextHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if e.opts.DiscardLogs {
+		log = slog.New(slog.DiscardHandler)
+	}
 	hc := &http.Client{Timeout: 30 * time.Second}
 	if !e.opts.ListenTCP {
 		hc.Transport = e.Srv.Transport()
@@ -449,7 +455,7 @@ func NewClient(conn net.Conn) *Client {
 func (c *Client) read() {
 	defer close(c.closed)
 	sc := bufio.NewScanner(c.conn)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	sc.Buffer(make([]byte, 0, 4<<10), 4<<20)
 	for sc.Scan() {
 		var r rpcResp
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
