@@ -91,6 +91,9 @@ type Agent struct {
 	conns connSet
 
 	syncNow chan chan error
+	wake    chan struct{}
+	// stopping is set when Run begins its shutdown.
+	stopping atomic.Bool
 	// watching is closed once the file watchers are set up (or skipped).
 	watching chan struct{}
 	wg       sync.WaitGroup
@@ -173,6 +176,7 @@ func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
 		OnResponse:     a.observeResponse,
+		BeforeRequest:  a.beforeRequest,
 		RSAPublicKey:   cfg.RSAPublicKey,
 		ECDSAPublicKey: cfg.ECDSAPublicKey,
 	}
@@ -223,7 +227,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.licenseLoop(ctx)
 
 	// Shutdown in reverse order: leases (kill Keygen processes within a
-	// deadline), then the scheduler, then the cache.
+	// deadline), then the scheduler, then the cache. Connections closing
+	// from now on leave their leases to shutdownLeases.
+	a.stopping.Store(true)
 	a.shutdownLeases()
 	stopSched()
 	a.wg.Wait()
@@ -290,12 +296,48 @@ func (a *Agent) isReady() bool {
 	}
 }
 
-// call runs one Keygen request under the shared request budget.
+// Every Keygen request, each page of a list included, passes the shared
+// request budget (keygen.Config.BeforeRequest). The priority and the
+// longest wait travel in the call's context.
+type (
+	priorityKey struct{}
+	maxWaitKey  struct{}
+)
+
+// errBudgetWait: the request budget did not let a request through within
+// the caller's limit. Offline-class for the caller, but Keygen itself was
+// not found unreachable.
+var errBudgetWait = fmt.Errorf("the request budget is exhausted: %w", context.DeadlineExceeded)
+
+// call runs one Keygen API call at priority p under the shared budget.
 func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
-	if err := a.budget.Wait(ctx, p); err != nil {
-		return err
+	return f(context.WithValue(ctx, priorityKey{}, p), a.client())
+}
+
+// withMaxBudgetWait bounds how long calls made with ctx wait for the
+// budget; the requests themselves keep ctx's own deadline.
+func withMaxBudgetWait(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, maxWaitKey{}, d)
+}
+
+// beforeRequest is the keygen client's hook: wait for the budget.
+func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
+	p, ok := ctx.Value(priorityKey{}).(budget.Priority)
+	if !ok {
+		p = budget.PriorityRefresh
 	}
-	return f(ctx, a.client())
+	if d, ok := ctx.Value(maxWaitKey{}).(time.Duration); ok && d > 0 {
+		wctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		if err := a.budget.Wait(wctx, p); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errBudgetWait
+		}
+		return nil
+	}
+	return a.budget.Wait(ctx, p)
 }
 
 // go runs f on a goroutine owned by the agent: Run waits for it.
@@ -308,8 +350,11 @@ func (a *Agent) goOwned(f func()) {
 }
 
 // offline reports whether err means Keygen could not be reached (or could
-// not be trusted), as opposed to an answer from Keygen.
+// not be trusted, or would not answer for now: 429), as opposed to an
+// answer from Keygen. A cancelled caller is neither.
 func offline(err error) bool {
-	return err != nil && (keygen.IsOffline(err) || errors.Is(err, keygen.ErrRateLimited) ||
-		errors.Is(err, context.DeadlineExceeded))
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	return keygen.IsOffline(err) || errors.Is(err, keygen.ErrRateLimited) || errors.Is(err, context.DeadlineExceeded)
 }

@@ -175,7 +175,7 @@ func (e *env) waitFor(what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			e.t.Fatalf("timed out waiting for %s\nlogs:\n%s", what, e.logs.String())
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(max(10*time.Millisecond, limit/2000))
 	}
 }
 

@@ -324,8 +324,13 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 	l.interval = a.leaseIntervalLocked(v)
 	a.lm.mu.Unlock()
 	if v.Online {
-		proc, err := a.spawnProcess(ctx, l)
+		// An app waits at most spawnWait for Keygen (or for the request
+		// budget during a 429 storm); past that the lease is granted
+		// locally and its spawn queued, as when offline.
+		proc, err := a.spawnProcess(withMaxBudgetWait(ctx, spawnWait), l)
 		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
 		case err == nil:
 			l.processID = proc.ID
 			if proc.Interval > 0 {
@@ -352,12 +357,15 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 			if a.config().StrictOffline {
 				return nil, &ipc.Error{Code: ipc.CodeOfflineExpired, Message: "Keygen is unreachable and strict_offline denies new leases while offline"}
 			}
-			a.log.Warn("spawn failed: Keygen unreachable; granting the lease offline", "err", err)
-			a.goOfflineAsync(err)
-			if !a.view().Valid {
-				return nil, a.leaseAllowed(a.view())
+			a.log.Warn("spawn failed: Keygen unreachable or rate limited; granting the lease locally", "err", err)
+			if keygen.IsOffline(err) {
+				a.goOfflineAsync(err)
+				if v := a.view(); !v.Valid {
+					return nil, a.leaseAllowed(v)
+				}
 			}
 			l.offline = true
+			a.sched.Set(outboxKey, a.now().Add(outboxRetry))
 		default:
 			return nil, mapKeygenError(err)
 		}
@@ -377,12 +385,22 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 }
 
 // goOfflineAsync switches the view to offline without waiting for the
-// license loop's next round.
+// license loop's next round, and has the loop retry on its backoff.
 func (a *Agent) goOfflineAsync(cause error) {
 	if a.view().Online {
 		a.goOffline(cause)
 	}
+	a.wakeLicenseLoop()
 }
+
+const (
+	// spawnWait bounds how long lease.acquire waits for Keygen.
+	spawnWait = 10 * time.Second
+	// outboxKey schedules a replay of spawns queued while online (budget
+	// exhausted or Keygen slow) without waiting for the next revalidation.
+	outboxKey   = "outbox"
+	outboxRetry = 30 * time.Second
+)
 
 func (l *lease) processMetadata() map[string]any {
 	md := map[string]any{
@@ -412,16 +430,24 @@ func (a *Agent) spawnProcess(ctx context.Context, l *lease) (*keygen.Process, er
 	}
 	err := spawn()
 	if errors.Is(err, keygen.ErrPIDTaken) {
-		a.log.Info("stale Keygen process holds this pid; killing it", "pid", l.keygenPID)
-		if kerr := a.killStale(ctx, mid, l.keygenPID); kerr != nil {
+		// Either this lease's own process (a spawn whose answer was lost,
+		// then queued and replayed): adopt it; or a stale one from an
+		// earlier run: kill it and spawn again.
+		own, kerr := a.resolvePIDTaken(ctx, mid, l)
+		if kerr != nil {
 			return nil, kerr
+		}
+		if own != nil {
+			return own, nil
 		}
 		err = spawn()
 	}
 	return proc, err
 }
 
-func (a *Agent) killStale(ctx context.Context, machineID, pid string) error {
+// resolvePIDTaken finds the processes holding l's pid attribute: returns
+// the one that belongs to l, and kills the others.
+func (a *Agent) resolvePIDTaken(ctx context.Context, machineID string, l *lease) (*keygen.Process, error) {
 	var procs []keygen.Process
 	err := a.call(ctx, budget.PriorityKill, func(ctx context.Context, c *keygen.Client) error {
 		var err error
@@ -429,16 +455,22 @@ func (a *Agent) killStale(ctx context.Context, machineID, pid string) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, p := range procs {
-		if p.PID == pid {
-			if err := a.killProcess(ctx, p.ID); err != nil {
-				return err
-			}
+	for i, p := range procs {
+		if p.PID != l.keygenPID {
+			continue
+		}
+		if id, _ := p.Metadata["leaseId"].(string); id == l.id && p.Status != "DEAD" {
+			a.log.Info("adopting this lease's existing Keygen process", "lease", l.id, "process", p.ID)
+			return &procs[i], nil
+		}
+		a.log.Info("stale Keygen process holds this pid; killing it", "pid", l.keygenPID, "process", p.ID)
+		if err := a.killProcess(ctx, p.ID); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func (a *Agent) killProcess(ctx context.Context, id string) error {
@@ -614,6 +646,9 @@ func (a *Agent) revokeAll(state, code, detail string) {
 // wiring calls it from ipc.ServerConfig.OnClose.
 func (a *Agent) ConnClosed(c *ipc.Conn) {
 	a.conns.remove(c)
+	if a.stopping.Load() {
+		return
+	}
 	a.lm.mu.Lock()
 	var release []string
 	for id, l := range a.lm.leases {

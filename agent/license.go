@@ -44,32 +44,57 @@ func (a *Agent) deactivated() bool {
 }
 
 // licenseLoop validates on start and then periodically (jittered), sooner
-// after a failure, and whenever something asks for it through syncNow.
+// after a failure (with backoff), soon after a heartbeat or spawn found
+// Keygen unreachable (wake), and at once when something asks through
+// syncNow.
 func (a *Agent) licenseLoop(ctx context.Context) {
-	backoff := 5 * time.Second
+	const minBackoff = 5 * time.Second
+	backoff := minBackoff
+	var reply chan error
 	for {
 		err := a.sync(ctx)
 		a.enforceView()
+		if reply != nil {
+			reply <- err
+			reply = nil
+		}
 		var wait time.Duration
 		if err != nil && offline(err) {
 			wait = backoff
 			backoff = min(backoff*2, 5*time.Minute)
 		} else {
-			backoff = 5 * time.Second
+			backoff = minBackoff
 			wait = jitter(a.config().RevalidateInterval.D(), 0.1)
 		}
 		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		case reply := <-a.syncNow:
-			t.Stop()
-			err := a.sync(ctx)
-			a.enforceView()
-			reply <- err
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+				break wait
+			case reply = <-a.syncNow:
+				t.Stop()
+				break wait
+			case <-a.wake:
+				if wait > backoff {
+					t.Reset(backoff)
+					wait = backoff
+				}
+			}
 		}
+	}
+}
+
+// wakeLicenseLoop tells the license loop that Keygen looked unreachable
+// elsewhere, so that it retries on its offline backoff rather than at the
+// next revalidation.
+func (a *Agent) wakeLicenseLoop() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -21,6 +21,13 @@ func (a *Agent) fireHeartbeat(ctx context.Context, key string) {
 		a.fireMachineHeartbeat(ctx)
 	case strings.HasPrefix(key, processKeyPrefix):
 		a.fireProcessHeartbeat(ctx, strings.TrimPrefix(key, processKeyPrefix))
+	case key == outboxKey:
+		if a.view().Online {
+			a.replayOutbox(ctx)
+		}
+		if out, err := a.store.Outbox(); err == nil && len(out) > 0 {
+			a.sched.Set(outboxKey, a.now().Add(outboxRetry))
+		}
 	case strings.HasPrefix(key, adoptKeyPrefix):
 		id := strings.TrimPrefix(key, adoptKeyPrefix)
 		a.lm.mu.Lock()

@@ -52,6 +52,11 @@ type Config struct {
 	// OnResponse, if set, is called for every HTTP response received (after
 	// verification), from the calling goroutine. It must not block.
 	OnResponse func(ResponseInfo)
+	// BeforeRequest, if set, is called before every HTTP request is sent,
+	// including each page of a list, with the request's context. It may
+	// block (a request budget); an error aborts the call and is returned
+	// as is.
+	BeforeRequest func(ctx context.Context, method, path string) error
 }
 
 // ResponseInfo describes one HTTP response from Keygen.
@@ -79,6 +84,7 @@ type Client struct {
 	drift      time.Duration
 	now        func() time.Time
 	onResponse func(ResponseInfo)
+	before     func(ctx context.Context, method, path string) error
 }
 
 // NewClient validates cfg and returns a client.
@@ -113,6 +119,7 @@ func NewClient(cfg Config) (*Client, error) {
 		drift:      cfg.MaxClockDrift,
 		now:        cfg.Now,
 		onResponse: cfg.OnResponse,
+		before:     cfg.BeforeRequest,
 	}
 	if c.version == "" {
 		c.version = DefaultAPIVersion
@@ -256,6 +263,11 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	}
 	h.Set("User-Agent", c.ua)
 
+	if c.before != nil {
+		if err := c.before(ctx, r.method, r.path); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, &UnavailableError{Err: unwrapURLError(err)}

@@ -1225,3 +1225,49 @@ func TestDevserverCheckoutExpiry(t *testing.T) {
 		// always signs with its current clock).
 	})
 }
+
+// BeforeRequest runs once per HTTP request, pages of a list included, and
+// its error aborts the call before anything is sent.
+func TestBeforeRequestPerPage(t *testing.T) {
+	srv := newDevserver(t, devserver.Options{DisableRateLimit: true})
+	demo, err := srv.Demo(devserver.DemoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []string
+	c := devClient(t, srv, withKey(demo.License.Key), func(cfg *keygen.Config) {
+		cfg.BeforeRequest = func(ctx context.Context, method, path string) error {
+			calls = append(calls, method+" "+path)
+			return nil
+		}
+	})
+	m, err := c.ActivateMachine(t.Context(), keygen.ActivateParams{LicenseID: demo.License.ID, Fingerprint: "fp-before-request-0001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 150 // two pages of 100
+	for i := range n {
+		if _, err := c.SpawnProcess(t.Context(), m.ID, fmt.Sprintf("pid-%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls = nil
+	procs, err := c.MachineProcesses(t.Context(), m.ID)
+	if err != nil || len(procs) != n {
+		t.Fatalf("MachineProcesses = %d, %v", len(procs), err)
+	}
+	if len(calls) != 2 {
+		t.Fatalf("BeforeRequest calls for a two-page list = %v", calls)
+	}
+	stop := errors.New("budget says no")
+	before := srv.Stats().Total
+	c2 := devClient(t, srv, withKey(demo.License.Key), func(cfg *keygen.Config) {
+		cfg.BeforeRequest = func(context.Context, string, string) error { return stop }
+	})
+	if _, err := c2.Machine(t.Context(), m.ID); !errors.Is(err, stop) {
+		t.Fatalf("err = %v, want the hook's error", err)
+	}
+	if after := srv.Stats().Total; after != before {
+		t.Fatalf("a request was sent despite the hook's error (%d → %d)", before, after)
+	}
+}
