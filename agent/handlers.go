@@ -68,7 +68,8 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 			return nil, err
 		}
 		if err := a.importCertificate([]byte(p.Certificate)); err != nil {
-			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "%v", err)
+			return nil, &ipc.Error{Code: ipc.CodeLicenseInvalid, Message: "certificate rejected: " + err.Error(),
+				Data: map[string]any{"reason": "CERTIFICATE_REJECTED"}}
 		}
 		return a.status(), nil
 	})

@@ -235,10 +235,16 @@ func (a *Agent) leaseAllowed(v licenseView) error {
 	case v.State == StateUnlicensed || v.State == StateNotActivated:
 		return &ipc.Error{Code: ipc.CodeNotActivated, Message: v.Detail, Data: map[string]any{"state": v.State}}
 	case v.State == StateOfflineExpired:
-		return &ipc.Error{Code: ipc.CodeOfflineExpired, Message: v.Detail, Data: map[string]any{"state": v.State}}
+		data := map[string]any{"state": v.State}
+		if v.OfflineUntil != nil {
+			data["expiry"] = v.OfflineUntil.UTC().Format(time.RFC3339)
+		} else if v.CertExpiry != nil {
+			data["expiry"] = v.CertExpiry.UTC().Format(time.RFC3339)
+		}
+		return &ipc.Error{Code: ipc.CodeOfflineExpired, Message: v.Detail, Data: data}
 	case !v.Valid:
 		return &ipc.Error{Code: ipc.CodeLicenseInvalid, Message: nonEmpty(v.Detail, "the license is not valid"),
-			Data: map[string]any{"state": v.State, "keygen_code": v.Code}}
+			Data: map[string]any{"reason": nonEmpty(v.Code, string(v.State)), "state": v.State, "keygen_code": v.Code}}
 	case !v.Online && a.config().StrictOffline:
 		return &ipc.Error{Code: ipc.CodeOfflineExpired, Message: "Keygen is unreachable and strict_offline denies new leases while offline",
 			Data: map[string]any{"state": v.State}}
@@ -490,7 +496,8 @@ func mapKeygenError(err error) error {
 		if kerr.Status >= 500 {
 			code = ipc.CodeInternal
 		}
-		return &ipc.Error{Code: code, Message: "Keygen refused: " + nonEmpty(kerr.Detail, kerr.Title), Data: map[string]any{"keygen_code": kerr.Code}}
+		return &ipc.Error{Code: code, Message: "Keygen refused: " + nonEmpty(kerr.Detail, kerr.Title),
+			Data: map[string]any{"reason": kerr.Code, "keygen_code": kerr.Code}}
 	}
 	var ierr *ipc.Error
 	if errors.As(err, &ierr) {
@@ -681,6 +688,11 @@ func (a *Agent) release(ctx context.Context, id string, admin bool) error {
 	}
 	if !owned && !admin {
 		return ipc.Errorf(ipc.CodePermissionDenied, "lease %q belongs to another process", id)
+	}
+	if !owned {
+		// An admin takes the seat away: the holder is told why.
+		a.revokeLease(id, "released by an administrator", ipc.CodeLicenseInvalid)
+		return nil
 	}
 	a.releaseLease(id, "released by request")
 	return nil
