@@ -170,6 +170,13 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 		return false, err
 	}
 	a.markSynced()
+	rec := cache.ValidationRecord{Valid: v.Valid, Code: v.Code, Detail: v.Detail, At: a.now()}
+	if v.License != nil {
+		rec.LicenseID = v.License.ID
+	}
+	if err := a.store.PutValidation(rec); err != nil {
+		a.log.Warn("recording the validation", "err", err)
+	}
 	if v.License == nil || v.Code == "NOT_FOUND" {
 		a.setView(licenseView{State: StateInvalid, Code: nonEmpty(v.Code, "NOT_FOUND"), Online: true,
 			Detail: "Keygen does not know this license key"})
