@@ -1,24 +1,15 @@
 package agent
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/keygen-agent/keygen-agent/cache"
-	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
@@ -34,14 +25,14 @@ type env struct {
 	policy  devserver.Policy
 	license devserver.License
 	dir     string
-	fp      *fakeFP
-	procs   *fakeProcs
+	fp      *agenttest.FakeFP
+	procs   *agenttest.FakeProcs
 	offset  atomic.Int64 // local clock offset, ns
-	logs    *syncBuffer
+	logs    *agenttest.SyncBuffer
 
 	a      *Agent
 	ipcSrv *ipc.Server
-	ln     *memListener
+	ln     *agenttest.MemListener
 	cancel context.CancelFunc
 	done   chan error
 	cfg    Config
@@ -91,7 +82,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	e := &env{noWatch: true, t: t, srv: srv, policy: pol, license: lic, dir: dir, fp: newFakeFP(), procs: newFakeProcs(), logs: &syncBuffer{}}
+	e := &env{noWatch: true, t: t, srv: srv, policy: pol, license: lic, dir: dir, fp: agenttest.NewFakeFP(agenttest.DefaultResult()), procs: agenttest.NewFakeProcs(), logs: &agenttest.SyncBuffer{}}
 	cfg := o.cfg
 	cfg.Account = srv.AccountID()
 	cfg.Product = prod.ID
@@ -121,10 +112,10 @@ func (e *env) start() {
 		e.t.Fatal(err)
 	}
 	e.a = a
-	e.ln = newMemListener()
+	e.ln = agenttest.NewMemListener()
 	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{
 		Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed,
-		PeerFunc: e.ln.peerOf,
+		PeerFunc: e.ln.PeerOf,
 	})
 	go e.ipcSrv.Serve(e.ln)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -191,278 +182,14 @@ func (e *env) liveProcesses() int {
 	return n
 }
 
-// --- fakes ---
-
-type fakeFP struct {
-	mu  sync.Mutex
-	res fingerprint.Result
-}
-
-func newFakeFP() *fakeFP {
-	return &fakeFP{res: fingerprint.Result{
-		Fingerprint: "f1a2b3c4d5e6f708f1a2b3c4d5e6f708f1a2b3c4d5e6f708f1a2b3c4d5e6f708",
-		Components: []fingerprint.Component{
-			{Name: "cpu", Fingerprint: "c0c0c0c0aa"},
-			{Name: "disk-0", Fingerprint: "d1d1d1d1bb"},
-			{Name: "nic-0", Fingerprint: "e2e2e2e2cc"},
-		},
-		Attributes: fingerprint.Attributes{Platform: "linux/amd64", Hostname: "test-host", Cores: 4, Memory: 8 << 30},
-	}}
-}
-
-func (f *fakeFP) Get(context.Context) (*fingerprint.Result, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	r := f.res
-	r.Components = append([]fingerprint.Component(nil), f.res.Components...)
-	return &r, nil
-}
-
-// fakeProcs is a process table the test controls.
-type fakeProcs struct {
-	mu    sync.Mutex
-	alive map[int]bool
-	exits map[int][]chan struct{}
-}
-
-func newFakeProcs() *fakeProcs {
-	return &fakeProcs{alive: map[int]bool{}, exits: map[int][]chan struct{}{}}
-}
-
-func (p *fakeProcs) spawn(pid int) {
-	p.mu.Lock()
-	p.alive[pid] = true
-	p.mu.Unlock()
-}
-
-func (p *fakeProcs) exit(pid int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.alive[pid] = false
-	for _, ch := range p.exits[pid] {
-		close(ch)
-	}
-	delete(p.exits, pid)
-}
-
-func (p *fakeProcs) WatchExit(ctx context.Context, pid int, _ uint64) (<-chan struct{}, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.alive[pid] {
-		return nil, errors.New("no such process")
-	}
-	ch := make(chan struct{})
-	p.exits[pid] = append(p.exits[pid], ch)
-	return ch, nil
-}
-
-func (p *fakeProcs) Alive(pid int, _ uint64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.alive[pid]
-}
-
-// memListener hands out net.Pipe connections with a chosen Peer.
-type memListener struct {
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-	mu     sync.Mutex
-	peers  map[net.Conn]ipc.Peer
-}
-
-func newMemListener() *memListener {
-	return &memListener{conns: make(chan net.Conn), closed: make(chan struct{}), peers: map[net.Conn]ipc.Peer{}}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return memAddr{} }
-
-func (l *memListener) peerOf(c net.Conn) (ipc.Peer, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p, ok := l.peers[c]
-	if !ok {
-		return ipc.Peer{}, errors.New("unknown conn")
-	}
-	return p, nil
-}
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "mem" }
-
-// client is a raw protocol client for tests.
-type client struct {
-	t      testing.TB
-	conn   net.Conn
-	mu     sync.Mutex
-	nextID int
-	resps  map[int]chan rpcResp
-	notes  chan rpcNote
-	closed chan struct{}
-}
-
-type rpcErr struct {
-	Code    int             `json:"code"`
-	Message string          `json:"message"`
-	Data    json.RawMessage `json:"data"`
-}
-
-type rpcResp struct {
-	ID     int             `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *rpcErr         `json:"error"`
-	Method string          `json:"method"`
-	Params json.RawMessage `json:"params"`
-}
-
-type rpcNote struct {
-	Method string
-	Params json.RawMessage
-}
-
 // dial connects as peer.
-func (e *env) dial(peer ipc.Peer) *client {
+func (e *env) dial(peer ipc.Peer) *agenttest.Client {
 	e.t.Helper()
-	s, c := net.Pipe()
-	e.ln.mu.Lock()
-	e.ln.peers[s] = peer
-	e.ln.mu.Unlock()
-	select {
-	case e.ln.conns <- s:
-	case <-time.After(time.Minute):
-		e.t.Fatal("listener did not accept")
-	}
-	cl := &client{t: e.t, conn: c, resps: map[int]chan rpcResp{}, notes: make(chan rpcNote, 64), closed: make(chan struct{})}
-	go cl.read()
-	return cl
-}
-
-func (c *client) read() {
-	defer close(c.closed)
-	sc := bufio.NewScanner(c.conn)
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		var r rpcResp
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			continue
-		}
-		if r.Method != "" {
-			select {
-			case c.notes <- rpcNote{r.Method, r.Params}:
-			default:
-			}
-			continue
-		}
-		c.mu.Lock()
-		ch := c.resps[r.ID]
-		delete(c.resps, r.ID)
-		c.mu.Unlock()
-		if ch != nil {
-			ch <- r
-		}
-	}
-}
-
-// call sends one request and returns the result or the error's data code.
-func (c *client) call(method string, params any, out any) (code string, err error) {
-	c.mu.Lock()
-	c.nextID++
-	id := c.nextID
-	ch := make(chan rpcResp, 1)
-	c.resps[id] = ch
-	c.mu.Unlock()
-	req := map[string]any{"jsonrpc": "2.0", "id": id, "method": method}
-	if params != nil {
-		req["params"] = params
-	}
-	b, _ := json.Marshal(req)
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
-		return "", err
-	}
-	select {
-	case r := <-ch:
-		if r.Error != nil {
-			var d struct {
-				Code string `json:"code"`
-			}
-			_ = json.Unmarshal(r.Error.Data, &d)
-			return d.Code, fmt.Errorf("%s: %s", d.Code, r.Error.Message)
-		}
-		if out != nil {
-			return "", json.Unmarshal(r.Result, out)
-		}
-		return "", nil
-	case <-c.closed:
-		return "", io.EOF
-	}
-}
-
-func (c *client) acquire(p ipc.AcquireParams) (*ipc.AcquireResult, string, error) {
-	var res ipc.AcquireResult
-	code, err := c.call(ipc.MethodAcquire, p, &res)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := e.ln.Dial(ctx, peer)
 	if err != nil {
-		return nil, code, err
+		e.t.Fatalf("listener did not accept: %v", err)
 	}
-	return &res, "", nil
+	return agenttest.NewClient(conn)
 }
-
-func (c *client) close() { c.conn.Close() }
-
-// nextNote waits for a notification with the given method.
-func (c *client) nextNote(method string, within time.Duration) (rpcNote, bool) {
-	t := time.NewTimer(within)
-	defer t.Stop()
-	for {
-		select {
-		case n := <-c.notes:
-			if n.Method == method {
-				return n, true
-			}
-		case <-t.C:
-			return rpcNote{}, false
-		}
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b = append(s.b, p...)
-	return len(p), nil
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return string(s.b)
-}
-
-func peerFor(pid int) ipc.Peer {
-	return ipc.Peer{PID: pid, UID: "1000", StartTime: uint64(pid) * 7, Exe: "/usr/bin/demo"}
-}
-
-var adminPeer = ipc.Peer{PID: 1, UID: "0", Admin: true, StartTime: 1}
-
-var _ = cache.ErrLocked
-var _ = filepath.Join

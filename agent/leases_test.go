@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
@@ -33,13 +34,13 @@ func TestLimitHoldsWithConcurrentAcquirers(t *testing.T) {
 		granted, refused := 0, 0
 		for i := range limit + 1 {
 			pid := 1000 + i
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
-			defer c.close()
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, code, err := c.acquire(acquireParams())
+				_, code, err := c.Acquire(acquireParams())
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -65,16 +66,16 @@ func TestLimitHoldsWithConcurrentAcquirers(t *testing.T) {
 func TestLimitErrorCarriesLimitAndCount(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(1)}})
-		e.procs.spawn(10)
-		e.procs.spawn(11)
-		a, b := e.dial(peerFor(10)), e.dial(peerFor(11))
-		defer a.close()
-		defer b.close()
-		if _, _, err := a.acquire(acquireParams()); err != nil {
+		e.procs.Spawn(10)
+		e.procs.Spawn(11)
+		a, b := e.dial(agenttest.PeerFor(10)), e.dial(agenttest.PeerFor(11))
+		defer a.Close()
+		defer b.Close()
+		if _, _, err := a.Acquire(acquireParams()); err != nil {
 			t.Fatal(err)
 		}
 		var res ipc.AcquireResult
-		_, err := b.call(ipc.MethodAcquire, acquireParams(), &res)
+		_, err := b.Call(ipc.MethodAcquire, acquireParams(), &res)
 		if err == nil {
 			t.Fatal("second acquire succeeded")
 		}
@@ -88,25 +89,25 @@ func TestLimitErrorCarriesLimitAndCount(t *testing.T) {
 func TestSameProcessSharesOneLease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(1)}})
-		e.procs.spawn(20)
-		c1, c2 := e.dial(peerFor(20)), e.dial(peerFor(20))
-		r1, _, err := c1.acquire(acquireParams())
+		e.procs.Spawn(20)
+		c1, c2 := e.dial(agenttest.PeerFor(20)), e.dial(agenttest.PeerFor(20))
+		r1, _, err := c1.Acquire(acquireParams())
 		if err != nil {
 			t.Fatal(err)
 		}
-		r2, _, err := c2.acquire(acquireParams())
+		r2, _, err := c2.Acquire(acquireParams())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if r1.LeaseID != r2.LeaseID || !r2.Reused {
 			t.Fatalf("leases %s / %s reused=%v", r1.LeaseID, r2.LeaseID, r2.Reused)
 		}
-		c1.close()
+		c1.Close()
 		synctest.Wait()
 		if n := e.liveProcesses(); n != 1 {
 			t.Fatalf("after closing one of two connections: %d processes", n)
 		}
-		c2.close()
+		c2.Close()
 		synctest.Wait()
 		if n := len(e.srv.Processes()); n != 0 {
 			t.Fatalf("after closing both: %d processes", n)
@@ -117,18 +118,18 @@ func TestSameProcessSharesOneLease(t *testing.T) {
 func TestWaiterGetsFreedSeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(1)}})
-		e.procs.spawn(30)
-		e.procs.spawn(31)
-		holder, waiter := e.dial(peerFor(30)), e.dial(peerFor(31))
-		defer waiter.close()
-		if _, _, err := holder.acquire(acquireParams()); err != nil {
+		e.procs.Spawn(30)
+		e.procs.Spawn(31)
+		holder, waiter := e.dial(agenttest.PeerFor(30)), e.dial(agenttest.PeerFor(31))
+		defer waiter.Close()
+		if _, _, err := holder.Acquire(acquireParams()); err != nil {
 			t.Fatal(err)
 		}
 		got := make(chan error, 1)
 		go func() {
 			p := acquireParams()
 			p.WaitMS = 60_000
-			_, _, err := waiter.acquire(p)
+			_, _, err := waiter.Acquire(p)
 			got <- err
 		}()
 		synctest.Wait()
@@ -137,13 +138,13 @@ func TestWaiterGetsFreedSeat(t *testing.T) {
 			t.Fatalf("waiter returned early: %v", err)
 		default:
 		}
-		holder.close()
+		holder.Close()
 		if err := <-got; err != nil {
 			t.Fatalf("waiter: %v", err)
 		}
 		synctest.Wait()
 		ps := e.srv.Processes()
-		if len(ps) != 1 || ps[0].PID != keygenPID(31, peerFor(31).StartTime) {
+		if len(ps) != 1 || ps[0].PID != keygenPID(31, agenttest.PeerFor(31).StartTime) {
 			t.Fatalf("server processes = %+v", ps)
 		}
 	})
@@ -152,18 +153,18 @@ func TestWaiterGetsFreedSeat(t *testing.T) {
 func TestWaitTimesOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(1)}})
-		e.procs.spawn(40)
-		e.procs.spawn(41)
-		a, b := e.dial(peerFor(40)), e.dial(peerFor(41))
-		defer a.close()
-		defer b.close()
-		if _, _, err := a.acquire(acquireParams()); err != nil {
+		e.procs.Spawn(40)
+		e.procs.Spawn(41)
+		a, b := e.dial(agenttest.PeerFor(40)), e.dial(agenttest.PeerFor(41))
+		defer a.Close()
+		defer b.Close()
+		if _, _, err := a.Acquire(acquireParams()); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
 		p := acquireParams()
 		p.WaitMS = 5000
-		_, code, err := b.acquire(p)
+		_, code, err := b.Acquire(p)
 		if err == nil || code != ipc.CodeProcessLimitExceeded {
 			t.Fatalf("code %q err %v", code, err)
 		}
@@ -176,10 +177,10 @@ func TestWaitTimesOut(t *testing.T) {
 func TestProcessExitReleasesAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(2)}})
-		e.procs.spawn(50)
-		c := e.dial(peerFor(50))
-		defer c.close()
-		if _, _, err := c.acquire(acquireParams()); err != nil {
+		e.procs.Spawn(50)
+		c := e.dial(agenttest.PeerFor(50))
+		defer c.Close()
+		if _, _, err := c.Acquire(acquireParams()); err != nil {
 			t.Fatal(err)
 		}
 		if n := len(e.srv.Processes()); n != 1 {
@@ -188,7 +189,7 @@ func TestProcessExitReleasesAtOnce(t *testing.T) {
 		// The app's process dies but a child keeps the socket open: the
 		// exit watcher, not the connection, releases the lease.
 		start := time.Now()
-		e.procs.exit(50)
+		e.procs.Exit(50)
 		synctest.Wait()
 		if n := len(e.srv.Processes()); n != 0 {
 			t.Fatalf("processes after exit = %d", n)
@@ -202,19 +203,19 @@ func TestProcessExitReleasesAtOnce(t *testing.T) {
 func TestReleaseOwnLeaseOnly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(2)}})
-		e.procs.spawn(60)
-		e.procs.spawn(61)
-		a, b := e.dial(peerFor(60)), e.dial(peerFor(61))
-		defer a.close()
-		defer b.close()
-		r, _, err := a.acquire(acquireParams())
+		e.procs.Spawn(60)
+		e.procs.Spawn(61)
+		a, b := e.dial(agenttest.PeerFor(60)), e.dial(agenttest.PeerFor(61))
+		defer a.Close()
+		defer b.Close()
+		r, _, err := a.Acquire(acquireParams())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code, err := b.call(ipc.MethodRelease, ipc.ReleaseParams{LeaseID: r.LeaseID}, nil); code != ipc.CodePermissionDenied {
+		if code, err := b.Call(ipc.MethodRelease, ipc.ReleaseParams{LeaseID: r.LeaseID}, nil); code != ipc.CodePermissionDenied {
 			t.Fatalf("foreign release: %q %v", code, err)
 		}
-		if _, err := a.call(ipc.MethodRelease, ipc.ReleaseParams{LeaseID: r.LeaseID}, nil); err != nil {
+		if _, err := a.Call(ipc.MethodRelease, ipc.ReleaseParams{LeaseID: r.LeaseID}, nil); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
@@ -227,29 +228,29 @@ func TestReleaseOwnLeaseOnly(t *testing.T) {
 func TestAdminMethods(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(2)}})
-		e.procs.spawn(70)
-		user := e.dial(peerFor(70))
-		defer user.close()
-		r, _, err := user.acquire(acquireParams())
+		e.procs.Spawn(70)
+		user := e.dial(agenttest.PeerFor(70))
+		defer user.Close()
+		r, _, err := user.Acquire(acquireParams())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code, _ := user.call(ipc.MethodLeasesList, nil, nil); code != ipc.CodePermissionDenied {
+		if code, _ := user.Call(ipc.MethodLeasesList, nil, nil); code != ipc.CodePermissionDenied {
 			t.Fatalf("non-admin leases.list: %q", code)
 		}
-		admin := e.dial(adminPeer)
-		defer admin.close()
+		admin := e.dial(agenttest.AdminPeer)
+		defer admin.Close()
 		var list ipc.LeasesListResult
-		if _, err := admin.call(ipc.MethodLeasesList, nil, &list); err != nil {
+		if _, err := admin.Call(ipc.MethodLeasesList, nil, &list); err != nil {
 			t.Fatal(err)
 		}
 		if len(list.Leases) != 1 || list.Leases[0].LeaseID != r.LeaseID || list.Leases[0].PID != 70 || list.Leases[0].NextPing == nil {
 			t.Fatalf("leases = %+v", list.Leases)
 		}
-		if _, err := admin.call(ipc.MethodLeasesRelease, ipc.ReleaseParams{LeaseID: r.LeaseID}, nil); err != nil {
+		if _, err := admin.Call(ipc.MethodLeasesRelease, ipc.ReleaseParams{LeaseID: r.LeaseID}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if n, ok := user.nextNote(ipc.NotifyLeaseRevoked, time.Second); ok {
+		if n, ok := user.NextNote(ipc.NotifyLeaseRevoked, time.Second); ok {
 			t.Logf("revoked note: %s", n.Params)
 		}
 		synctest.Wait()
@@ -258,14 +259,14 @@ func TestAdminMethods(t *testing.T) {
 		}
 		// Deactivate frees the machine in Keygen.
 		var st ipc.Status
-		if _, err := admin.call(ipc.MethodDeactivate, nil, &st); err != nil {
+		if _, err := admin.Call(ipc.MethodDeactivate, nil, &st); err != nil {
 			t.Fatal(err)
 		}
 		if len(e.srv.Machines()) != 0 || st.State != string(StateNotActivated) {
 			t.Fatalf("after deactivate: machines %d state %s", len(e.srv.Machines()), st.State)
 		}
 		// Activate brings it back.
-		if _, err := admin.call(ipc.MethodActivate, ipc.ActivateParams{Key: e.license.Key}, &st); err != nil {
+		if _, err := admin.Call(ipc.MethodActivate, ipc.ActivateParams{Key: e.license.Key}, &st); err != nil {
 			t.Fatal(err)
 		}
 		if st.State != string(StateActive) || len(e.srv.Machines()) != 1 {

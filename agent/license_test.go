@@ -10,6 +10,7 @@ import (
 
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
 
@@ -30,7 +31,7 @@ func TestColdStartActivatesAndChecksOut(t *testing.T) {
 			t.Errorf("license = %+v", st.License)
 		}
 		ms := e.srv.Machines()
-		if len(ms) != 1 || ms[0].Fingerprint != e.fp.res.Fingerprint {
+		if len(ms) != 1 || ms[0].Fingerprint != e.fp.Result().Fingerprint {
 			t.Fatalf("machines on server = %+v", ms)
 		}
 		if st.Machine == nil || st.Machine.ID != ms[0].ID {
@@ -116,10 +117,10 @@ func TestClockRollbackIsTampering(t *testing.T) {
 		if st.State != string(StateClockTampered) || st.Valid {
 			t.Fatalf("after rollback: %+v", st)
 		}
-		c := e.dial(peerFor(100))
-		defer c.close()
-		e.procs.spawn(100)
-		if _, code, err := c.acquire(acquireParams()); err == nil || code != "LICENSE_INVALID" {
+		c := e.dial(agenttest.PeerFor(100))
+		defer c.Close()
+		e.procs.Spawn(100)
+		if _, code, err := c.Acquire(acquireParams()); err == nil || code != "LICENSE_INVALID" {
 			t.Fatalf("acquire with tampered clock: code %q err %v", code, err)
 		}
 	})
@@ -132,13 +133,11 @@ func TestHardwareChanged(t *testing.T) {
 		defer e.stop()
 		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
 		// Two of three components change (a new disk and NIC).
-		e.fp.mu.Lock()
-		e.fp.res.Components = []fingerprint.Component{
+		e.fp.SetComponents([]fingerprint.Component{
 			{Name: "cpu", Fingerprint: "c0c0c0c0aa"},
 			{Name: "disk-0", Fingerprint: "ffffffff01"},
 			{Name: "nic-0", Fingerprint: "ffffffff02"},
-		}
-		e.fp.mu.Unlock()
+		})
 		res, _ := e.fp.Get(t.Context())
 		e.a.fp.Store(res)
 		if err := e.a.requestSync(t.Context()); err != nil {
@@ -164,10 +163,10 @@ func TestSuspendedWithinOneRevalidation(t *testing.T) {
 		e.start()
 		defer e.stop()
 		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
-		c := e.dial(peerFor(200))
-		defer c.close()
-		e.procs.spawn(200)
-		if _, _, err := c.acquire(acquireParams()); err != nil {
+		c := e.dial(agenttest.PeerFor(200))
+		defer c.Close()
+		e.procs.Spawn(200)
+		if _, _, err := c.Acquire(acquireParams()); err != nil {
 			t.Fatal(err)
 		}
 		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
@@ -176,7 +175,7 @@ func TestSuspendedWithinOneRevalidation(t *testing.T) {
 		if st.State != string(StateSuspended) || st.Valid {
 			t.Fatalf("status = %+v", st)
 		}
-		if _, ok := c.nextNote("lease.revoked", time.Second); !ok {
+		if _, ok := c.NextNote("lease.revoked", time.Second); !ok {
 			t.Error("no lease.revoked after suspension")
 		}
 		// A suspended license cannot authenticate any more (403

@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
@@ -15,14 +16,14 @@ import (
 func TestLicenseChangedIsPushed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := activeEnv(t, envOptions{cfg: Config{RevalidateInterval: Duration(5 * time.Minute)}})
-		c := e.dial(peerFor(5))
-		defer c.close()
+		c := e.dial(agenttest.PeerFor(5))
+		defer c.Close()
 		var hello ipc.HelloResult
-		if _, err := c.call(ipc.MethodHello, ipc.HelloParams{Protocol: ipc.ProtocolVersion}, &hello); err != nil {
+		if _, err := c.Call(ipc.MethodHello, ipc.HelloParams{Protocol: ipc.ProtocolVersion}, &hello); err != nil {
 			t.Fatal(err)
 		}
 		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
-		n, ok := c.nextNote(ipc.NotifyLicenseChanged, 10*time.Minute)
+		n, ok := c.NextNote(ipc.NotifyLicenseChanged, 10*time.Minute)
 		if !ok {
 			t.Fatal("no license.changed")
 		}
@@ -59,14 +60,14 @@ func TestPIDTakenResolved(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
 		mid := e.a.machineID()
 		kc := otherClient(t, e)
-		p := peerFor(77)
+		p := agenttest.PeerFor(77)
 		if _, err := kc.SpawnProcess(t.Context(), mid, keygenPID(p.PID, p.StartTime), nil); err != nil {
 			t.Fatal(err)
 		}
-		e.procs.spawn(77)
+		e.procs.Spawn(77)
 		c := e.dial(p)
-		defer c.close()
-		r, _, err := c.acquire(acquireParams())
+		defer c.Close()
+		r, _, err := c.Acquire(acquireParams())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,10 +84,10 @@ func TestShutdownKillsAllProcesses(t *testing.T) {
 		e.start()
 		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
 		for pid := 80; pid < 84; pid++ {
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
-			defer c.close()
-			if _, _, err := c.acquire(acquireParams()); err != nil {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			if _, _, err := c.Acquire(acquireParams()); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -102,10 +103,10 @@ func TestStrictOfflineDeniesNewLeases(t *testing.T) {
 		e := activeEnv(t, envOptions{cfg: Config{StrictOffline: true}})
 		e.srv.SetFaults(devserver.Faults{Refuse: true})
 		_ = e.a.requestSync(t.Context())
-		e.procs.spawn(90)
-		c := e.dial(peerFor(90))
-		defer c.close()
-		if _, code, err := c.acquire(acquireParams()); code != ipc.CodeOfflineExpired {
+		e.procs.Spawn(90)
+		c := e.dial(agenttest.PeerFor(90))
+		defer c.Close()
+		if _, code, err := c.Acquire(acquireParams()); code != ipc.CodeOfflineExpired {
 			t.Fatalf("code %q err %v", code, err)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
@@ -51,8 +52,8 @@ func TestRealChildExitKillsProcess(t *testing.T) {
 	// The child's connection is made on its behalf: the agent sees the
 	// child's PID as the peer (as SO_PEERCRED would report it).
 	c := e.dial(ipc.Peer{PID: cmd.Process.Pid, UID: "1000", StartTime: st})
-	defer c.close()
-	if _, _, err := c.acquire(acquireParams()); err != nil {
+	defer c.Close()
+	if _, _, err := c.Acquire(acquireParams()); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(e.srv.Processes()); n != 1 {
@@ -125,7 +126,7 @@ func TestImportFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	co, err := c.CheckoutMachine(t.Context(), e.fp.res.Fingerprint, keygen.CheckoutOptions{Encrypt: true, Include: []string{"license", "license.entitlements"}})
+	co, err := c.CheckoutMachine(t.Context(), e.fp.Result().Fingerprint, keygen.CheckoutOptions{Encrypt: true, Include: []string{"license", "license.entitlements"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,21 +159,21 @@ func TestImportFolder(t *testing.T) {
 func TestLogsCarryNoSecrets(t *testing.T) {
 	e := realEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(1)}})
 	e.noWatch = true
-	e.procs = newFakeProcs()
+	e.procs = agenttest.NewFakeProcs()
 	e.start()
 	e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
-	e.procs.spawn(9)
-	e.procs.spawn(10)
-	a, b := e.dial(peerFor(9)), e.dial(peerFor(10))
-	_, _, _ = a.acquire(acquireParams())
-	_, _, _ = b.acquire(acquireParams())
-	adm := e.dial(adminPeer)
-	_, _ = adm.call(ipc.MethodActivate, ipc.ActivateParams{Key: "key/not-a-real-key-but-secret-0123456789"}, nil)
+	e.procs.Spawn(9)
+	e.procs.Spawn(10)
+	a, b := e.dial(agenttest.PeerFor(9)), e.dial(agenttest.PeerFor(10))
+	_, _, _ = a.Acquire(acquireParams())
+	_, _, _ = b.Acquire(acquireParams())
+	adm := e.dial(agenttest.AdminPeer)
+	_, _ = adm.Call(ipc.MethodActivate, ipc.ActivateParams{Key: "key/not-a-real-key-but-secret-0123456789"}, nil)
 	e.srv.SetFaults(devserver.Faults{Refuse: true})
 	_ = e.a.requestSync(t.Context())
-	a.close()
-	b.close()
-	adm.close()
+	a.Close()
+	b.Close()
+	adm.Close()
 	e.stop()
 	logs := e.logs.String()
 	for _, secret := range []string{e.license.Key, "key/not-a-real-key-but-secret-0123456789", e.srv.AdminToken()} {

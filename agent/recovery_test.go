@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/cache"
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
@@ -24,11 +25,11 @@ func TestCrashRecovery(t *testing.T) {
 			cfg: Config{AdoptionWindow: Duration(60 * time.Second)}})
 		e.start()
 		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
-		var clients []*client
+		var clients []*agenttest.Client
 		for pid := 100; pid < 106; pid++ {
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
-			if _, _, err := c.acquire(acquireParams()); err != nil {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			if _, _, err := c.Acquire(acquireParams()); err != nil {
 				t.Fatal(err)
 			}
 			clients = append(clients, c)
@@ -38,17 +39,17 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		e.crash()
 		// While the agent is down: two apps exit.
-		e.procs.exit(100)
-		e.procs.exit(101)
+		e.procs.Exit(100)
+		e.procs.Exit(101)
 		e.start()
 		defer e.stop()
 		synctest.Wait()
 		e.waitFor("dead apps' processes killed", func() bool { return len(e.srv.Processes()) == 4 })
 		// Two live apps reconnect and re-acquire: same lease, same process.
 		for _, pid := range []int{102, 103} {
-			c := e.dial(peerFor(pid))
-			defer c.close()
-			r, _, err := c.acquire(acquireParams())
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			r, _, err := c.Acquire(acquireParams())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,7 +69,7 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("adopted processes alive = %d", n)
 		}
 		for _, c := range clients {
-			c.close()
+			c.Close()
 		}
 	})
 }
@@ -81,9 +82,9 @@ func TestOrphansKilledWhenCacheLost(t *testing.T) {
 		e.start()
 		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
 		for pid := 200; pid < 203; pid++ {
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
-			if _, _, err := c.acquire(acquireParams()); err != nil {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			if _, _, err := c.Acquire(acquireParams()); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -114,10 +115,10 @@ func TestOutageLongerThanHeartbeat(t *testing.T) {
 		const limit = 3
 		hb := 120
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(limit), HeartbeatDuration: &hb}})
-		a := e.dial(peerFor(300))
-		e.procs.spawn(300)
-		defer a.close()
-		ra, _, err := a.acquire(acquireParams())
+		a := e.dial(agenttest.PeerFor(300))
+		e.procs.Spawn(300)
+		defer a.Close()
+		ra, _, err := a.Acquire(acquireParams())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,12 +129,12 @@ func TestOutageLongerThanHeartbeat(t *testing.T) {
 			t.Fatalf("during outage: %+v", st)
 		}
 		// Offline: two more leases fit, the third is refused.
-		var offline []*client
+		var offline []*agenttest.Client
 		for pid := 301; pid <= 303; pid++ {
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
-			defer c.close()
-			r, code, err := c.acquire(acquireParams())
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			r, code, err := c.Acquire(acquireParams())
 			if pid < 303 {
 				if err != nil || !r.Offline {
 					t.Fatalf("offline acquire %d: %v %+v", pid, err, r)
@@ -150,9 +151,9 @@ func TestOutageLongerThanHeartbeat(t *testing.T) {
 		})
 		// The first lease kept its identity.
 		var list ipc.LeasesListResult
-		adm := e.dial(adminPeer)
-		defer adm.close()
-		if _, err := adm.call(ipc.MethodLeasesList, nil, &list); err != nil {
+		adm := e.dial(agenttest.AdminPeer)
+		defer adm.Close()
+		if _, err := adm.Call(ipc.MethodLeasesList, nil, &list); err != nil {
 			t.Fatal(err)
 		}
 		found := false
@@ -185,12 +186,12 @@ func TestOfflineLeaseRevokedWhenKeygenRefusesReplay(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(2), ProcessLeasingStrategy: "PER_LICENSE", Floating: true, MaxMachines: intp(2)}})
 		e.srv.SetFaults(devserver.Faults{Refuse: true})
 		_ = e.a.requestSync(t.Context())
-		var cs []*client
+		var cs []*agenttest.Client
 		for pid := 400; pid < 402; pid++ {
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
-			defer c.close()
-			if r, _, err := c.acquire(acquireParams()); err != nil || !r.Offline {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			if r, _, err := c.Acquire(acquireParams()); err != nil || !r.Offline {
 				t.Fatalf("offline acquire: %v", err)
 			}
 			cs = append(cs, c)
@@ -203,7 +204,7 @@ func TestOfflineLeaseRevokedWhenKeygenRefusesReplay(t *testing.T) {
 			out, _ := e.a.store.Outbox()
 			return e.status().Online && len(out) == 0
 		})
-		if _, ok := cs[1].nextNote(ipc.NotifyLeaseRevoked, time.Minute); !ok {
+		if _, ok := cs[1].NextNote(ipc.NotifyLeaseRevoked, time.Minute); !ok {
 			t.Fatal("newest offline lease not revoked")
 		}
 		if n := len(e.srv.Processes()); n != 2 {
@@ -220,10 +221,10 @@ func TestRateLimitStorm(t *testing.T) {
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(2), HeartbeatDuration: &hb}})
 		var mu sync.Mutex
 		for pid := 500; pid < 502; pid++ {
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
-			defer c.close()
-			if _, _, err := c.acquire(acquireParams()); err != nil {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			if _, _, err := c.Acquire(acquireParams()); err != nil {
 				t.Fatal(err)
 			}
 		}

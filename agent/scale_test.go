@@ -6,6 +6,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
@@ -25,15 +26,15 @@ func TestThousandLeasesWithinDefaultRateLimits(t *testing.T) {
 		hb := 3600
 		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(n), HeartbeatDuration: &hb}})
 		start := time.Now()
-		var clients []*client
+		var clients []*agenttest.Client
 		errs := make(chan error, n)
 		for i := range n {
 			pid := 10_000 + i
-			e.procs.spawn(pid)
-			c := e.dial(peerFor(pid))
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
 			clients = append(clients, c)
 			go func() {
-				_, _, err := c.acquire(acquireParams())
+				_, _, err := c.Acquire(acquireParams())
 				errs <- err
 			}()
 		}
@@ -72,7 +73,7 @@ func TestThousandLeasesWithinDefaultRateLimits(t *testing.T) {
 		t.Logf("1,000 leases: all granted within %v and on the server within %v of fake time; %.0f API requests per %ds heartbeat window (budget %d per 5 min = %d per window); heap in use %.1f MiB; goroutines %d",
 			granted, spawnTime, perWindow, hb, 500, 500*hb/300, float64(ms.HeapInuse)/(1<<20), runtime.NumGoroutine())
 		for _, c := range clients {
-			c.close()
+			c.Close()
 		}
 	})
 }
@@ -91,10 +92,10 @@ func TestCapacityRefusal(t *testing.T) {
 		if c := e.status().Leases.Capacity; c != 0 {
 			t.Fatalf("capacity = %d", c)
 		}
-		e.procs.spawn(7)
-		cl := e.dial(peerFor(7))
-		defer cl.close()
-		_, code, err := cl.acquire(acquireParams())
+		e.procs.Spawn(7)
+		cl := e.dial(agenttest.PeerFor(7))
+		defer cl.Close()
+		_, code, err := cl.Acquire(acquireParams())
 		if code != ipc.CodeHeartbeatCapacity {
 			t.Fatalf("code %q err %v", code, err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/chaos"
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
@@ -82,7 +83,7 @@ func scaleRow(t *testing.T, n, hb, windows int) {
 	if err := e.Start(); err != nil {
 		t.Fatal(err)
 	}
-	clients := make([]*chaos.Client, n)
+	clients := make([]*agenttest.Client, n)
 	leases := make([]string, n)
 	start := time.Now()
 	errs := make(chan error, n)
@@ -93,7 +94,7 @@ func scaleRow(t *testing.T, n, hb, windows int) {
 		}
 		clients[i] = c
 		go func() {
-			r, code, err := c.Acquire()
+			r, code, err := c.Acquire(chaos.AppParams())
 			if err == nil {
 				leases[i] = r.LeaseID
 			} else {
@@ -204,16 +205,16 @@ func capacityNote(t *testing.T) {
 		t.Fatal(err)
 	}
 	capacity := st.Leases.Capacity
-	var held []*chaos.Client
+	var held []*agenttest.Client
 	for range capacity {
 		c, _ := e.Dial()
-		if _, code, err := c.Acquire(); err != nil {
+		if _, code, err := c.Acquire(chaos.AppParams()); err != nil {
 			t.Fatalf("acquire within capacity: %s %v", code, err)
 		}
 		held = append(held, c)
 	}
 	c, _ := e.Dial()
-	_, code, err := c.Acquire()
+	_, code, err := c.Acquire(chaos.AppParams())
 	if code != ipc.CodeHeartbeatCapacity {
 		t.Errorf("acquire past capacity: %s %v", code, err)
 	}

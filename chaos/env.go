@@ -6,29 +6,26 @@
 // rows of `go run ./bench`) share: a devserver, an agent built as a library
 // with a fake fingerprint and a fake process table, an ipc server on an
 // in-memory or Unix-socket listener that gives every accepted connection a
-// distinct synthetic peer, raw protocol clients, and an invariant monitor.
+// distinct synthetic peer, raw protocol clients (the doubles and the client
+// come from internal/agenttest), and an invariant monitor.
 // It works inside testing/synctest bubbles when the devserver is in memory
 // and the listener is in memory.
 package chaos
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent"
-	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
@@ -65,19 +62,19 @@ type Env struct {
 	License devserver.License
 	Dir     string
 	Cfg     agent.Config
-	Procs   *FakeProcs
-	Logs    *SyncBuffer
+	Procs   *agenttest.FakeProcs
+	Logs    *agenttest.SyncBuffer
 	// Offset is added to the agent's clock (ns); set it to roll back time.
 	Offset atomic.Int64
 
 	opts    Options
-	fp      *FakeFP
+	fp      *agenttest.FakeFP
 	nextPID atomic.Int64
 
 	Agent  *agent.Agent
 	ipcSrv *ipc.Server
 	ln     net.Listener
-	mem    *memListener
+	mem    *agenttest.MemListener
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -109,8 +106,8 @@ func NewEnv(o Options) (*Env, error) {
 		srv.Close()
 		return nil, err
 	}
-	e := &Env{Srv: srv, Product: prod, Policy: pol, License: lic, Dir: dir, Procs: NewFakeProcs(),
-		Logs: &SyncBuffer{}, opts: o, fp: newFakeFP()}
+	e := &Env{Srv: srv, Product: prod, Policy: pol, License: lic, Dir: dir, Procs: agenttest.NewFakeProcs(),
+		Logs: &agenttest.SyncBuffer{}, opts: o, fp: agenttest.NewFakeFP(agenttest.DefaultResult())}
 	e.nextPID.Store(10_000)
 	cfg := o.Config
 	cfg.Account = srv.AccountID()
@@ -154,7 +151,7 @@ func (e *Env) Start() error {
 		}
 		e.ln = ln
 	} else {
-		e.mem = newMemListener()
+		e.mem = agenttest.NewMemListener()
 		e.ln = e.mem
 	}
 	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{
@@ -204,61 +201,56 @@ func (e *Env) Close() {
 // chosen by DialPeer.
 func (e *Env) peerOf(c net.Conn) (ipc.Peer, error) {
 	if e.mem != nil {
-		if p, ok := e.mem.peer(c); ok {
+		if p, err := e.mem.PeerOf(c); err == nil {
 			return p, nil
 		}
 	}
 	pid := int(e.nextPID.Add(1))
 	e.Procs.Spawn(pid)
-	return PeerFor(pid), nil
+	return agenttest.PeerFor(pid), nil
 }
-
-// PeerFor is the synthetic peer with this pid.
-func PeerFor(pid int) ipc.Peer {
-	return ipc.Peer{PID: pid, UID: "1000", StartTime: uint64(pid) * 7, Exe: "/usr/bin/chaos-app"}
-}
-
-// AdminPeer is a root peer.
-var AdminPeer = ipc.Peer{PID: 1, UID: "0", Admin: true, StartTime: 1}
 
 // Fingerprint is the agent's (fake) machine fingerprint.
-func (e *Env) Fingerprint() string { return e.fp.res.Fingerprint }
+func (e *Env) Fingerprint() string { return e.fp.Result().Fingerprint }
+
+// AppParams are the lease.acquire parameters of a chaos app instance.
+func AppParams() ipc.AcquireParams { return ipc.AcquireParams{App: "chaos", AppVersion: "1.0.0"} }
 
 // Dial connects a new client with a fresh synthetic peer.
-func (e *Env) Dial() (*Client, error) {
+func (e *Env) Dial() (*agenttest.Client, error) {
 	if e.mem != nil {
-		return e.DialPeer(PeerFor(int(e.nextPID.Add(1))))
+		return e.DialPeer(agenttest.PeerFor(int(e.nextPID.Add(1))))
 	}
 	conn, err := net.Dial("unix", e.opts.Socket)
 	if err != nil {
 		return nil, err
 	}
-	return NewClient(conn), nil
+	return agenttest.NewClient(conn), nil
 }
 
 // DialPeer connects as peer (in-memory listener only); the peer is marked
 // alive in the fake process table unless it is the admin.
-func (e *Env) DialPeer(p ipc.Peer) (*Client, error) {
+func (e *Env) DialPeer(p ipc.Peer) (*agenttest.Client, error) {
 	if e.mem == nil {
 		return nil, errors.New("DialPeer needs the in-memory listener")
 	}
 	if !p.Admin {
 		e.Procs.Spawn(p.PID)
 	}
-	s, c := net.Pipe()
-	if err := e.mem.push(s, p); err != nil {
+	conn, err := e.mem.Dial(context.Background(), p)
+	if err != nil {
 		return nil, err
 	}
-	return NewClient(c), nil
+	return agenttest.NewClient(conn), nil
 }
 
 // StatusDirect reads license.status through an admin in-memory connection,
 // or through a fresh socket connection.
 func (e *Env) StatusDirect() (*ipc.Status, error) {
-	var c *Client
+	var c *agenttest.Client
 	var err error
 	if e.mem != nil {
-		c, err = e.DialPeer(AdminPeer)
+		c, err = e.DialPeer(agenttest.AdminPeer)
 	} else {
 		c, err = e.Dial()
 	}
@@ -283,298 +275,6 @@ func (e *Env) ServerProcesses() (total, notAlive int) {
 		}
 	}
 	return total, notAlive
-}
-
-// --- fakes ---
-
-// FakeFP is a fixed fingerprint.
-type FakeFP struct{ res fingerprint.Result }
-
-func newFakeFP() *FakeFP {
-	return &FakeFP{res: fingerprint.Result{
-		Fingerprint: "c4a05c1e0f0e4b7a9d1e2f3a4b5c6d7ec4a05c1e0f0e4b7a9d1e2f3a4b5c6d7e",
-		Components: []fingerprint.Component{
-			{Name: "cpu", Fingerprint: "c0c0c0c0aa"},
-			{Name: "disk-0", Fingerprint: "d1d1d1d1bb"},
-		},
-		Attributes: fingerprint.Attributes{Platform: "linux/amd64", Hostname: "chaos-host", Cores: 4, Memory: 8 << 30},
-	}}
-}
-
-// Get implements agent.Fingerprinter.
-func (f *FakeFP) Get(context.Context) (*fingerprint.Result, error) {
-	r := f.res
-	r.Components = append([]fingerprint.Component(nil), f.res.Components...)
-	return &r, nil
-}
-
-// FakeProcs is a process table the test controls.
-type FakeProcs struct {
-	mu    sync.Mutex
-	alive map[int]bool
-	exits map[int][]chan struct{}
-}
-
-// NewFakeProcs returns an empty table.
-func NewFakeProcs() *FakeProcs {
-	return &FakeProcs{alive: map[int]bool{}, exits: map[int][]chan struct{}{}}
-}
-
-// Spawn marks pid alive.
-func (p *FakeProcs) Spawn(pid int) {
-	p.mu.Lock()
-	p.alive[pid] = true
-	p.mu.Unlock()
-}
-
-// Exit marks pid dead and fires its watchers.
-func (p *FakeProcs) Exit(pid int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.alive[pid] = false
-	for _, ch := range p.exits[pid] {
-		close(ch)
-	}
-	delete(p.exits, pid)
-}
-
-// WatchExit implements agent.ProcessWatcher.
-func (p *FakeProcs) WatchExit(ctx context.Context, pid int, _ uint64) (<-chan struct{}, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.alive[pid] {
-		return nil, errors.New("no such process")
-	}
-	ch := make(chan struct{})
-	p.exits[pid] = append(p.exits[pid], ch)
-	return ch, nil
-}
-
-// Alive implements agent.ProcessWatcher.
-func (p *FakeProcs) Alive(pid int, _ uint64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.alive[pid]
-}
-
-// memListener hands out net.Pipe connections.
-type memListener struct {
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-	mu     sync.Mutex
-	peers  map[net.Conn]ipc.Peer
-}
-
-func newMemListener() *memListener {
-	return &memListener{conns: make(chan net.Conn), closed: make(chan struct{}), peers: map[net.Conn]ipc.Peer{}}
-}
-
-func (l *memListener) push(c net.Conn, p ipc.Peer) error {
-	l.mu.Lock()
-	l.peers[c] = p
-	l.mu.Unlock()
-	select {
-	case l.conns <- c:
-		return nil
-	case <-l.closed:
-		return net.ErrClosed
-	}
-}
-
-func (l *memListener) peer(c net.Conn) (ipc.Peer, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p, ok := l.peers[c]
-	delete(l.peers, c)
-	return p, ok
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return memAddr{} }
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "mem" }
-
-// --- raw protocol client ---
-
-// Client speaks the wire protocol directly over any connection.
-type Client struct {
-	conn    net.Conn
-	wmu     sync.Mutex
-	mu      sync.Mutex
-	nextID  int
-	resps   map[int]chan rpcResp
-	revoked atomic.Int64
-	notes   chan Note
-	closed  chan struct{}
-}
-
-// Note is a notification.
-type Note struct {
-	Method string
-	Params json.RawMessage
-}
-
-type rpcErr struct {
-	Code    int             `json:"code"`
-	Message string          `json:"message"`
-	Data    json.RawMessage `json:"data"`
-}
-
-type rpcResp struct {
-	ID     *int            `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *rpcErr         `json:"error"`
-	Method string          `json:"method"`
-	Params json.RawMessage `json:"params"`
-}
-
-// NewClient starts reading conn.
-func NewClient(conn net.Conn) *Client {
-	c := &Client{conn: conn, resps: map[int]chan rpcResp{}, notes: make(chan Note, 256), closed: make(chan struct{})}
-	go c.read()
-	return c
-}
-
-func (c *Client) read() {
-	defer close(c.closed)
-	sc := bufio.NewScanner(c.conn)
-	sc.Buffer(make([]byte, 0, 4<<10), 4<<20)
-	for sc.Scan() {
-		var r rpcResp
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			continue
-		}
-		if r.Method != "" {
-			if r.Method == ipc.NotifyLeaseRevoked {
-				c.revoked.Add(1)
-			}
-			select {
-			case c.notes <- Note{r.Method, r.Params}:
-			default:
-			}
-			continue
-		}
-		if r.ID == nil {
-			continue
-		}
-		c.mu.Lock()
-		ch := c.resps[*r.ID]
-		delete(c.resps, *r.ID)
-		c.mu.Unlock()
-		if ch != nil {
-			ch <- r
-		}
-	}
-}
-
-// Revoked counts lease.revoked notifications received.
-func (c *Client) Revoked() int { return int(c.revoked.Load()) }
-
-// Notes returns the notification channel (lossy when not drained).
-func (c *Client) Notes() <-chan Note { return c.notes }
-
-// Call sends one request and returns the error's data.code on failure.
-func (c *Client) Call(method string, params any, out any) (code string, err error) {
-	c.mu.Lock()
-	c.nextID++
-	id := c.nextID
-	ch := make(chan rpcResp, 1)
-	c.resps[id] = ch
-	c.mu.Unlock()
-	req := map[string]any{"jsonrpc": "2.0", "id": id, "method": method}
-	if params != nil {
-		req["params"] = params
-	}
-	b, _ := json.Marshal(req)
-	c.wmu.Lock()
-	_, err = c.conn.Write(append(b, '\n'))
-	c.wmu.Unlock()
-	if err != nil {
-		return "UNAVAILABLE", err
-	}
-	select {
-	case r := <-ch:
-		if r.Error != nil {
-			var d struct {
-				Code string `json:"code"`
-			}
-			_ = json.Unmarshal(r.Error.Data, &d)
-			return d.Code, fmt.Errorf("%s: %s", d.Code, r.Error.Message)
-		}
-		if out != nil {
-			return "", json.Unmarshal(r.Result, out)
-		}
-		return "", nil
-	case <-c.closed:
-		return "UNAVAILABLE", io.EOF
-	}
-}
-
-// Acquire calls lease.acquire.
-func (c *Client) Acquire() (*ipc.AcquireResult, string, error) {
-	var r ipc.AcquireResult
-	code, err := c.Call(ipc.MethodAcquire, ipc.AcquireParams{App: "chaos", AppVersion: "1.0.0"}, &r)
-	if err != nil {
-		return nil, code, err
-	}
-	return &r, "", nil
-}
-
-// Release calls lease.release.
-func (c *Client) Release(id string) error {
-	_, err := c.Call(ipc.MethodRelease, ipc.ReleaseParams{LeaseID: id}, nil)
-	return err
-}
-
-// Close closes the connection.
-func (c *Client) Close() error { return c.conn.Close() }
-
-// Done is closed when the connection's reader ends.
-func (c *Client) Done() <-chan struct{} { return c.closed }
-
-// SyncBuffer is a concurrency-safe log sink.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b = append(s.b, p...)
-	return len(p), nil
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return string(s.b)
-}
-
-// Tail returns the last n lines.
-func (s *SyncBuffer) Tail(n int) string {
-	lines := strings.Split(strings.TrimRight(s.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // --- invariants ---

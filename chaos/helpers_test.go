@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent"
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -40,7 +41,7 @@ func startEnv(t *testing.T, o Options) *Env {
 
 // app is one app instance: a connection holding (or not) a lease.
 type app struct {
-	c     *Client
+	c     *agenttest.Client
 	lease string
 	res   *ipc.AcquireResult
 }
@@ -60,7 +61,7 @@ func tryAcquire(e *Env) (*app, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	r, code, err := c.Acquire()
+	r, code, err := c.Acquire(AppParams())
 	if err != nil {
 		c.Close()
 		return nil, code, err

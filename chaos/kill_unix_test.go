@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
@@ -53,12 +54,12 @@ func agentBinary(t *testing.T) string {
 // realAgent is a `keygen-agent run` process.
 type realAgent struct {
 	cmd  *exec.Cmd
-	logs *SyncBuffer
+	logs *agenttest.SyncBuffer
 }
 
 func startRealAgent(t *testing.T, bin string, env, args []string) *realAgent {
 	t.Helper()
-	a := &realAgent{logs: &SyncBuffer{}}
+	a := &realAgent{logs: &agenttest.SyncBuffer{}}
 	a.cmd = exec.Command(bin, args...)
 	a.cmd.Env = env
 	a.cmd.Stderr = a.logs
