@@ -94,6 +94,8 @@ type Agent struct {
 	wake    chan struct{}
 	// stopping is set when Run begins its shutdown.
 	stopping atomic.Bool
+	// replayMu serialises outbox replays.
+	replayMu sync.Mutex
 	// watching is closed once the file watchers are set up (or skipped).
 	watching chan struct{}
 	wg       sync.WaitGroup

@@ -208,6 +208,12 @@ func (a *Agent) reconcileServer(ctx context.Context) {
 // other machines under PER_LICENSE), that lease — a newer one than every
 // lease already confirmed — is revoked with a notification.
 func (a *Agent) replayOutbox(ctx context.Context) {
+	// One replay at a time (the license loop and the scheduler both
+	// trigger it); a second caller leaves it to the running one.
+	if !a.replayMu.TryLock() {
+		return
+	}
+	defer a.replayMu.Unlock()
 	entries, err := a.store.Outbox()
 	if err != nil || len(entries) == 0 {
 		return
