@@ -96,6 +96,11 @@ type Agent struct {
 	stopping atomic.Bool
 	// replayMu serialises outbox replays.
 	replayMu sync.Mutex
+	// persistQ carries lease-record writes to runPersister.
+	persistMu     sync.RWMutex
+	persistQ      chan func() error
+	persistClosed bool
+	persisted     chan struct{}
 	// watching is closed once the file watchers are set up (or skipped).
 	watching chan struct{}
 	wg       sync.WaitGroup
@@ -217,6 +222,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	close(a.ready)
 
+	a.persistMu.Lock()
+	a.persistQ, a.persisted = make(chan func() error, 1024), make(chan struct{})
+	a.persistMu.Unlock()
+	go func() {
+		defer close(a.persisted)
+		a.runPersister()
+	}()
+
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	a.wg.Add(1)
 	go func() {
@@ -235,6 +248,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.shutdownLeases()
 	stopSched()
 	a.wg.Wait()
+	a.persistMu.Lock()
+	a.persistClosed = true
+	close(a.persistQ)
+	a.persistMu.Unlock()
+	<-a.persisted
 	if a.deps.Store == nil && a.store != nil {
 		if err := a.store.Close(); err != nil {
 			a.log.Warn("closing cache", "err", err)

@@ -384,9 +384,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 			return nil, ipc.Errorf(ipc.CodeInternal, "queueing the offline lease: %v", err)
 		}
 	}
-	if err := a.persistLease(l); err != nil {
-		a.log.Error("persisting lease", "lease", l.id, "err", err)
-	}
+	_ = a.persistLease(l)
 	return l, nil
 }
 
@@ -507,10 +505,42 @@ func mapKeygenError(err error) error {
 }
 
 func (a *Agent) persistLease(l *lease) error {
-	return a.store.PutLease(cache.LeaseRecord{
+	a.lm.mu.Lock()
+	rec := cache.LeaseRecord{
 		ID: l.id, ProcessID: l.processID, KeygenPID: l.keygenPID, App: l.app, AppVersion: l.appVersion,
 		User: l.user, Exe: l.exe, PID: l.pid, StartTime: l.start, Offline: l.offline, Created: l.created,
-	})
+	}
+	a.lm.mu.Unlock()
+	a.persist(func() error { return a.store.PutLease(rec) })
+	return nil
+}
+
+// persist queues a lease-record write. Lease records are written off the
+// request path, in order, by one goroutine: a record lost to a crash is
+// recovered at the next start (an unknown Keygen process is an orphan and
+// is killed; a stale record's app is gone or re-claims its lease).
+func (a *Agent) persist(write func() error) {
+	a.persistMu.RLock()
+	defer a.persistMu.RUnlock()
+	if a.persistQ == nil || a.persistClosed {
+		// Before Run started the writer or after it stopped (a request
+		// racing the shutdown): write in place.
+		if err := write(); err != nil {
+			a.log.Warn("writing a lease record", "err", err)
+		}
+		return
+	}
+	a.persistQ <- write
+}
+
+// runPersister applies queued lease-record writes until the queue is
+// closed, then returns.
+func (a *Agent) runPersister() {
+	for write := range a.persistQ {
+		if err := write(); err != nil {
+			a.log.Warn("writing a lease record", "err", err)
+		}
+	}
 }
 
 // watchLease releases the lease the moment its OS process exits.
@@ -576,9 +606,7 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	case isOffline:
 		a.dropQueuedSpawn(id)
 	}
-	if err := a.store.DeleteLease(id); err != nil {
-		a.log.Warn("deleting lease record", "lease", id, "err", err)
-	}
+	a.persist(func() error { return a.store.DeleteLease(id) })
 	a.lm.mu.Lock()
 	delete(a.lm.leases, id)
 	if a.lm.byProc[procKey{l.pid, l.start}] == l {
@@ -746,7 +774,7 @@ func (a *Agent) shutdownLeases() {
 		go func() {
 			defer wg.Done()
 			if err := a.killProcess(ctx, l.processID); err == nil {
-				_ = a.store.DeleteLease(id)
+				a.persist(func() error { return a.store.DeleteLease(id) })
 			}
 		}()
 	}

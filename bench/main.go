@@ -139,9 +139,9 @@ func (r *report) markdown(cmd string, m mode) string {
 		"first ping, and kill it at exit — with the `keygen` package client, each run on a fresh HTTP connection",
 		"(an app starting). Offline: the dev server refuses connections; the agent grants from its verified",
 		"machine file and queues the spawn. Rate limiting is off for these loops (they exceed 60 req/30 s on",
-		"purpose). On loopback the agent's cost is its crash-safety: each lease is written to (and deleted from)",
-		"the bbolt cache with an fsync before it is answered. The agent makes 2 Keygen requests per lease on a",
-		"warm connection, the app 4 on a cold one (plus TLS to the real Keygen, not emulated here).")
+		"purpose). The agent makes 2 Keygen requests per lease on a warm connection, the app 4 on a cold one",
+		"(plus TLS to the real Keygen, not emulated here); lease records reach the bbolt cache off the request",
+		"path. Offline, the queued spawn is written to the cache's outbox (fsync) before the lease is granted.")
 	section("Cold start of `keygen-agent run` (warm cache)", "| Keygen | n | socket accepts p50 | p99 | ready p50 | p99 |", "|---|---|---|---|---|---|", r.cold,
 		"The built binary (`go build -o`), configured with KEYGEN_* variables, `--data-dir` and `--socket`, on a",
 		"data directory from an earlier run. \"socket accepts\": from exec until a dial succeeds (the agent answers",

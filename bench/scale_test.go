@@ -39,10 +39,10 @@ func TestScaleReport(t *testing.T) {
 	fmt.Printf("SCALENOTE Time is fake, so %d windows of 600 s or 3600 s take seconds; memory, goroutines and CPU are real and cover the whole\n", windows)
 	fmt.Printf("SCALENOTE process (agent + dev server + the clients' connections). CPU s / window is getrusage user+sys over the hold phase\n")
 	fmt.Printf("SCALENOTE divided by the windows. The 1,000 row uses heartbeatDuration 3600 s: at Keygen's default 600 s, pings at half the\n")
-	fmt.Printf("SCALENOTE interval within 80%% of the sustainable 500 req / 5 min keep at most 400 leases alive (the agent's capacity).\n")
+	fmt.Printf("SCALENOTE interval within 80%% of the budget's sustainable 1.5 req/s (90%% of 500 per 5 min) keep at most 360 leases alive.\n")
 	fmt.Printf("SCALENOTE Process deaths: a held lease's process seen not ALIVE, or gone after its heartbeat ran out (culled), on the dev server\n")
 	fmt.Printf("SCALENOTE (sampled every 30 s of the hold phase). Gaps: a held lease's process absent from one sample although its heartbeat\n")
-	fmt.Printf("SCALENOTE had not run out (killed and re-created by the agent; see the note in the bench issue report).\n")
+	fmt.Printf("SCALENOTE had not run out (the process was killed and re-created by the agent).\n")
 	for _, c := range []struct{ n, hb int }{{100, 600}, {1000, 3600}} {
 		t.Run(strconv.Itoa(c.n), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) { scaleRow(t, c.n, c.hb, windows) })
