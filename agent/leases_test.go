@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -250,8 +251,9 @@ func TestAdminMethods(t *testing.T) {
 		if _, err := admin.Call(ipc.MethodLeasesRelease, ipc.ReleaseParams{LeaseID: r.LeaseID}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if n, ok := user.NextNote(ipc.NotifyLeaseRevoked, time.Second); ok {
-			t.Logf("revoked note: %s", n.Params)
+		n, ok := user.NextNote(ipc.NotifyLeaseRevoked, time.Second)
+		if !ok || !strings.Contains(string(n.Params), r.LeaseID) {
+			t.Fatalf("holder not told of the admin release: %v %s", ok, n.Params)
 		}
 		synctest.Wait()
 		if n := len(e.srv.Processes()); n != 0 {
