@@ -334,6 +334,12 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 		// budget during a 429 storm); past that the lease is granted
 		// locally and its spawn queued, as when offline.
 		proc, err := a.spawnProcess(withMaxBudgetWait(ctx, spawnWait), l)
+		if errors.Is(err, keygen.ErrProcessLimitExceeded) && a.hasQueuedKills() {
+			// Keygen still counts processes whose kill is queued: send the
+			// kills, then try once more.
+			a.replayOutbox(ctx)
+			proc, err = a.spawnProcess(withMaxBudgetWait(ctx, spawnWait), l)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()

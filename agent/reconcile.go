@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
 	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
+	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
@@ -219,6 +221,11 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 		return
 	}
 	a.log.Info("replaying offline queue", "entries", len(entries))
+	// Kills first: each frees a seat on Keygen, and a spawn queued before a
+	// kill must not be refused for a seat the agent already gave back.
+	slices.SortStableFunc(entries, func(x, y cache.OutboxEntry) int {
+		return boolInt(x.Kind != "kill") - boolInt(y.Kind != "kill")
+	})
 	for _, e := range entries {
 		switch e.Kind {
 		case "spawn":
@@ -265,4 +272,25 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 			_ = a.store.Ack(e.Seq)
 		}
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// hasQueuedKills reports whether the outbox holds kills not yet sent.
+func (a *Agent) hasQueuedKills() bool {
+	entries, err := a.store.Outbox()
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Kind == "kill" {
+			return true
+		}
+	}
+	return false
 }
