@@ -27,6 +27,7 @@ func TestOutageLongerThanHeartbeatThenBack(t *testing.T) {
 		const limit = 5
 		e := startEnv(t, Options{Policy: devserver.PolicySpec{MaxProcesses: intp(limit)}})
 		mon := e.StartMonitor(time.Second)
+		defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 		live := []*app{acquire(t, e), acquire(t, e), acquire(t, e)}
 
 		e.Srv.SetFaults(devserver.Faults{Refuse: true})
@@ -71,6 +72,7 @@ func TestRateLimitStorm(t *testing.T) {
 		const limit = 4
 		e := startEnv(t, Options{Policy: devserver.PolicySpec{MaxProcesses: intp(limit)}})
 		mon := e.StartMonitor(time.Second)
+		defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 		live := []*app{acquire(t, e), acquire(t, e)}
 
 		e.Srv.SetFaults(devserver.Faults{RateLimitStorm: true})
@@ -98,6 +100,7 @@ func TestServerErrorBursts(t *testing.T) {
 		const limit = 6
 		e := startEnv(t, Options{Policy: devserver.PolicySpec{MaxProcesses: intp(limit)}})
 		mon := e.StartMonitor(time.Second)
+		defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 		var live []*app
 		for burst := range 3 {
 			e.Srv.SetFaults(devserver.Faults{ServerErrorRate: 0.5})
@@ -130,6 +133,7 @@ func TestBadSignaturesAreNotTrusted(t *testing.T) {
 		const limit = 4
 		e := startEnv(t, Options{Policy: devserver.PolicySpec{MaxProcesses: intp(limit)}})
 		mon := e.StartMonitor(time.Second)
+		defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 		live := []*app{acquire(t, e), acquire(t, e), acquire(t, e)}
 
 		e.Srv.SetFaults(devserver.Faults{BadSignature: true})
@@ -169,6 +173,7 @@ func TestClockRolledBack(t *testing.T) {
 		const limit = 3
 		e := startEnv(t, Options{Policy: devserver.PolicySpec{MaxProcesses: intp(limit)}})
 		mon := e.StartMonitor(time.Second)
+		defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 		live := []*app{acquire(t, e), acquire(t, e)}
 
 		e.Offset.Store(int64(-5 * time.Minute)) // inside the 10m tolerance
@@ -210,6 +215,7 @@ func TestCorruptCacheBetweenRuns(t *testing.T) {
 		const limit = 3
 		e := startEnv(t, Options{Policy: devserver.PolicySpec{MaxProcesses: intp(limit)}})
 		mon := e.StartMonitor(time.Second)
+		defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 		a := acquire(t, e)
 		a.c.Close()
 		checkLimit(t, mon, limit)
@@ -242,6 +248,7 @@ func TestCorruptCacheBetweenRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 		mon = e.StartMonitor(time.Second)
+		defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 		live := []*app{acquire(t, e), acquire(t, e)}
 		waitSettled(t, e, live, 15*time.Minute)
 		if st, _ := e.StatusDirect(); st.State != "active" {

@@ -34,6 +34,7 @@ func TestIPCFloodKeepsServingWellBehavedClients(t *testing.T) {
 		NoRateLimit: true, MaxMessageSize: 64 << 10,
 		Config: agentConfigNoBudget()})
 	mon := e.StartMonitor(5 * time.Millisecond)
+	defer mon.Stop() // idempotent; also on t.Fatal, so no goroutine outlives the bubble
 
 	attacks := [][]byte{
 		[]byte("not json at all\n"),
