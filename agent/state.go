@@ -147,7 +147,7 @@ func (a *Agent) setView(v licenseView) {
 	}
 }
 
-// afterViewChange enforces the current view on leases.
+// enforceView revokes every lease when the license is no longer valid.
 func (a *Agent) enforceView() {
 	v := a.view()
 	if !v.Valid && v.State != StateStarting {

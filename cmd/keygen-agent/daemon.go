@@ -73,6 +73,7 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	o.logger.Info("keygen-agent listening", "socket", socket, "version", Version)
+	o.logger.Info("configuration", "effective", cfg.Redacted())
 	if o.ready != nil {
 		o.ready(socket)
 	}
