@@ -171,6 +171,7 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 			}
 		}
 		if c := a.capacityLocked(v); used >= c {
+			a.lm.wakeIfFreeLocked(a, v)
 			a.lm.mu.Unlock()
 			return nil, &ipc.Error{Code: ipc.CodeHeartbeatCapacity,
 				Message: fmt.Sprintf("the agent cannot keep more than %d leases alive within Keygen's rate limits at the current heartbeat interval", c),
