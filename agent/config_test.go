@@ -9,8 +9,19 @@ import (
 	"time"
 )
 
+// tempDir is t.TempDir without its cleanup check: under Wine (where the
+// Windows tests run) os.RemoveAll of a non-empty directory fails.
+func tempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "kga-config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
 func TestLoadPrecedence(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	file := filepath.Join(dir, "agent.toml")
 	body := `# comments are why this is TOML
 account = "from-file"
@@ -50,7 +61,7 @@ short_limit = 30
 }
 
 func TestLoadErrors(t *testing.T) {
-	dir := t.TempDir()
+	dir := tempDir(t)
 	bad := filepath.Join(dir, "bad.toml")
 	_ = os.WriteFile(bad, []byte("account = \n"), 0o600)
 	noenv := func(string) string { return "" }
