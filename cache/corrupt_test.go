@@ -177,7 +177,7 @@ func TestRandomPageDamageNeverCrashes(t *testing.T) {
 	// Smaller, scattered damage: either the store opens with its data (the
 	// bytes hit a value) and reads return data or ErrCorrupt, or it is
 	// quarantined. Never a panic.
-	dir := t.TempDir()
+	dir := tempDir(t)
 	full := populate(t, filepath.Join(dir, "orig.db"))
 	r := rand.New(rand.NewPCG(5, 6))
 	for i := range 40 {

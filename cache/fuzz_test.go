@@ -25,7 +25,7 @@ func jsonString(s string) string {
 // bytes are kept unchanged.
 func FuzzOpen(f *testing.F) {
 	// A small valid file: large seeds make every mutation slow.
-	vpath := filepath.Join(f.TempDir(), "seed.db")
+	vpath := filepath.Join(tempDir(f), "seed.db")
 	vs, err := Open(vpath, testOptions())
 	if err != nil {
 		f.Fatal(err)
@@ -48,7 +48,7 @@ func FuzzOpen(f *testing.F) {
 	copy(damaged[len(damaged)-4096:], bytes.Repeat([]byte{0xff}, 300))
 	f.Add(damaged)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		path := filepath.Join(t.TempDir(), "agent.db")
+		path := filepath.Join(tempDir(t), "agent.db")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +88,7 @@ func FuzzOps(f *testing.F) {
 	f.Add([]byte{0, 0xff, 0, 0xfe, 1, 0xff, 2, 2, 3, 3, 4, 5, 6, 7, 8})
 	f.Add([]byte("\x00\xe2\x82\x00\x00\x04\x04\x07\x07\x07\x08"))
 	f.Fuzz(func(t *testing.T, prog []byte) {
-		s, err := Open(filepath.Join(t.TempDir(), "agent.db"), testOptions())
+		s, err := Open(filepath.Join(tempDir(t), "agent.db"), testOptions())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -18,7 +19,19 @@ func testOptions() Options {
 }
 
 func dbPath(t testing.TB) string {
-	return filepath.Join(t.TempDir(), "state", "agent.db")
+	return filepath.Join(tempDir(t), "state", "agent.db")
+}
+
+// tempDir is t.TempDir without its cleanup check: the Windows tests run
+// under Wine, whose os.RemoveAll of a non-empty directory fails.
+func tempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kga-cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
 
 func openT(t testing.TB, path string) *Store {
