@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -87,7 +88,11 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 		return nil, fmt.Errorf("watch exit: %w", err)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
+	var once sync.Once
+	exited := func() { once.Do(func() { close(ch) }) }
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer f.Close()
 		defer stop()
 		polled := false
@@ -101,11 +106,34 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 			return true
 		})
 		if err == nil && ctx.Err() == nil {
-			close(ch)
+			exited()
+		}
+	}()
+	// Safety net: a slow liveness check, so that an exit is noticed even
+	// if the poller's wake-up were ever missed.
+	go func() {
+		t := time.NewTicker(safetyPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !ProcessAlive(pid, startTime) {
+					exited()
+					_ = f.SetReadDeadline(time.Unix(1, 0))
+					return
+				}
+			}
 		}
 	}()
 	return ch, nil
 }
+
+// safetyPoll is the period of WatchExit's liveness check next to the pidfd.
+const safetyPoll = 5 * time.Second
 
 // pollExit is the fallback when pidfds are unavailable.
 func pollExit(ctx context.Context, pid int, startTime uint64, ch chan struct{}) {
