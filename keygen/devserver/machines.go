@@ -121,7 +121,7 @@ func reprefix(e *apiError, prefix string) *apiError {
 // uniqueness strategy; machineID is the machine it will join ("" for a new
 // machine of license l).
 func (s *Server) componentTaken(l *License, machineID, fp string) (string, bool) {
-	pol := s.licensePolicy(l)
+	strategy := s.licensePolicy(l).ComponentUniquenessStrategy
 	for _, c := range s.components {
 		if c.Fingerprint != fp {
 			continue
@@ -130,26 +130,8 @@ func (s *Server) componentTaken(l *License, machineID, fp string) (string, bool)
 		if m == nil {
 			continue
 		}
-		ml := s.license(m.LicenseID)
-		switch pol.ComponentUniquenessStrategy {
-		case "UNIQUE_PER_MACHINE":
-			if m.ID == machineID {
-				return "has already been taken", true
-			}
-		case "UNIQUE_PER_LICENSE":
-			if m.LicenseID == l.ID {
-				return "has already been taken for this license", true
-			}
-		case "UNIQUE_PER_POLICY":
-			if ml != nil && ml.PolicyID == l.PolicyID {
-				return "has already been taken for this policy", true
-			}
-		case "UNIQUE_PER_PRODUCT":
-			if ml != nil && ml.ProductID == l.ProductID {
-				return "has already been taken for this product", true
-			}
-		case "UNIQUE_PER_ACCOUNT":
-			return "has already been taken for this account", true
+		if detail, taken := uniquenessClash(strategy, l, s.license(m.LicenseID), m.LicenseID, m.ID == machineID); taken {
+			return detail, true
 		}
 	}
 	return "", false
@@ -157,28 +139,33 @@ func (s *Server) componentTaken(l *License, machineID, fp string) (string, bool)
 
 // fingerprintTaken applies machineUniquenessStrategy.
 func (s *Server) fingerprintTaken(l *License, fp string) (string, bool) {
-	pol := s.licensePolicy(l)
+	strategy := s.licensePolicy(l).MachineUniquenessStrategy
 	for _, m := range s.machines {
 		if m.Fingerprint != fp {
 			continue
 		}
-		ml := s.license(m.LicenseID)
-		switch pol.MachineUniquenessStrategy {
-		case "UNIQUE_PER_LICENSE":
-			if m.LicenseID == l.ID {
-				return "has already been taken", true
-			}
-		case "UNIQUE_PER_POLICY":
-			if ml != nil && ml.PolicyID == l.PolicyID {
-				return "has already been taken for this policy", true
-			}
-		case "UNIQUE_PER_PRODUCT":
-			if ml != nil && ml.ProductID == l.ProductID {
-				return "has already been taken for this product", true
-			}
-		case "UNIQUE_PER_ACCOUNT":
-			return "has already been taken for this account", true
+		if detail, taken := uniquenessClash(strategy, l, s.license(m.LicenseID), m.LicenseID, false); taken {
+			return detail, true
 		}
+	}
+	return "", false
+}
+
+// uniquenessClash applies a UNIQUE_PER_* strategy to an existing row with
+// the same fingerprint, held by license ml (id mlID) and, for components,
+// on the same machine or not: Keygen's error detail and whether it clashes.
+func uniquenessClash(strategy string, l, ml *License, mlID string, sameMachine bool) (string, bool) {
+	switch strategy {
+	case "UNIQUE_PER_MACHINE":
+		return "has already been taken", sameMachine
+	case "UNIQUE_PER_LICENSE":
+		return "has already been taken", mlID == l.ID
+	case "UNIQUE_PER_POLICY":
+		return "has already been taken for this policy", ml != nil && ml.PolicyID == l.PolicyID
+	case "UNIQUE_PER_PRODUCT":
+		return "has already been taken for this product", ml != nil && ml.ProductID == l.ProductID
+	case "UNIQUE_PER_ACCOUNT":
+		return "has already been taken for this account", true
 	}
 	return "", false
 }
