@@ -13,27 +13,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestDevserverVerb runs `keygen-agent devserver` in-process, parses its
 // single JSON line and drives activate → spawn → limit → kill → check-out
@@ -42,7 +26,7 @@ func TestDevserverVerb(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pr, pw := io.Pipe()
-	stderr := &lockedBuffer{}
+	stderr := &agenttest.SyncBuffer{}
 	exit := make(chan int, 1)
 	go func() {
 		code := run(ctx, []string{"devserver", "--max-processes", "2", "--heartbeat-duration", "120", "--leasing", "PER_MACHINE"}, strings.NewReader(""), pw, stderr)

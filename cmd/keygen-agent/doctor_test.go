@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -11,32 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kardianos/service"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
-
-// doctorBuf is a bytes.Buffer safe for concurrent writers and readers.
-type doctorBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *doctorBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *doctorBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // noService is a service manager on which keygen-agent is not installed.
 type noService struct{}
@@ -71,7 +52,7 @@ func doctorEnv(vars map[string]string) func(string) string {
 // runDoctorWith runs the doctor verb with an injected environment.
 func runDoctorWith(t *testing.T, vars map[string]string, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errb doctorBuf
+	var out, errb agenttest.SyncBuffer
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	code := runDoctor(&env{ctx: ctx, args: args, stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: doctorEnv(vars)})
@@ -107,7 +88,7 @@ func startDev(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	stderr := &doctorBuf{}
+	stderr := &agenttest.SyncBuffer{}
 	exit := make(chan int, 1)
 	go func() {
 		code := run(ctx, []string{"dev", "--data-dir", dir, "--log-level", "warn"}, strings.NewReader(""), pw, stderr)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -79,7 +80,7 @@ func TestE2EDev(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devErr := &doctorBuf{}
+	devErr := &agenttest.SyncBuffer{}
 	dev.Stderr = devErr
 	if err := dev.Start(); err != nil {
 		t.Fatal(err)
@@ -155,7 +156,7 @@ func TestE2EDev(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaseErr := &doctorBuf{}
+	leaseErr := &agenttest.SyncBuffer{}
 	lease.Stderr = leaseErr
 	if err := lease.Start(); err != nil {
 		t.Fatal(err)
