@@ -38,6 +38,7 @@ type bearer struct {
 	kind   string // admin, product, license, user
 	id     string // product, license or user id ("" for admin)
 	viaKey bool   // Authorization: License <key>
+	tok    *token // the token, when authenticated by one
 }
 
 // reply is a handler's successful answer.
@@ -279,7 +280,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Request-Id", reqID)
 	hdr.Set("Cache-Control", "no-transform, no-store, max-age=0")
 	if c.auth != nil {
-		hdr.Set("Keygen-Bearer", c.auth.kind)
+		// Keygen-Bearer carries the bearer's id (Current.bearer.id in
+		// keygen-api); the admin bearer here is the account's own user.
+		id := c.auth.id
+		if id == "" {
+			id = s.account
+		}
+		hdr.Set("Keygen-Bearer", id)
+	}
+	if loc := hdr.Get("Location"); strings.HasPrefix(loc, "/") {
+		// Rails' *_url helpers: an absolute URL on the request's host.
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		hdr.Set("Location", scheme+"://"+r.Host+loc)
 	}
 	s.signResponse(hdr, r, sigAlg, body, now, f)
 	s.log.Debug("request", "method", r.Method, "route", route, "status", status, "bearer", hdr.Get("Keygen-Bearer"))

@@ -303,10 +303,19 @@ func (s *Server) renderProcess(p *process, now time.Time, statusOverride string)
 }
 
 func (s *Server) renderToken(t *token) obj {
+	kind := t.Kind + "-token"
+	if t.Kind == "license" {
+		kind = "activation-token"
+	}
+	attrs := obj{"kind": kind, "token": t.Token, "expiry": nil, "name": nil,
+		"permissions": []string{"*"}, "created": isoTime(t.Created), "updated": isoTime(t.Created)}
+	if t.Kind == "license" {
+		attrs["maxActivations"], attrs["activations"] = nullInt(t.MaxActivations), t.Activations
+		attrs["maxDeactivations"], attrs["deactivations"] = nullInt(t.MaxDeactivations), t.Deactivations
+	}
 	return obj{
 		"id": t.ID, "type": "tokens",
-		"attributes": obj{"kind": t.Kind + "-token", "token": t.Token, "expiry": nil, "name": nil,
-			"permissions": []string{"*"}, "created": isoTime(t.Created), "updated": isoTime(t.Created)},
+		"attributes": attrs,
 		"relationships": obj{"account": s.accountRel()},
 		"links":         obj{"self": s.link("tokens", t.ID)},
 	}

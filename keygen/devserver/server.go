@@ -66,6 +66,9 @@ type Server struct {
 	entitlements []*Entitlement
 	licenseEnts  map[string][]string // license id -> entitlement ids
 	tokens       map[string]*token
+	// defaultLicensePerms is the account setting default_license_permissions
+	// (nil: Keygen's defaults).
+	defaultLicensePerms []string
 	machines     []*machine
 	components   []*component
 	processes    []*process
