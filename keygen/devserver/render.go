@@ -315,7 +315,7 @@ func (s *Server) renderToken(t *token) obj {
 	}
 	return obj{
 		"id": t.ID, "type": "tokens",
-		"attributes": attrs,
+		"attributes":    attrs,
 		"relationships": obj{"account": s.accountRel()},
 		"links":         obj{"self": s.link("tokens", t.ID)},
 	}

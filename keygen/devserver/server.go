@@ -69,10 +69,10 @@ type Server struct {
 	// defaultLicensePerms is the account setting default_license_permissions
 	// (nil: Keygen's defaults).
 	defaultLicensePerms []string
-	machines     []*machine
-	components   []*component
-	processes    []*process
-	stats        Stats
+	machines            []*machine
+	components          []*component
+	processes           []*process
+	stats               Stats
 }
 
 // Stats counts requests the server has seen.

@@ -98,7 +98,7 @@ func (s *Server) createLicense(spec LicenseSpec) (*License, *apiError) {
 	now := s.now().UTC()
 	l := &License{
 		Permissions: perms,
-		ID: newID(), Name: spec.Name, PolicyID: pol.ID, ProductID: pol.ProductID,
+		ID:          newID(), Name: spec.Name, PolicyID: pol.ID, ProductID: pol.ProductID,
 		Expiry: spec.Expiry, Suspended: spec.Suspended,
 		MaxMachines: spec.MaxMachines, MaxProcesses: spec.MaxProcesses, MaxCores: spec.MaxCores,
 		MaxUsers: spec.MaxUsers, MaxUses: spec.MaxUses,
