@@ -107,6 +107,9 @@ func (s *Server) resolve(r *http.Request) (rest, route, badAccount string) {
 
 // ServeHTTP serves the Keygen API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.serveFaults(w, r) {
+		return
+	}
 	rest, route, badAccount := s.resolve(r)
 	f := s.currentFaults()
 	if !f.applies(route) {
@@ -332,7 +335,7 @@ func (s *Server) dispatch(c *call, r, r2 *http.Request) (err error) {
 
 // signResponse adds Date, Digest and Keygen-Signature (KEYGEN.md §2.1).
 func (s *Server) signResponse(h http.Header, r *http.Request, alg string, body []byte, now time.Time, f Faults) {
-	date := now.UTC().Format(http.TimeFormat)
+	date := now.Add(f.DateSkew).UTC().Format(http.TimeFormat)
 	digest := bodyDigest(body)
 	h.Set("Date", date)
 	h.Set("Keygen-Date", date)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -52,9 +53,10 @@ type Server struct {
 	wg      sync.WaitGroup
 	closeMu sync.Once
 
-	faultMu sync.Mutex
-	faults  Faults
-	holds   map[string][]chan struct{}
+	faultMu  sync.Mutex
+	faults   Faults
+	lnClosed bool // the Refuse fault closed the listener
+	holds    map[string][]chan struct{}
 
 	rl *rateLimiter
 
@@ -217,6 +219,7 @@ type Faults struct {
 	BadSignature    bool          // corrupt Keygen-Signature
 	NoSignature     bool          // omit Keygen-Signature
 	TruncateBody    bool          // cut bodies in half (Content-Length kept)
+	DateSkew        time.Duration // shift the (signed) Date header, e.g. -10m
 
 	// Routes, when set, limits the faults to these route keys (as in
 	// [Stats.Routes], e.g. "POST /processes/{id}/actions/ping").
@@ -285,13 +288,18 @@ func (s *Server) waitHold(ctx context.Context, route string) bool {
 	}
 }
 
-// SetFaults replaces the active faults.
-func (s *Server) SetFaults(f Faults) {
+// SetFaults replaces the active faults. Refuse closes the listener, so
+// new connections are refused by the OS.
+func (s *Server) SetFaults(f Faults) { s.setFaults(f, false) }
+
+// setFaults replaces the faults; keepListening (the admin route) keeps the
+// listener open under Refuse so the fault can be cleared over HTTP: other
+// requests then have their connection dropped instead.
+func (s *Server) setFaults(f Faults, keepListening bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
-	was := s.faults.Refuse
 	s.faults = f
-	if s.srv == nil || was == f.Refuse {
+	if s.srv == nil {
 		return
 	}
 	select {
@@ -299,9 +307,13 @@ func (s *Server) SetFaults(f Faults) {
 		return
 	default:
 	}
-	if f.Refuse {
-		// Stop accepting: new connections are refused by the OS.
+	closeIt := f.Refuse && !keepListening
+	if closeIt == s.lnClosed {
+		return
+	}
+	if closeIt {
 		_ = s.ln.Close()
+		s.lnClosed = true
 		return
 	}
 	ln, err := net.Listen("tcp", s.ln.Addr().String())
@@ -309,7 +321,7 @@ func (s *Server) SetFaults(f Faults) {
 		s.log.Warn("relisten after refuse fault", "err", err)
 		return
 	}
-	s.ln = ln
+	s.ln, s.lnClosed = ln, false
 	s.serve(ln)
 }
 
@@ -343,7 +355,7 @@ type memTransport struct{ s *Server }
 var errRefused = errors.New("connect: connection refused")
 
 func (t memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.s.currentFaults().Refuse {
+	if t.s.currentFaults().Refuse && !strings.HasSuffix(req.URL.Path, FaultsPath) {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
