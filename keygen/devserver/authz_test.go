@@ -519,3 +519,88 @@ func TestHeadersAndTouch(t *testing.T) {
 		t.Errorf("LICENSE demo has a token")
 	}
 }
+
+// Matches keygen-api's app/models/machine.rb: resurrection_period_passed?
+// (a machine that never pinged cannot be revived, except ALWAYS_REVIVE),
+// requires_heartbeat? (recomputed: policy or a last heartbeat, so a reset
+// clears it), and the PER_USER machine limit ("nil owner is significant").
+func TestMachineHeartbeatAndPerUserRules(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := newTestServer(t, Options{CullInterval: -1, DisableRateLimit: true, Now: func() time.Time { return now }})
+	admin := newClient(t, s, bearerAuth(s.AdminToken()))
+
+	revive := s.CreatePolicy(PolicySpec{Floating: true, RequireHeartbeat: true, HeartbeatDuration: intp(60), HeartbeatBasis: "FROM_FIRST_PING", HeartbeatResurrectionStrategy: "15_MINUTE_REVIVE"})
+	l := s.CreateLicense(LicenseSpec{PolicyID: revive.ID})
+	never := admin.activate(l.ID, "never")
+	pinged := admin.activate(l.ID, "pinged")
+	if r := admin.do("POST", "/machines/"+pinged+"/actions/ping", nil); r.Status != 200 {
+		t.Fatalf("ping: %s", r.Raw)
+	}
+	now = now.Add(2 * time.Minute) // both dead, inside the revive window
+	if r := admin.do("POST", "/machines/"+never+"/actions/ping", nil); r.Status != 422 || r.code() != "MACHINE_HEARTBEAT_DEAD" {
+		t.Errorf("never-pinged machine revived: %d %s", r.Status, r.Raw)
+	}
+	if r := admin.do("POST", "/machines/"+pinged+"/actions/ping", nil); r.Status != 200 || r.str("data", "attributes", "heartbeatStatus") != "RESURRECTED" {
+		t.Errorf("pinged machine not revived: %d %s", r.Status, r.Raw)
+	}
+
+	plain := s.CreatePolicy(PolicySpec{Floating: true})
+	l2 := s.CreateLicense(LicenseSpec{PolicyID: plain.ID})
+	m := admin.activate(l2.ID, "hb")
+	for _, st := range []struct {
+		path string
+		want bool
+	}{{"/machines/" + m, false}, {"/machines/" + m + "/actions/ping", true}, {"/machines/" + m + "/actions/reset", false}} {
+		method := "POST"
+		if !strings.Contains(st.path, "actions") {
+			method = "GET"
+		}
+		if r := admin.do(method, st.path, nil); r.get("data", "attributes", "requireHeartbeat") != st.want {
+			t.Errorf("%s: requireHeartbeat %v, want %v", st.path, r.get("data", "attributes", "requireHeartbeat"), st.want)
+		}
+	}
+
+	u1, u2 := s.CreateUser("u1@example.com"), s.CreateUser("u2@example.com")
+	perUser := s.CreatePolicy(PolicySpec{Floating: true, Strict: true, MaxMachines: intp(1), MachineLeasingStrategy: "PER_USER"})
+	l3 := s.CreateLicense(LicenseSpec{PolicyID: perUser.ID, OwnerID: u1.ID, UserIDs: []string{u2.ID}})
+	act := func(fp, owner string) *resp {
+		rels := map[string]any{"license": ref("licenses", l3.ID)}
+		if owner != "" {
+			rels["owner"] = ref("users", owner)
+		}
+		return admin.do("POST", "/machines", jsonapi("machines", map[string]any{"fingerprint": fp}, rels))
+	}
+	for _, st := range []struct {
+		fp, owner string
+		status    int
+	}{
+		{"u1-a", u1.ID, 201},
+		{"none-a", "", 201}, // unowned machines are their own group, not the license owner's
+		{"u2-a", u2.ID, 201},
+		{"u1-b", u1.ID, 422},
+		{"none-b", "", 422},
+	} {
+		if r := act(st.fp, st.owner); r.Status != st.status {
+			t.Errorf("activate %s: %d %s, want %d", st.fp, r.Status, r.Raw, st.status)
+		}
+	}
+	// Three machines, one per group: TOO_MANY_MACHINES counts per user.
+	for _, sc := range []map[string]any{{"user": u1.ID}, {"user": "u2@example.com"}, {}} {
+		r := newClient(t, s, "").do("POST", "/licenses/actions/validate-key", map[string]any{"meta": map[string]any{"key": l3.Key, "scope": sc}})
+		if r.str("meta", "code") == "TOO_MANY_MACHINES" {
+			t.Errorf("scope %v: %s", sc, r.Raw)
+		}
+	}
+	s.UpdateLicense(l3.ID, func(l *License) { l.MaxMachines = intp(1) })
+	s.mu.Lock()
+	for _, x := range s.machines {
+		if x.Fingerprint == "u2-a" {
+			x.OwnerID = u1.ID
+		}
+	}
+	s.mu.Unlock()
+	r := newClient(t, s, "").do("POST", "/licenses/actions/validate-key", map[string]any{"meta": map[string]any{"key": l3.Key, "scope": map[string]any{"user": u1.ID}}})
+	if r.str("meta", "code") != "TOO_MANY_MACHINES" {
+		t.Errorf("two machines of u1 with a limit of 1: %s", r.Raw)
+	}
+}

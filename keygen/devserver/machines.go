@@ -352,18 +352,12 @@ func (s *Server) machineLimits(l *License, m *machine) *apiError {
 	scope := "license"
 	peers := s.machinesOf(l.ID)
 	if pol.MachineLeasingStrategy == "PER_USER" {
+		// machine.rb: machines of the same owner, "nil owner is
+		// significant" (unowned machines are their own group).
 		scope = "user"
-		owner := m.OwnerID
-		if owner == "" {
-			owner = l.OwnerID
-		}
 		var mine []*machine
 		for _, x := range peers {
-			xo := x.OwnerID
-			if xo == "" {
-				xo = l.OwnerID
-			}
-			if xo == owner {
+			if x.OwnerID == m.OwnerID {
 				mine = append(mine, x)
 			}
 		}

@@ -145,7 +145,6 @@ type machine struct {
 	Metadata                                      map[string]any
 	LicenseID, OwnerID                            string
 	LastHeartbeat                                 *time.Time
-	EverPinged                                    bool
 	LastCheckOut                                  *time.Time
 	Created, Updated                              time.Time
 }

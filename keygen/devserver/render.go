@@ -228,7 +228,7 @@ func (s *Server) renderMachine(m *machine, now time.Time, statusOverride string)
 		"attributes": obj{
 			"fingerprint": m.Fingerprint, "cores": nullInt(m.Cores), "memory": nullInt64(m.Memory), "disk": nullInt64(m.Disk),
 			"ip": nullStr(m.IP), "hostname": nullStr(m.Hostname), "platform": nullStr(m.Platform), "name": nullStr(m.Name),
-			"requireHeartbeat": pol.RequireHeartbeat || m.EverPinged, "heartbeatStatus": status,
+			"requireHeartbeat": pol.RequireHeartbeat || m.LastHeartbeat != nil, "heartbeatStatus": status, // requireHeartbeat: machine.rb requires_heartbeat?
 			"heartbeatDuration": int(pol.heartbeatDuration() / time.Second), "maxProcesses": nullInt(maxProc),
 			"lastCheckOut": isoTimePtr(m.LastCheckOut), "lastHeartbeat": isoTimePtr(m.LastHeartbeat),
 			"nextHeartbeat": isoTimePtr(s.machineNext(m)), "metadata": cloneMap(m.Metadata),

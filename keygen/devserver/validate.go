@@ -152,11 +152,26 @@ func (s *Server) validate(l *License, sc *scope, quick bool, now time.Time) verd
 	if !pol.Floating && len(machines) == 0 {
 		return v(false, "must have exactly 1 associated machine", "NO_MACHINE")
 	}
-	if limit := s.maxMachines(l); limit != nil && len(machines) > *limit {
-		return v(!pol.exceeds(len(machines), *limit), "has too many associated machines", "TOO_MANY_MACHINES")
+	// license_validation_service.rb: the count is per owner under PER_USER
+	// machine leasing (the scope's user, or machines without an owner);
+	// node-locked overage is only ALWAYS_ALLOW or 2X.
+	if !pol.Floating && len(machines) > 1 {
+		limit := 1
+		if m := s.maxMachines(l); m != nil {
+			limit = *m
+		}
+		if n := s.leasedMachineCount(l, pol, sc, machines); n > limit {
+			ok := pol.OverageStrategy == "ALWAYS_ALLOW_OVERAGE" || (pol.OverageStrategy == "ALLOW_2X_OVERAGE" && n <= 2*limit)
+			return v(ok, "has too many associated machines", "TOO_MANY_MACHINES")
+		}
 	}
 	if pol.Floating && len(machines) == 0 {
 		return v(false, "must have at least 1 associated machine", "NO_MACHINES")
+	}
+	if limit := s.maxMachines(l); pol.Floating && limit != nil && len(machines) > 1 {
+		if n := s.leasedMachineCount(l, pol, sc, machines); n > *limit {
+			return v(!pol.exceeds(n, *limit), "has too many associated machines", "TOO_MANY_MACHINES")
+		}
 	}
 	var cores int
 	var mem, disk int64
@@ -187,6 +202,31 @@ func (s *Server) validate(l *License, sc *scope, quick bool, now time.Time) verd
 		return v(pol.ExpirationStrategy == "ALLOW_ACCESS" || pol.ExpirationStrategy == "MAINTAIN_ACCESS", "is expired", "EXPIRED")
 	}
 	return v(true, "is valid", "VALID")
+}
+
+// leasedMachineCount is the machine count TOO_MANY_MACHINES compares:
+// license-wide, or under PER_USER machine leasing the machines owned by
+// the scope's user (nil owner when there is no user scope: "nil owner is
+// significant" in keygen-api).
+func (s *Server) leasedMachineCount(l *License, pol *Policy, sc *scope, machines []*machine) int {
+	if pol.MachineLeasingStrategy != "PER_USER" {
+		return len(machines)
+	}
+	owner := ""
+	if sc != nil && sc.has["user"] {
+		for _, id := range append([]string{l.OwnerID}, l.UserIDs...) {
+			if s.userMatches(id, sc.user) {
+				owner = s.user(id).ID
+			}
+		}
+	}
+	n := 0
+	for _, m := range machines {
+		if m.OwnerID == owner {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) validateProcesses(l *License, pol *Policy, sc *scope, machines []*machine, now time.Time) (verdict, bool) {
