@@ -22,6 +22,10 @@ By default the demo is what a vendor most likely has in Keygen: TOKEN authentica
 permissions (no policy.read, product.read, user.read, account.read). Use
 --auth-strategy LICENSE or MIXED and --permissions all to loosen it.
 
+keygen-go (the official Go SDK) verifies signatures against its API URL's host WITH the
+port, while Keygen signs the host alone: run with --sign-host-with-port to use keygen-go
+with signature checks on against devserver --addr 127.0.0.1:0.
+
 Faults (repeatable --fault, or at run time with "keygen-agent debug fault"):
   refuse, hang, latency=25ms, 5xx=0.5, 429, bad-signature, no-signature, truncate,
   date-skew=-10m, route=POST /processes (limits the faults to that route) Clients use the usual
@@ -54,6 +58,7 @@ func runDevserver(e *env) int {
 	key := fs.String("license-key", "", "use this key for the demo license (default: generated)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	authStrategy := fs.String("auth-strategy", "TOKEN", "the demo policy's authenticationStrategy: TOKEN (Keygen's default), LICENSE, MIXED or NONE")
+	hostPort := fs.Bool("sign-host-with-port", false, "sign the Host header with its port (for keygen-go, which verifies host:port; Keygen signs the host alone)")
 	perms := fs.String("permissions", "default", "the demo license's permissions: default (Keygen's), all, or a comma-separated list")
 	var faults []string
 	fs.Func("fault", "inject a fault at start (repeatable), e.g. latency=25ms, 5xx=0.3, date-skew=-10m", func(v string) error {
@@ -89,7 +94,7 @@ func runDevserver(e *env) int {
 	if *cullEvery <= 0 {
 		*cullEvery = -1
 	}
-	srv, err := devserver.New(devserver.Options{Addr: *addr, Logger: log, CullInterval: *cullEvery, DisableRateLimit: *noRate})
+	srv, err := devserver.New(devserver.Options{Addr: *addr, Logger: log, CullInterval: *cullEvery, DisableRateLimit: *noRate, SignHostWithPort: *hostPort})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "keygen-agent devserver: %v\n", err)
 		return exitFailure

@@ -348,7 +348,11 @@ func (s *Server) signResponse(h http.Header, r *http.Request, alg string, body [
 	if target == "" || strings.Contains(target, "://") {
 		target = r.URL.RequestURI()
 	}
-	ss := signingString(r.Method, target, hostOnly(r.Host), date, digest)
+	host := hostOnly(r.Host)
+	if s.opts.SignHostWithPort {
+		host = strings.ToLower(r.Host)
+	}
+	ss := signingString(r.Method, target, host, date, digest)
 	if f.BadSignature {
 		ss += "\n"
 	}

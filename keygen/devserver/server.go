@@ -23,6 +23,12 @@ type Options struct {
 	RateLimits       []RateWindow     // default 60 per 30s and 500 per 5m
 	DisableRateLimit bool
 	RateLimitAdmin   bool // also rate-limit admin tokens (exempt by default)
+	// SignHostWithPort signs the Host header as sent (host:port) instead
+	// of Keygen's host without the port. keygen-go verifies signatures
+	// against its API URL's host including the port, so it needs this (or
+	// a portless URL) to talk to a dev server on 127.0.0.1:<random port>
+	// with signature checks on.
+	SignHostWithPort bool
 	Logger           *slog.Logger
 }
 
