@@ -61,7 +61,7 @@ type Client struct {
 	opts  ClientOptions
 	path  string
 	trust serverTrust
-	log  *slog.Logger
+	log   *slog.Logger
 
 	wmu sync.Mutex // serializes writes
 
