@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync/atomic"
@@ -41,6 +42,8 @@ type env struct {
 	deps Deps
 	// waitLimit bounds waitFor; default 2 minutes.
 	waitLimit time.Duration
+	// listen, when set, wraps the in-memory listener Run serves.
+	listen func(*agenttest.MemListener) net.Listener
 }
 
 type envOptions struct {
@@ -113,10 +116,14 @@ func (e *env) start() {
 		e.t.Fatal(err)
 	}
 	e.a = a
+	var ln net.Listener = e.ln
+	if e.listen != nil {
+		ln = e.listen(e.ln)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.done = make(chan error, 1)
-	go func() { e.done <- a.Run(ctx, e.ln) }()
+	go func() { e.done <- a.Run(ctx, ln) }()
 	<-a.ready
 	<-a.watching
 }
