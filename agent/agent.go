@@ -20,7 +20,8 @@ import (
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
 
-// Version is the agent version reported in agent.hello; cmd sets it.
+// Version is the agent version reported in agent.hello and sent in the
+// Keygen User-Agent; cmd sets it.
 var Version = "dev"
 
 // Fingerprinter computes this machine's identity. *fingerprint.Cache
@@ -36,8 +37,8 @@ type ProcessWatcher interface {
 	Alive(pid int, startTime uint64) bool
 }
 
-// Deps are the agent's collaborators. Only Logger is optional in practice;
-// the others have production defaults built from Config.
+// Deps are the agent's collaborators. Every field is optional: a nil one
+// gets the production default built from Config (tests replace them).
 type Deps struct {
 	// HTTPClient reaches Keygen; default: keygen's default client.
 	HTTPClient *http.Client

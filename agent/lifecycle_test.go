@@ -145,3 +145,23 @@ func TestShutdownDoesNotWaitPastItsBudget(t *testing.T) {
 		}
 	})
 }
+
+func TestShutdownKillsAllProcesses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(5)}})
+		e.start()
+		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
+		for pid := 80; pid < 84; pid++ {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			if _, _, err := c.Acquire(acquireParams()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.stop()
+		if n := len(e.srv.Processes()); n != 0 {
+			t.Fatalf("processes after shutdown = %d", n)
+		}
+	})
+}
