@@ -15,12 +15,15 @@ import (
 	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
 
-// Version is the agent version reported in agent.hello; cmd sets it.
-var Version = "dev"
+// Version is the agent's version, owned by internal/version (set there at
+// link time), reported in agent.hello, the machine's metadata and the
+// Keygen User-Agent.
+var Version = version.Get()
 
 // Fingerprinter computes this machine's identity. *fingerprint.Cache
 // satisfies it.
@@ -179,7 +182,7 @@ func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
 		Environment:    cfg.Environment,
 		APIVersion:     cfg.APIVersion,
 		LicenseKey:     licenseKey,
-		UserAgent:      "keygen-agent/" + Version,
+		AgentVersion:   Version,
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
 		OnResponse:     a.observeResponse,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -48,7 +49,6 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 	deps.Logger, deps.LogLevel = o.logger, o.logLevel
 	deps.HTTPClient = o.httpClient
 	deps.ConfigFile, deps.ConfigLoad = o.configFile, o.configLoad
-	agent.Version = Version
 	a, err := agent.New(cfg, deps)
 	if err != nil {
 		return err
@@ -68,11 +68,11 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 		AdminGroup:   cfg.AdminGroup,
 		OnConnect:    a.ConnOpened,
 		OnClose:      a.ConnClosed,
-		AgentVersion: Version,
+		AgentVersion: version.Get(),
 	})
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	o.logger.Info("keygen-agent listening", "socket", socket, "version", Version)
+	o.logger.Info("keygen-agent listening", "socket", socket, "version", version.Get())
 	o.logger.Info("configuration", "effective", cfg.Redacted())
 	if o.ready != nil {
 		o.ready(socket)
