@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
@@ -269,7 +269,7 @@ func (a *Agent) init(ctx context.Context) error {
 	store := a.deps.Store
 	if store == nil {
 		var err error
-		store, err = cache.Open(filepath.Join(cfg.DataDir, "agent.db"), cache.Options{Logger: a.log, Now: a.now})
+		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now})
 		if err != nil {
 			return fmt.Errorf("opening cache: %w", err)
 		}

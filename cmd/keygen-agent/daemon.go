@@ -8,9 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/installer"
@@ -53,11 +50,8 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
-	if dir := filepath.Dir(socket); !strings.HasPrefix(socket, `\\.\pipe\`) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("socket directory: %w", err)
-		}
-	}
+	// ipc.Listen creates the socket directory and gives it socket_group,
+	// also when the service manager made it.
 	ln, err := ipc.Listen(socket, ipc.ListenOptions{Group: cfg.SocketGroup})
 	if err != nil {
 		return fmt.Errorf("%w on %s: %v", errListen, socket, err)

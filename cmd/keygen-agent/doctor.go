@@ -17,6 +17,7 @@ import (
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
@@ -71,11 +72,8 @@ type doctor struct {
 
 func runDoctor(e *env) int {
 	fs := newFlagSet(e, "doctor", "", "Diagnose this machine's agent: one line per check, with the fix for each problem.", doctorHelp)
-	defaults, _ := installer.NewPlan(installer.Options{Getenv: e.getenv})
-	defConfig, defData := "", ""
-	if defaults != nil {
-		defConfig, defData = defaults.ConfigPath, defaults.DataDir
-	}
+	defaults := paths.System()
+	defConfig, defData := defaults.ConfigFile, defaults.DataDir
 	configFile := fs.String("config", defConfig, "config file (TOML), as given to run")
 	socket := fs.String("socket", "", "the agent's socket or named pipe (default: "+ipc.EnvSocket+", else the config's socket, else the OS default)")
 	dataDir := fs.String("data-dir", "", "data directory (default: from the config, else "+defData+")")
