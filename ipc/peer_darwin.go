@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 )
 
 // peerCredentials reads LOCAL_PEERCRED (uid, groups) and LOCAL_PEERPID.
@@ -46,7 +48,7 @@ func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
 			p.Admin = true
 		}
 	}
-	p.StartTime, _ = ProcessStartTime(pid)
+	p.StartTime, _ = procwatch.StartTime(pid)
 	p.Exe = processExe(pid)
 	return p, nil
 }
