@@ -2,8 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"os/exec"
-	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -110,15 +108,4 @@ func TestStrictOfflineDeniesNewLeases(t *testing.T) {
 			t.Fatalf("code %q err %v", code, err)
 		}
 	})
-}
-
-// agent/ must never import the dev server (DESIGN.md).
-func TestAgentDoesNotImportDevserver(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Skip("go list unavailable:", err)
-	}
-	if strings.Contains(string(out), "keygen/devserver") {
-		t.Fatal("agent imports keygen/devserver")
-	}
 }

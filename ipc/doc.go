@@ -11,7 +11,7 @@
 //
 // Package ipc must not import the daemon (agent, cache, keygen, bbolt,
 // gopsutil, kardianos): apps link the client and must not pull the daemon
-// in; internal/deps_test.go holds the rule. The method handlers live in
+// in; internal/deptest holds the rule. The method handlers live in
 // package agent, and process watching (release a lease when its app dies)
 // in internal/procwatch. Default socket paths come from internal/paths.
 //
