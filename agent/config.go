@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 // Config is the agent's configuration. It is read from one TOML file, then
@@ -262,7 +262,7 @@ func (c *Config) applyDefaults() {
 		c.AppID = c.Account
 	}
 	if c.ImportDir == "" && c.DataDir != "" {
-		c.ImportDir = filepath.Join(c.DataDir, "import")
+		c.ImportDir = paths.ImportDir(c.DataDir)
 	}
 	if c.Algorithm == "" {
 		c.Algorithm = "aes-256-gcm+ed25519"

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
 	"github.com/keygen-agent/keygen-agent/cache"
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
@@ -279,7 +280,7 @@ func (s *connSet) broadcast(method string, params any) {
 type osProcesses struct{}
 
 func (osProcesses) WatchExit(ctx context.Context, pid int, start uint64) (<-chan struct{}, error) {
-	return ipc.WatchExit(ctx, pid, start)
+	return procwatch.WatchExit(ctx, pid, start)
 }
 
-func (osProcesses) Alive(pid int, start uint64) bool { return ipc.ProcessAlive(pid, start) }
+func (osProcesses) Alive(pid int, start uint64) bool { return procwatch.Alive(pid, start) }

@@ -17,6 +17,8 @@ import (
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
@@ -70,11 +72,8 @@ type doctor struct {
 
 func runDoctor(e *env) int {
 	fs := newFlagSet(e, "doctor", "", "Diagnose this machine's agent: one line per check, with the fix for each problem.", doctorHelp)
-	defaults, _ := installer.NewPlan(installer.Options{Getenv: e.getenv})
-	defConfig, defData := "", ""
-	if defaults != nil {
-		defConfig, defData = defaults.ConfigPath, defaults.DataDir
-	}
+	defaults := paths.System()
+	defConfig, defData := defaults.ConfigFile, defaults.DataDir
 	configFile := fs.String("config", defConfig, "config file (TOML), as given to run")
 	socket := fs.String("socket", "", "the agent's socket or named pipe (default: "+ipc.EnvSocket+", else the config's socket, else the OS default)")
 	dataDir := fs.String("data-dir", "", "data directory (default: from the config, else "+defData+")")
@@ -185,7 +184,7 @@ func (d *doctor) checkSocket() doctorCheck {
 	c := doctorCheck{Check: "socket"}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	cl, err := ipc.DialOptions(ctx, ipc.ClientOptions{Path: d.socket, App: "keygen-agent-doctor", AppVersion: Version})
+	cl, err := ipc.DialOptions(ctx, ipc.ClientOptions{Path: d.socket, App: "keygen-agent-doctor", AppVersion: version.Get()})
 	if err != nil {
 		c.Status, c.Detail = checkFail, errMessage(err)
 		c.Fix = "start the agent (keygen-agent start, or keygen-agent run in a terminal), or pass --socket PATH / set " + ipc.EnvSocket
@@ -366,7 +365,7 @@ func (t *dateCapture) last() time.Time {
 func (d *doctor) keygenConfig(publicKey string, hc *http.Client) keygen.Config {
 	return keygen.Config{BaseURL: d.cfg.APIURL, Account: d.cfg.Account, Environment: d.cfg.Environment,
 		APIVersion: d.cfg.APIVersion, PublicKey: publicKey, RSAPublicKey: d.cfg.RSAPublicKey,
-		ECDSAPublicKey: d.cfg.ECDSAPublicKey, HTTPClient: hc, AgentVersion: Version,
+		ECDSAPublicKey: d.cfg.ECDSAPublicKey, HTTPClient: hc, AgentVersion: version.Get(),
 		// The clock check reports drift; here only the signature matters.
 		MaxClockDrift: -1}
 }

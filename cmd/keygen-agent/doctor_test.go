@@ -16,6 +16,7 @@ import (
 	"github.com/kardianos/service"
 	"github.com/keygen-agent/keygen-agent/installer"
 	"github.com/keygen-agent/keygen-agent/internal/agenttest"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
 
@@ -166,7 +167,7 @@ func TestDoctorAgainstDev(t *testing.T) {
 			t.Errorf("%s: %+v, want ok", name, c)
 		}
 	}
-	if s := checks["socket"].Detail; !strings.Contains(s, "agent "+Version) || !strings.Contains(s, "state ") {
+	if s := checks["socket"].Detail; !strings.Contains(s, "agent "+version.Get()) || !strings.Contains(s, "state ") {
 		t.Errorf("socket detail %q lacks the agent version and state", s)
 	}
 	if s := checks["certificate"].Detail; !strings.Contains(s, "state active") || !strings.Contains(s, "last sync") {

@@ -10,6 +10,7 @@ import (
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 func init() {
@@ -30,11 +31,8 @@ exit codes:
 
 func runRun(e *env) int {
 	fs := newFlagSet(e, "run", "", "Run the agent in the foreground until interrupted.", runHelp)
-	defaults, _ := installer.NewPlan(installer.Options{Getenv: e.getenv})
-	defConfig, defData := "", ""
-	if defaults != nil {
-		defConfig, defData = defaults.ConfigPath, defaults.DataDir
-	}
+	defaults := paths.System()
+	defConfig, defData := defaults.ConfigFile, defaults.DataDir
 	configFile := fs.String("config", defConfig, "config file (TOML); a missing default file is not an error")
 	dataDir := fs.String("data-dir", "", "data directory (cache); default from the config, else "+defData)
 	socket := fs.String("socket", "", "socket path (named pipe on Windows); default from the config, else the OS default")
