@@ -45,6 +45,12 @@ func (o ValidateOptions) scope() map[string]any {
 	if o.Policy != "" {
 		s["policy"] = o.Policy
 	}
+	if o.Machine != "" {
+		s["machine"] = o.Machine
+	}
+	if o.Environment != "" {
+		s["environment"] = o.Environment
+	}
 	if len(s) == 0 {
 		return nil
 	}
