@@ -46,10 +46,10 @@ var (
 	// ErrAccessDenied is a 403 without a code: the bearer lacks a
 	// permission (application_controller.rb's ActionPolicy::Unauthorized),
 	// for example policy.read for an include of license.policy.
-	ErrAccessDenied = sentinel("keygen: access denied (missing permission)")
-	ErrLicenseInvalid       = sentinel("keygen: license key invalid")
-	ErrTokenInvalid         = sentinel("keygen: token invalid")
-	ErrForbidden            = sentinel("keygen: access denied")
+	ErrAccessDenied   = sentinel("keygen: access denied (missing permission)")
+	ErrLicenseInvalid = sentinel("keygen: license key invalid")
+	ErrTokenInvalid   = sentinel("keygen: token invalid")
+	ErrForbidden      = sentinel("keygen: access denied")
 )
 
 // Sentinels for failures that are not API answers.
