@@ -137,7 +137,7 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 	if err := a.needReady(); err != nil {
 		return nil, err
 	}
-	if err := a.setLicenseKey(p.Key); err != nil {
+	if err := a.setLicense(p.Key, p.Token); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "storing the license key: %v", err)
 	}
 	if err := a.requestSync(ctx); err != nil && !errors.Is(err, errActivationRefused) {
@@ -192,7 +192,7 @@ func (a *Agent) handleDeactivate(ctx context.Context, _ json.RawMessage) (any, e
 		if offline(err) {
 			return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; the machine was not deactivated: %v", err)
 		}
-		return nil, mapKeygenError(err)
+		return nil, explainKeygenError("the machine was not deactivated", err)
 	}
 	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "%v", err)
