@@ -330,10 +330,11 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 			m, err = c.Machine(ctx, fp.Fingerprint)
 			return err
 		})
-		if errors.Is(err, keygen.ErrNotFound) {
+		if errors.Is(err, keygen.ErrNotFound) || errors.Is(err, keygen.ErrAccessDenied) {
 			// Taken, yet not this license's (lookups are scoped to the
-			// bearer): the policy's uniqueness strategy spans licenses and
-			// another license holds this fingerprint.
+			// bearer: Keygen answers 404, some servers 403): the policy's
+			// uniqueness strategy spans licenses and another license holds
+			// this fingerprint.
 			a.setView(licenseView{State: StateInvalid, Code: "FINGERPRINT_TAKEN_ELSEWHERE", Online: true, License: lic,
 				Detail: remedyFingerprintElsewhere})
 			return errActivationRefused

@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
+	"github.com/keygen-agent/keygen-agent/ipc"
+	"github.com/keygen-agent/keygen-agent/keygen"
+	"github.com/keygen-agent/keygen-agent/keygen/devserver"
+)
+
+// Keygen's defaults, against the dev server: the tests in this file fail
+// on an agent that authenticates only with the license key, always
+// includes license.policy, or heartbeats every 300 s without a policy.
+
+// startThrough is e.start with the agent's HTTP going through rt.
+func (e *env) startThrough(rt http.RoundTripper) {
+	e.t.Helper()
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	deps := e.deps
+	deps.HTTPClient = &http.Client{Transport: rt, Timeout: 30 * time.Second}
+	deps.Fingerprinter, deps.Processes = e.fp, e.procs
+	deps.Now, deps.Logger, deps.NoWatch = e.now, log, e.noWatch
+	a, err := New(e.cfg, deps)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.a = a
+	e.ln = agenttest.NewMemListener()
+	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed, PeerFunc: e.ln.PeerOf})
+	go e.ipcSrv.Serve(e.ln)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.done = make(chan error, 1)
+	go func() { e.done <- a.Run(ctx) }()
+	<-a.ready
+	<-a.watching
+}
+
+// denyIncludes answers a machine check-out naming one of the includes with
+// Keygen's bare 403 (machine_file_policy.rb permissions_for_includes: a
+// license without policy.read), as the dev server of this branch does not
+// check permissions. Responses through it are unsigned: tests using it run
+// with insecure_skip_verify (machine files are still verified).
+type denyIncludes struct {
+	next   http.RoundTripper
+	deny   []string
+	denied chan string
+}
+
+func (d *denyIncludes) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions/check-out") && r.Body != nil {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var doc struct {
+			Meta struct {
+				Include []string `json:"include"`
+			} `json:"meta"`
+		}
+		_ = json.Unmarshal(body, &doc)
+		for _, inc := range doc.Meta.Include {
+			for _, d2 := range d.deny {
+				if inc == d2 {
+					select {
+					case d.denied <- inc:
+					default:
+					}
+					b := `{"errors":[{"title":"Access denied","detail":"You do not have permission to complete the request (ensure the token or license is allowed to access this resource)"}]}`
+					return &http.Response{StatusCode: 403, Header: http.Header{"Content-Type": {"application/vnd.api+json"}},
+						Body: io.NopCloser(strings.NewReader(b)), Request: r}, nil
+				}
+			}
+		}
+	}
+	return d.next.RoundTrip(r)
+}
+
+// Under Keygen's default authenticationStrategy (TOKEN) a license key may
+// not activate: the agent says so with both remedies, backs off instead of
+// retrying at every revalidation, and works once given a license token.
+func TestTokenPolicyWithoutTokenExplainsAndBacksOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN"}})
+		e.start()
+		defer e.stop()
+		e.waitFor("auth refused", func() bool { return e.status().State == string(StateAuthRefused) })
+		st := e.status()
+		if st.Code != "LICENSE_NOT_ALLOWED" || st.Valid || !strings.Contains(st.Detail, "license_token") || !strings.Contains(st.Detail, "LICENSE or MIXED") {
+			t.Fatalf("status = %+v", st)
+		}
+		before := e.srv.Stats().Routes["POST /machines"]
+		time.Sleep(3 * time.Hour) // 18 revalidations at 10m without back-off
+		attempts := e.srv.Stats().Routes["POST /machines"] - before
+		if attempts > 5 {
+			t.Errorf("%d activation attempts in 3h after a LICENSE_NOT_ALLOWED; want a back-off", attempts)
+		}
+		// `activate --token`: the agent syncs at once with the token.
+		tok := e.srv.CreateToken("license", e.license.ID)
+		raw, _ := json.Marshal(ipc.ActivateParams{Key: e.license.Key, Token: tok})
+		if _, err := e.a.handleActivate(context.Background(), raw); err != nil {
+			t.Fatalf("activate with token: %v", err)
+		}
+		if st := e.status(); st.State != string(StateActive) || !st.Valid {
+			t.Fatalf("after activate --token: %+v", st)
+		}
+		if rec, _ := e.a.store.Certificate(certMachine); rec == nil {
+			t.Error("no machine file cached")
+		}
+		if strings.Contains(e.logs.String(), tok) {
+			t.Error("the token was logged")
+		}
+	})
+}
+
+// A token configured for a LICENSE policy is refused (TOKEN_NOT_ALLOWED);
+// with the key known the agent falls back to it.
+func TestTokenNotAllowedFallsBackToKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{AuthenticationStrategy: "LICENSE"}})
+		e.cfg.LicenseToken = e.srv.CreateToken("license", e.license.ID)
+		e.start()
+		defer e.stop()
+		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
+		if !strings.Contains(e.logs.String(), "does not allow token authentication") {
+			t.Error("fallback not logged")
+		}
+	})
+}
+
+// A license without policy.read: the check-out is retried without
+// license.policy (once; remembered), and a 60 s heartbeat policy keeps its
+// machine alive from the machine record's heartbeatDuration.
+func TestHeartbeatFromMachineRecordWhenPolicyUnreadable(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hb := 60
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{RequireHeartbeat: true, HeartbeatDuration: &hb, MaxProcesses: intp(2)},
+			cfg: Config{Insecure: true}})
+		deny := &denyIncludes{next: e.srv.Transport(), deny: []string{"license.policy"}, denied: make(chan string, 16)}
+		e.startThrough(deny)
+		defer e.stop()
+		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
+		if rec, _ := e.a.store.Certificate(certMachine); rec == nil {
+			t.Fatal("no machine file cached after the refused include")
+		}
+		for range 10 {
+			time.Sleep(time.Duration(hb) * time.Second)
+			ms := e.srv.Machines()
+			if len(ms) != 1 || ms[0].HeartbeatStatus != "ALIVE" {
+				t.Fatalf("machine = %+v", ms)
+			}
+		}
+		if n := len(deny.denied); n != 1 {
+			t.Errorf("license.policy requested %d times after the first refusal", n-1)
+		}
+		v := e.a.view()
+		if !v.PolicyAssumed || v.Policy.ProcessLeasingStrategy != "PER_MACHINE" || v.Policy.OverageStrategy != "NO_OVERAGE" {
+			t.Errorf("assumed policy = %+v (assumed %v)", v.Policy, v.PolicyAssumed)
+		}
+		// Leases still work, with the limit from the machine record.
+		c := e.dial(agenttest.PeerFor(300))
+		defer c.Close()
+		e.procs.Spawn(300)
+		if _, _, err := c.Acquire(acquireParams()); err != nil {
+			t.Fatal(err)
+		}
+		if st := e.status(); st.Leases.Limit == nil || *st.Leases.Limit != 2 {
+			t.Errorf("lease limit = %v", st.Leases.Limit)
+		}
+	})
+}
+
+// The interval comes from the machine record when the policy is unknown.
+func TestMachineHeartbeatIntervalFromMachineRecord(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a, err := New(e.cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := licenseView{License: &keygen.License{}, Machine: &keygen.Machine{RequireHeartbeat: true, HeartbeatDuration: 60}}
+	if d := a.machineHeartbeatInterval(v); d != time.Minute {
+		t.Errorf("interval = %v, want 1m", d)
+	}
+	v.Machine = &keygen.Machine{HeartbeatDuration: 600}
+	if d := a.machineHeartbeatInterval(v); d != 0 {
+		t.Errorf("interval without requireHeartbeat = %v", d)
+	}
+}
+
+// Machine uniqueness across licenses: the fingerprint is activated under
+// another license and the lookup is scoped to ours (404).
+func TestFingerprintTakenUnderAnotherLicense(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{MachineUniquenessStrategy: "UNIQUE_PER_POLICY"}})
+		other := e.srv.CreateLicense(devserver.LicenseSpec{PolicyID: e.policy.ID})
+		kc, err := keygen.NewClient(keygen.Config{BaseURL: "http://devserver.invalid", Account: e.srv.AccountID(), LicenseKey: other.Key,
+			PublicKey: e.srv.PublicKeyHex(), HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kc.ActivateMachine(t.Context(), keygen.ActivateParams{LicenseID: other.ID, Fingerprint: e.fp.Result().Fingerprint}); err != nil {
+			t.Fatal(err)
+		}
+		e.start()
+		defer e.stop()
+		e.waitFor("refused", func() bool { return e.status().Code == "FINGERPRINT_TAKEN_ELSEWHERE" })
+		if st := e.status(); st.Valid || !strings.Contains(st.Detail, "activated under another license; deactivate it there") {
+			t.Fatalf("status = %+v", st)
+		}
+	})
+}
+
+// Policies requiring scopes: the agent sends the machine (once known),
+// product and environment; what it cannot send is explained.
+func TestRequiredScopes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{RequireMachineScope: true, RequireProductScope: true,
+			RequireFingerprintScope: true, RequireComponentsScope: true}})
+		e.start()
+		defer e.stop()
+		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
+	})
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{RequireUserScope: true}})
+		e.start()
+		defer e.stop()
+		e.waitFor("invalid", func() bool { return e.status().Code == "USER_SCOPE_REQUIRED" })
+		if st := e.status(); !strings.Contains(st.Detail, "requireUserScope") {
+			t.Errorf("detail = %q", st.Detail)
+		}
+	})
+}
+
+// A dead machine heartbeat under a policy that resurrects: the agent pings
+// (Keygen revives the machine) instead of deactivating and re-activating,
+// which would spend an activation token's activations.
+func TestDeadHeartbeatResurrectsInsteadOfReactivating(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hb := 60
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{RequireHeartbeat: true, HeartbeatDuration: &hb,
+			HeartbeatCullStrategy: "KEEP_DEAD", HeartbeatResurrectionStrategy: "ALWAYS_REVIVE"}})
+		e.start()
+		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
+		id := e.srv.Machines()[0].ID
+		e.stop()
+		time.Sleep(5 * time.Minute)
+		e.srv.Cull()
+		if ms := e.srv.Machines(); len(ms) != 1 || ms[0].HeartbeatStatus != "DEAD" {
+			t.Fatalf("machines while stopped = %+v", ms)
+		}
+		activations := e.srv.Stats().Routes["POST /machines"]
+		e.start()
+		defer e.stop()
+		e.waitFor("active again", func() bool { return e.status().State == string(StateActive) })
+		ms := e.srv.Machines()
+		if len(ms) != 1 || ms[0].ID != id || ms[0].HeartbeatStatus == "DEAD" {
+			t.Errorf("machines after restart = %+v, want %s revived", ms, id)
+		}
+		if n := e.srv.Stats().Routes["POST /machines"] - activations; n != 0 {
+			t.Errorf("%d re-activations", n)
+		}
+	})
+}
+
+// A suspended license may not log in, so deactivation is refused: the
+// error says why and what to do rather than looking like an outage.
+func TestDeactivateRefusedExplained(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{})
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
+		_, err := e.a.handleDeactivate(context.Background(), nil)
+		if err == nil || !strings.Contains(err.Error(), "LICENSE_SUSPENDED") || !strings.Contains(err.Error(), "reinstate") {
+			t.Fatalf("deactivate error = %v", err)
+		}
+	})
+}
