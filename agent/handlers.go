@@ -35,6 +35,9 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if p.WaitMS < 0 {
 			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
 		}
+		if err := checkLeaseMetadata(p.Metadata); err != nil {
+			return nil, err
+		}
 		return a.acquire(ctx, p)
 	})
 	m.Register(ipc.MethodRelease, ipc.PermAny, func(ctx context.Context, raw json.RawMessage) (any, error) {
