@@ -6,14 +6,18 @@ import (
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
-// Keygen's limits on a process's metadata (keygen-api models/machine_process.rb
-// with validators/json_validator.rb): at most 4 levels deep (an object is
-// one level plus its deepest value), 64 keys counted through every level,
-// and 16 KiB of JSON. The agent nests an app's lease metadata under
-// "appMetadata" next to 6 keys of its own (lease.processMetadata), so an
-// app's metadata gets one level, 7 keys and about 1 KiB less.
+// Keygen's limits on a process's metadata. The create action's typed
+// params (keygen-api controllers/api/v1/machine_processes_controller.rb:
+// metadata depth maximum 2, typed_params' validations/depth.rb) refuse an
+// object or array nested more than two levels inside metadata; the model
+// (models/machine_process.rb with validators/json_validator.rb) adds 64
+// keys counted through every level and 16 KiB of JSON. The agent nests an
+// app's lease metadata under "appMetadata" next to 6 keys of its own
+// (lease.processMetadata), which takes one level, 7 keys and about 1 KiB:
+// an app's metadata may hold objects within its top-level object, but
+// nothing nested deeper (jsonDepth at most 2).
 const (
-	maxAppMetadataDepth = 4 - 1
+	maxAppMetadataDepth = 2
 	maxAppMetadataKeys  = 64 - 7
 	maxAppMetadataBytes = 16<<10 - 1<<10
 )
@@ -26,7 +30,7 @@ func checkLeaseMetadata(md map[string]any) error {
 	}
 	if d := jsonDepth(md); d > maxAppMetadataDepth {
 		return ipc.Errorf(ipc.CodeInvalidRequest,
-			"metadata is nested %d levels deep; Keygen accepts at most %d here (objects within objects within the metadata object): flatten it", d, maxAppMetadataDepth)
+			"metadata is nested %d levels deep; Keygen accepts at most %d (objects inside the top-level object, nothing deeper): flatten it", d, maxAppMetadataDepth)
 	}
 	if n := jsonKeys(md); n > maxAppMetadataKeys {
 		return ipc.Errorf(ipc.CodeInvalidRequest, "metadata has %d keys (counted at every level); Keygen accepts at most %d here", n, maxAppMetadataKeys)

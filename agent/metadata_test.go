@@ -13,7 +13,7 @@ func TestLeaseMetadataLimits(t *testing.T) {
 	ok := []map[string]any{
 		nil,
 		{"a": 1},
-		{"a": map[string]any{"b": map[string]any{"c": 1}}}, // 3 levels: fits under appMetadata
+		{"a": map[string]any{"b": 1}}, // objects in the top-level object fit under appMetadata
 		{"list": []any{1, 2, 3}},
 	}
 	for _, md := range ok {
@@ -26,7 +26,7 @@ func TestLeaseMetadataLimits(t *testing.T) {
 		many[strings.Repeat("k", i+1)] = i
 	}
 	bad := map[string]map[string]any{
-		"nested":   {"a": map[string]any{"b": map[string]any{"c": map[string]any{"d": 1}}}},
+		"nested":   {"a": map[string]any{"b": map[string]any{"c": 1}}},
 		"in array": {"a": []any{map[string]any{"b": []any{1}}}},
 		"keys":     many,
 		"bytes":    {"blob": strings.Repeat("x", 16<<10)},
@@ -57,7 +57,7 @@ func TestAcquireRefusesDeepMetadata(t *testing.T) {
 		defer c.Close()
 		e.procs.Spawn(400)
 		p := acquireParams()
-		p.Metadata = map[string]any{"a": map[string]any{"b": map[string]any{"c": map[string]any{"d": 1}}}}
+		p.Metadata = map[string]any{"a": map[string]any{"b": map[string]any{"c": 1}}}
 		_, code, err := c.Acquire(p)
 		if err == nil || code != ipc.CodeInvalidRequest || !strings.Contains(err.Error(), "flatten") {
 			t.Fatalf("acquire = %q, %v", code, err)
