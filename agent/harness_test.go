@@ -73,6 +73,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 	pol := srv.CreatePolicy(ps)
 	ls := o.license
 	ls.PolicyID = pol.ID
+	if ls.Permissions == nil {
+		ls.Permissions = devserver.LicensePermissions // the agent reads the policy; Keygen's defaults are tested in keygen/devserver
+	}
 	lic := srv.CreateLicense(ls)
 	srv.CreateEntitlement("FEATURE_A", "Feature A")
 	srv.CreateEntitlement("FEATURE_B", "Feature B")

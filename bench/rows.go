@@ -380,7 +380,8 @@ func benchColdStart(r *report, m mode) error {
 		return err
 	}
 	defer srv.Close()
-	demo, err := srv.Demo(devserver.DemoOptions{})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions})
 	if err != nil {
 		return err
 	}

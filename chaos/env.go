@@ -98,7 +98,7 @@ func NewEnv(o Options) (*Env, error) {
 	}
 	ps.Floating = true
 	pol := srv.CreatePolicy(ps)
-	lic := srv.CreateLicense(devserver.LicenseSpec{PolicyID: pol.ID})
+	lic := srv.CreateLicense(devserver.LicenseSpec{PolicyID: pol.ID, Permissions: devserver.LicensePermissions}) // the agent reads the policy
 	srv.CreateEntitlement("FEATURE_A", "Feature A")
 	srv.AttachEntitlements(lic.ID, "FEATURE_A")
 	dir, err := os.MkdirTemp("", "kga-chaos")

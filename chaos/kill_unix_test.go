@@ -189,7 +189,8 @@ func TestKill9AgentWith100Leases(t *testing.T) {
 	}
 	defer srv.Close()
 	limit := n
-	demo, err := srv.Demo(devserver.DemoOptions{MaxProcesses: &limit})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions, MaxProcesses: &limit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,8 @@ func comps(fps ...string) []keygen.ComponentParams {
 func TestDevserverValidate(t *testing.T) {
 	ctx := context.Background()
 	srv := newDevserver(t, devserver.Options{DisableRateLimit: true, CullInterval: -1})
-	demo, err := srv.Demo(devserver.DemoOptions{MaxMachines: new(3)})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions, MaxMachines: new(3)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +133,11 @@ func TestDevserverValidate(t *testing.T) {
 	anon := devClient(t, srv)
 
 	nodeLocked := srv.CreatePolicy(devserver.PolicySpec{Name: "node-locked", Strict: true, AuthenticationStrategy: "MIXED"})
-	fresh := srv.CreateLicense(devserver.LicenseSpec{PolicyID: nodeLocked.ID, Name: "fresh"})
+	fresh := srv.CreateLicense(devserver.LicenseSpec{PolicyID: nodeLocked.ID, Permissions: devserver.LicensePermissions, Name: "fresh"})
 
 	allComps := srv.CreatePolicy(devserver.PolicySpec{Name: "match-all", Floating: true, MaxMachines: new(5),
 		ComponentMatchingStrategy: "MATCH_ALL", AuthenticationStrategy: "MIXED"})
-	withComps := srv.CreateLicense(devserver.LicenseSpec{PolicyID: allComps.ID})
+	withComps := srv.CreateLicense(devserver.LicenseSpec{PolicyID: allComps.ID, Permissions: devserver.LicensePermissions})
 	if _, err := admin.ActivateMachine(ctx, keygen.ActivateParams{LicenseID: withComps.ID, Fingerprint: "fp-comp", Components: comps("c1", "c2")}); err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +146,9 @@ func TestDevserverValidate(t *testing.T) {
 	}
 
 	loose := srv.CreatePolicy(devserver.PolicySpec{Name: "loose", Floating: true})
-	suspended := srv.CreateLicense(devserver.LicenseSpec{PolicyID: loose.ID, Suspended: true})
+	suspended := srv.CreateLicense(devserver.LicenseSpec{PolicyID: loose.ID, Permissions: devserver.LicensePermissions, Suspended: true})
 	past := time.Now().Add(-time.Hour)
-	expired := srv.CreateLicense(devserver.LicenseSpec{PolicyID: loose.ID, Expiry: &past})
+	expired := srv.CreateLicense(devserver.LicenseSpec{PolicyID: loose.ID, Permissions: devserver.LicensePermissions, Expiry: &past})
 
 	tests := []struct {
 		name      string
@@ -235,7 +236,8 @@ func TestDevserverValidate(t *testing.T) {
 func TestDevserverLifecycle(t *testing.T) {
 	ctx := context.Background()
 	srv := newDevserver(t, devserver.Options{DisableRateLimit: true, CullInterval: -1})
-	demo, err := srv.Demo(devserver.DemoOptions{MaxMachines: new(2), MaxProcesses: new(2)})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions, MaxMachines: new(2), MaxProcesses: new(2)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -717,7 +719,7 @@ func TestDevserverCheckoutSchemes(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.scheme+"/"+tc.wantAlg, func(t *testing.T) {
 			pol := srv.CreatePolicy(devserver.PolicySpec{Scheme: tc.scheme, Floating: true})
-			lic := srv.CreateLicense(devserver.LicenseSpec{PolicyID: pol.ID})
+			lic := srv.CreateLicense(devserver.LicenseSpec{PolicyID: pol.ID, Permissions: devserver.LicensePermissions})
 			fp := "fp-" + strings.ToLower(tc.scheme)
 			m, err := admin.ActivateMachine(ctx, keygen.ActivateParams{LicenseID: lic.ID, Fingerprint: fp + tc.wantAlg})
 			if err != nil {
@@ -760,12 +762,13 @@ func TestDevserverAuthErrors(t *testing.T) {
 	ctx := context.Background()
 	srv := newDevserver(t, devserver.Options{DisableRateLimit: true, CullInterval: -1})
 	tokenOnly := srv.CreatePolicy(devserver.PolicySpec{Name: "token only", AuthenticationStrategy: "TOKEN"})
-	tokLic := srv.CreateLicense(devserver.LicenseSpec{PolicyID: tokenOnly.ID})
-	demo, err := srv.Demo(devserver.DemoOptions{})
+	tokLic := srv.CreateLicense(devserver.LicenseSpec{PolicyID: tokenOnly.ID, Permissions: devserver.LicensePermissions})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions})
 	if err != nil {
 		t.Fatal(err)
 	}
-	susp := srv.CreateLicense(devserver.LicenseSpec{PolicyID: demo.Policy.ID, Suspended: true})
+	susp := srv.CreateLicense(devserver.LicenseSpec{PolicyID: demo.Policy.ID, Permissions: devserver.LicensePermissions, Suspended: true})
 	licToken := srv.CreateToken("license", tokLic.ID)
 
 	tests := []struct {
@@ -812,11 +815,12 @@ func TestDevserverAuthErrors(t *testing.T) {
 		}
 		wantIs(t, err, keygen.ErrMalformedResponse)
 	})
-	t.Run("other license is forbidden", func(t *testing.T) {
+	t.Run("other license is not found", func(t *testing.T) {
+		// Keygen scopes lookups by the bearer: another license's record is 404.
 		c := devClient(t, srv, withToken(srv.AdminToken())).WithLicenseKey(demo.License.Key)
 		_, err := c.License(ctx, tokLic.ID)
-		wantIs(t, err, keygen.ErrForbidden)
-		apiErr(t, err, 403, "")
+		wantIs(t, err, keygen.ErrNotFound)
+		apiErr(t, err, 404, "NOT_FOUND")
 	})
 	t.Run("unknown account is not genuine", func(t *testing.T) {
 		c := devClient(t, srv, withKey(demo.License.Key), func(c *keygen.Config) { c.Account = "00000000-0000-4000-8000-000000000000" })
@@ -937,7 +941,8 @@ func runFaults(t *testing.T, srv *devserver.Server, c *keygen.Client, licenseID 
 
 func TestDevserverFaults(t *testing.T) {
 	srv := newDevserver(t, devserver.Options{CullInterval: -1})
-	demo, err := srv.Demo(devserver.DemoOptions{})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -956,7 +961,8 @@ func TestDevserverLoopback(t *testing.T) {
 	if !strings.HasPrefix(srv.URL(), "http://127.0.0.1:") {
 		t.Fatalf("URL = %q", srv.URL())
 	}
-	demo, err := srv.Demo(devserver.DemoOptions{MaxProcesses: new(1)})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions, MaxProcesses: new(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1024,7 +1030,8 @@ func TestDevserverOnResponse(t *testing.T) {
 		ctx := context.Background()
 		srv := newDevserver(t, devserver.Options{CullInterval: -1})
 		defer srv.Close()
-		demo, err := srv.Demo(devserver.DemoOptions{})
+		// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+		demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1182,7 +1189,8 @@ func TestDevserverHeartbeats(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				srv := newDevserver(t, devserver.Options{DisableRateLimit: true, CullInterval: -1})
 				defer srv.Close()
-				demo, err := srv.Demo(devserver.DemoOptions{HeartbeatDuration: 60, ResurrectionStrategy: "NO_REVIVE", CullStrategy: tc.cull})
+				// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+				demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions, HeartbeatDuration: 60, ResurrectionStrategy: "NO_REVIVE", CullStrategy: tc.cull})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1199,7 +1207,8 @@ func TestDevserverCheckoutExpiry(t *testing.T) {
 		ctx := context.Background()
 		srv := newDevserver(t, devserver.Options{DisableRateLimit: true, CullInterval: -1})
 		defer srv.Close()
-		demo, err := srv.Demo(devserver.DemoOptions{})
+		// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+		demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1230,7 +1239,8 @@ func TestDevserverCheckoutExpiry(t *testing.T) {
 // its error aborts the call before anything is sent.
 func TestBeforeRequestPerPage(t *testing.T) {
 	srv := newDevserver(t, devserver.Options{DisableRateLimit: true})
-	demo, err := srv.Demo(devserver.DemoOptions{})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions})
 	if err != nil {
 		t.Fatal(err)
 	}

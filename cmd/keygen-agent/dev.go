@@ -49,7 +49,8 @@ func runDev(e *env) int {
 		return exitFailure
 	}
 	defer srv.Close()
-	do := devserver.DemoOptions{HeartbeatDuration: *hb, Leasing: *leasing, Strict: *strict}
+	// LICENSE auth and every permission until the agent speaks with license tokens.
+	do := devserver.DemoOptions{HeartbeatDuration: *hb, Leasing: *leasing, Strict: *strict, AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions}
 	if *maxProcs > 0 {
 		do.MaxProcesses = maxProcs
 	}

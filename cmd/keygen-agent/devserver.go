@@ -13,8 +13,22 @@ func init() {
 }
 
 const devserverHelp = `When ready, devserver prints exactly one JSON line on stdout with the keys api_url, account,
-product, policy, license_id, license_key, public_key (Ed25519, hex), rsa_public_key,
-ecdsa_public_key, entitlements and admin_token. Clients use the usual
+product, policy, license_id, license_key, license_token (a license token, when the
+--auth-strategy allows tokens; else empty), public_key (Ed25519, hex), rsa_public_key,
+ecdsa_public_key, entitlements and admin_token.
+
+By default the demo is what a vendor most likely has in Keygen: TOKEN authentication
+(the license key cannot log in; use license_token) and Keygen's default license
+permissions (no policy.read, product.read, user.read, account.read). Use
+--auth-strategy LICENSE or MIXED and --permissions all to loosen it.
+
+keygen-go (the official Go SDK) verifies signatures against its API URL's host WITH the
+port, while Keygen signs the host alone: run with --sign-host-with-port to use keygen-go
+with signature checks on against devserver --addr 127.0.0.1:0.
+
+Faults (repeatable --fault, or at run time with "keygen-agent debug fault"):
+  refuse, hang, latency=25ms, 5xx=0.5, 429, bad-signature, no-signature, truncate,
+  date-skew=-10m, route=POST /processes (limits the faults to that route) Clients use the usual
 <api_url>/v1/accounts/<account>/... paths. Logs go to stderr. Ctrl-C (SIGINT/SIGTERM) stops it.
 
 The admin token can seed more products, policies and licenses over HTTP
@@ -43,6 +57,14 @@ func runDevserver(e *env) int {
 	noRate := fs.Bool("no-rate-limit", false, "disable rate limiting")
 	key := fs.String("license-key", "", "use this key for the demo license (default: generated)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	authStrategy := fs.String("auth-strategy", "TOKEN", "the demo policy's authenticationStrategy: TOKEN (Keygen's default), LICENSE, MIXED or NONE")
+	hostPort := fs.Bool("sign-host-with-port", false, "sign the Host header with its port (for keygen-go, which verifies host:port; Keygen signs the host alone)")
+	perms := fs.String("permissions", "default", "the demo license's permissions: default (Keygen's), all, or a comma-separated list")
+	var faults []string
+	fs.Func("fault", "inject a fault at start (repeatable), e.g. latency=25ms, 5xx=0.3, date-skew=-10m", func(v string) error {
+		faults = append(faults, v)
+		return nil
+	})
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
@@ -58,11 +80,21 @@ func runDevserver(e *env) int {
 		fmt.Fprintln(e.stderr, "keygen-agent devserver: limits must be >= 0")
 		return exitUsage
 	}
+	f, err := devserver.ParseFaults(faults)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "keygen-agent devserver: --fault: %v\n", err)
+		return exitUsage
+	}
+	permList, err := devserver.ParsePermissions(*perms)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "keygen-agent devserver: --permissions: %v\n", err)
+		return exitUsage
+	}
 	log, _ := newLogger(e.stderr, "text", *logLevel)
 	if *cullEvery <= 0 {
 		*cullEvery = -1
 	}
-	srv, err := devserver.New(devserver.Options{Addr: *addr, Logger: log, CullInterval: *cullEvery, DisableRateLimit: *noRate})
+	srv, err := devserver.New(devserver.Options{Addr: *addr, Logger: log, CullInterval: *cullEvery, DisableRateLimit: *noRate, SignHostWithPort: *hostPort})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "keygen-agent devserver: %v\n", err)
 		return exitFailure
@@ -72,6 +104,7 @@ func runDevserver(e *env) int {
 		HeartbeatDuration: *hb, Leasing: *leasing, Strict: *strict, RequireHeartbeat: *requireHB,
 		NodeLocked: *nodeLocked, Scheme: *scheme, OverageStrategy: *overage, CullStrategy: *cull,
 		ResurrectionStrategy: *revive, LicenseKey: *key,
+		AuthenticationStrategy: *authStrategy, Permissions: permList,
 	}
 	if *maxProcs > 0 {
 		do.MaxProcesses = maxProcs
@@ -90,7 +123,7 @@ func runDevserver(e *env) int {
 	}
 	line, err := json.Marshal(map[string]any{
 		"api_url": srv.URL(), "account": srv.AccountID(), "product": demo.Product.ID, "policy": demo.Policy.ID,
-		"license_id": demo.License.ID, "license_key": demo.License.Key, "public_key": srv.PublicKeyHex(),
+		"license_id": demo.License.ID, "license_key": demo.License.Key, "license_token": demo.LicenseToken, "public_key": srv.PublicKeyHex(),
 		"ecdsa_public_key": srv.ECDSAPublicKeyPEM(), "rsa_public_key": srv.RSAPublicKeyPEM(),
 		"entitlements": codes, "admin_token": srv.AdminToken(),
 	})
@@ -98,6 +131,7 @@ func runDevserver(e *env) int {
 		fmt.Fprintf(e.stderr, "keygen-agent devserver: %v\n", err)
 		return exitFailure
 	}
+	srv.SetFaults(f)
 	fmt.Fprintf(e.stdout, "%s\n", line)
 	log.Info("devserver ready", "api_url", srv.URL(), "account", srv.AccountID(), "license_id", demo.License.ID)
 	<-e.ctx.Done()

@@ -50,7 +50,7 @@ func TestDevserverVerb(t *testing.T) {
 	if err := json.Unmarshal([]byte(line), &info); err != nil {
 		t.Fatalf("ready line %q: %v", line, err)
 	}
-	for _, k := range []string{"api_url", "account", "product", "policy", "license_id", "license_key", "public_key", "admin_token"} {
+	for _, k := range []string{"api_url", "account", "product", "policy", "license_id", "license_key", "license_token", "public_key", "admin_token"} {
 		if s, _ := info[k].(string); s == "" {
 			t.Fatalf("ready line lacks %s: %s", k, line)
 		}
@@ -60,7 +60,8 @@ func TestDevserverVerb(t *testing.T) {
 		t.Fatalf("public_key %v", info["public_key"])
 	}
 	base := info["api_url"].(string) + "/v1/accounts/" + info["account"].(string)
-	key, licID := info["license_key"].(string), info["license_id"].(string)
+	// The default demo policy is TOKEN (Keygen's default): speak with the printed license token.
+	tok, licID := info["license_token"].(string), info["license_id"].(string)
 
 	call := func(method, path string, body any) (int, map[string]any, []byte) {
 		t.Helper()
@@ -70,7 +71,7 @@ func TestDevserverVerb(t *testing.T) {
 			rd = bytes.NewReader(b)
 		}
 		req, _ := http.NewRequest(method, base+path, rd)
-		req.Header.Set("Authorization", "License "+key)
+		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Accept", "application/vnd.api+json")
 		req.Header.Set("Content-Type", "application/vnd.api+json")
 		res, err := http.DefaultClient.Do(req)
@@ -167,7 +168,7 @@ func TestDevserverVerb(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("devserver did not stop")
 	}
-	if logs := stderr.String(); strings.Contains(logs, key) || strings.Contains(logs, info["admin_token"].(string)) {
+	if logs := stderr.String(); strings.Contains(logs, info["license_key"].(string)) || strings.Contains(logs, tok) || strings.Contains(logs, info["admin_token"].(string)) {
 		t.Errorf("secret in logs: %s", logs)
 	}
 }
@@ -179,5 +180,22 @@ func TestDevserverVerbBadFlags(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("stdout: %q", out.String())
+	}
+}
+
+func TestDevserverVerbBadAuthzAndFaultFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"devserver", "--fault", "explode"},
+		{"devserver", "--fault", "latency=soon"},
+		{"devserver", "--permissions", "policy.read,nope"},
+		{"devserver", "--auth-strategy", "PASSWORD"},
+	} {
+		var out, errb bytes.Buffer
+		if c := run(context.Background(), args, strings.NewReader(""), &out, &errb); c != exitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, c, exitUsage, errb.String())
+		}
+		if out.Len() != 0 {
+			t.Errorf("%v: stdout: %q", args, out.String())
+		}
 	}
 }

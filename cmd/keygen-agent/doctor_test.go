@@ -207,7 +207,8 @@ func TestDoctorNoAgentBadKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	demo, err := srv.Demo(devserver.DemoOptions{HeartbeatDuration: 600, Leasing: "PER_MACHINE"})
+	// Seeded with LICENSE auth and every permission: this code speaks with the license key and reads the policy.
+	demo, err := srv.Demo(devserver.DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions, HeartbeatDuration: 600, Leasing: "PER_MACHINE"})
 	if err != nil {
 		t.Fatal(err)
 	}

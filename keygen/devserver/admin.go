@@ -139,7 +139,10 @@ func (c *call) hPolicy() (*reply, error) {
 		allowed = c.s.license(c.auth.id).PolicyID == p.ID
 	}
 	if !allowed {
-		return nil, forbidden()
+		return nil, notFound("policy")
+	}
+	if err := c.can("policy.read"); err != nil {
+		return nil, err
 	}
 	return ok(data(c.s.renderPolicy(p)))
 }
@@ -227,9 +230,31 @@ func (c *call) hCreateToken(kind string) (*reply, error) {
 		}
 		id = l.ID
 	}
+	if kind == "license" {
+		// licenses/tokens_controller.rb permits maxActivations and
+		// maxDeactivations (token.rb: >= 0).
+		var maxAct, maxDeact *int
+		if doc, derr := decodeBody(c.body); derr != nil {
+			return nil, derr
+		} else if doc.Data != nil {
+			for _, f := range []struct {
+				name string
+				dst  **int
+			}{{"maxActivations", &maxAct}, {"maxDeactivations", &maxDeact}} {
+				v, err := doc.Data.intp(f.name)
+				if err != nil {
+					return nil, err
+				}
+				if v != nil && *v < 0 {
+					return nil, unprocessable("/data/attributes/"+f.name, "must be greater than or equal to 0", snake(f.name)+"_INVALID")
+				}
+				*f.dst = v
+			}
+		}
+		return created(data(c.s.renderToken(c.s.newLicenseToken(id, maxAct, maxDeact))))
+	}
 	// CreateToken locks s.mu, which the request already holds.
-	prefix := map[string]string{"product": "prod", "license": "activ"}[kind]
-	t := &token{Token: prefix + "-" + randomHex(32) + "v3", ID: newID(), Kind: kind, ResourceID: id, Created: c.now.UTC()}
+	t := &token{Token: "prod-" + randomHex(32) + "v3", ID: newID(), Kind: kind, ResourceID: id, Created: c.now.UTC()}
 	c.s.tokens[t.Token] = t
 	return created(data(c.s.renderToken(t)))
 }

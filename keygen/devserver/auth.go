@@ -17,16 +17,19 @@ func (s *Server) authenticate(r *http.Request) (*bearer, error) {
 		if l == nil {
 			return nil, unauthorized("License", "License key is invalid", "LICENSE_INVALID")
 		}
+		// keygen-api's concerns/authentication.rb (http_license_authenticator):
+		// banned, suspended and REVOKE_ACCESS-expired licenses are refused
+		// before the policy's strategy is looked at.
 		pol := s.licensePolicy(l)
 		switch {
-		case !pol.supportsLicenseAuth():
-			return nil, newError(403, "License key authentication is not allowed by policy", "LICENSE_NOT_ALLOWED")
 		case s.licenseBanned(l):
 			return nil, newError(403, "License is banned", "LICENSE_BANNED")
 		case l.Suspended:
 			return nil, newError(403, "License is suspended", "LICENSE_SUSPENDED")
 		case pol.ExpirationStrategy == "REVOKE_ACCESS" && s.licenseExpired(l, s.now()):
 			return nil, newError(403, "License is expired", "LICENSE_EXPIRED")
+		case !pol.supportsLicenseAuth():
+			return nil, newError(403, "License key authentication is not allowed by policy", "LICENSE_NOT_ALLOWED")
 		}
 		return &bearer{kind: "license", id: l.ID, viaKey: true}, nil
 	case "token":
@@ -37,25 +40,27 @@ func (s *Server) authenticate(r *http.Request) (*bearer, error) {
 			}
 			return nil, unauthorized("Bearer", "Token is invalid", "TOKEN_INVALID")
 		}
+		// http_token_authenticator: a banned bearer (a license whose owner is
+		// banned counts) is USER_BANNED, then a license's policy must allow
+		// tokens. Suspension and expiry do not refuse a token login.
 		switch t.Kind {
 		case "license":
 			l := s.license(t.ResourceID)
 			if l == nil {
 				return nil, unauthorized("Bearer", "Token is invalid", "TOKEN_INVALID")
 			}
-			pol := s.licensePolicy(l)
-			if !pol.supportsTokenAuth() {
-				return nil, newError(403, "Token authentication is not allowed by policy", "TOKEN_NOT_ALLOWED")
+			if s.licenseBanned(l) {
+				return nil, newError(403, "User is banned", "USER_BANNED")
 			}
-			if pol.ExpirationStrategy == "REVOKE_ACCESS" && s.licenseExpired(l, s.now()) {
-				return nil, newError(403, "License is expired", "LICENSE_EXPIRED")
+			if !s.licensePolicy(l).supportsTokenAuth() {
+				return nil, newError(403, "Token authentication is not allowed by policy", "TOKEN_NOT_ALLOWED")
 			}
 		case "user":
 			if u := s.user(t.ResourceID); u != nil && u.Banned {
 				return nil, newError(403, "User is banned", "USER_BANNED")
 			}
 		}
-		return &bearer{kind: t.Kind, id: t.ResourceID}, nil
+		return &bearer{kind: t.Kind, id: t.ResourceID, tok: t}, nil
 	}
 	return nil, unauthorized("Bearer", "An authentication token is invalid", "TOKEN_INVALID")
 }

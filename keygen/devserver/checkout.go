@@ -121,6 +121,27 @@ func (c *call) checkoutOptions(kind, scheme string) (checkoutOpts, *apiError) {
 	return checkoutOpts{alg: alg, ttl: ttl, includes: out}, nil
 }
 
+// includePermissions is permissions_for_includes of keygen-api's
+// machine_file_policy.rb (kind "machine") and license_file_policy.rb.
+func includePermissions(kind string, includes []string) []string {
+	var m map[string]string
+	if kind == "machine" {
+		m = map[string]string{"license.entitlements": "entitlement.read", "license.owner": "user.read", "license.users": "user.read",
+			"license.product": "product.read", "license.policy": "policy.read", "environment": "environment.read",
+			"license": "license.read", "owner": "user.read", "components": "component.read", "group": "group.read"}
+	} else {
+		m = map[string]string{"entitlements": "entitlement.read", "environment": "environment.read", "group": "group.read",
+			"owner": "user.read", "users": "user.read", "product": "product.read", "policy": "policy.read"}
+	}
+	var out []string
+	for _, inc := range includes {
+		if p, ok := m[inc]; ok && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // included renders the resources named by includes, without duplicates.
 func (c *call) included(l *License, m *machine, includes []string) []any {
 	s := c.s
@@ -177,6 +198,12 @@ func (c *call) issue(kind string, l *License, m *machine) (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The file itself is then authorized: <kind>.read plus what each
+	// include needs (permissions_for_includes in keygen-api's
+	// machine_file_policy.rb and license_file_policy.rb).
+	if err := c.can(append([]string{kind + ".read"}, includePermissions(kind, o.includes)...)...); err != nil {
+		return nil, err
+	}
 	issued := c.now.UTC().Truncate(time.Millisecond)
 	var expiry *time.Time
 	if o.ttl != nil {
@@ -224,7 +251,7 @@ func (c *call) issue(kind string, l *License, m *machine) (*reply, error) {
 }
 
 func (c *call) hLicenseCheckout() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "license.check-out")
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +259,7 @@ func (c *call) hLicenseCheckout() (*reply, error) {
 }
 
 func (c *call) hMachineCheckout() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), false)
+	m, err := c.findMachine(c.r.PathValue("id"), false, "machine.check-out")
 	if err != nil {
 		return nil, err
 	}

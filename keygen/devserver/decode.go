@@ -3,6 +3,7 @@ package devserver
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
@@ -180,29 +181,46 @@ func (d *reqData) metadata() (map[string]any, *apiError) {
 	if len(m) > 64 {
 		return nil, unprocessable("/data/attributes/metadata", "too many keys (exceeded limit of 64 keys)", "METADATA_TOO_MANY_KEYS")
 	}
-	if depth(m) > 4 {
-		return nil, unprocessable("/data/attributes/metadata", "too deep (exceeded depth of 4)", "METADATA_TOO_DEEP")
+	if ptr, deep := tooDeep(m, "/data/attributes/metadata", 0); deep {
+		// typed_params depth: { maximum: 2 } on every metadata param:
+		// containers may nest two levels below metadata.
+		return nil, badRequest("maximum depth of 2 exceeded", "").pointer(ptr)
 	}
 	return m, nil
 }
 
-func depth(v any) int {
+// tooDeep finds the first container nested deeper than metadataMaxDepth
+// below the metadata object (at level 0), in key order, and its pointer.
+func tooDeep(v any, ptr string, level int) (string, bool) {
 	switch t := v.(type) {
 	case map[string]any:
-		d := 0
-		for _, x := range t {
-			d = max(d, depth(x))
+		if level > metadataMaxDepth {
+			return ptr, true
 		}
-		return d + 1
+		keys := make([]string, 0, len(t))
+		for k := range t {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			if p, deep := tooDeep(t[k], ptr+"/"+k, level+1); deep {
+				return p, true
+			}
+		}
 	case []any:
-		d := 0
-		for _, x := range t {
-			d = max(d, depth(x))
+		if level > metadataMaxDepth {
+			return ptr, true
 		}
-		return d + 1
+		for i, x := range t {
+			if p, deep := tooDeep(x, ptr+"/"+strconv.Itoa(i), level+1); deep {
+				return p, true
+			}
+		}
 	}
-	return 0
+	return "", false
 }
+
+const metadataMaxDepth = 2
 
 // relID reads relationships.<name>.data.id.
 func (d *reqData) relID(name string) (string, *apiError) {

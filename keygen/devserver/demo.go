@@ -3,8 +3,11 @@ package devserver
 import "fmt"
 
 // DemoOptions shape the account seeded by [Server.Demo]. Zero values give
-// a floating, non-strict ED25519_SIGN policy with LICENSE authentication,
-// no machine limit, 600 s heartbeats and PER_MACHINE process leasing.
+// what a vendor most likely has: a floating, non-strict ED25519_SIGN policy
+// with Keygen's default TOKEN authentication, a license with Keygen's
+// default permissions (no policy.read, product.read, user.read,
+// account.read), no machine limit, 600 s heartbeats and PER_MACHINE
+// process leasing.
 type DemoOptions struct {
 	ProductName            string // default "Demo App"
 	MaxProcesses           *int
@@ -15,12 +18,18 @@ type DemoOptions struct {
 	RequireHeartbeat       bool
 	NodeLocked             bool   // floating=false (maxMachines forced to 1)
 	Scheme                 string // default ED25519_SIGN
-	AuthenticationStrategy string // default LICENSE
+	AuthenticationStrategy string // TOKEN (default, as Keygen's), LICENSE, MIXED or NONE
 	OverageStrategy        string
 	CullStrategy           string   // heartbeatCullStrategy
 	ResurrectionStrategy   string   // heartbeatResurrectionStrategy
 	Entitlements           []string // codes; default DEMO_BASIC, DEMO_PRO
 	LicenseKey             string   // optional fixed key
+	// Permissions are the demo license's permissions; nil gives Keygen's
+	// defaults ([DefaultLicensePermissions]); [LicensePermissions] or
+	// {"*"} grant everything a license may hold.
+	Permissions []string
+	// MaxActivations and MaxDeactivations limit the demo license token.
+	MaxActivations, MaxDeactivations *int
 }
 
 // Demo is what [Server.Demo] created.
@@ -29,6 +38,10 @@ type Demo struct {
 	Policy       Policy
 	License      License // License.Key is the license key
 	Entitlements []Entitlement
+	// LicenseToken is a license (activation) token for the license, as
+	// POST /licenses/{id}/tokens issues it; empty when the policy's
+	// strategy does not allow tokens (LICENSE, NONE).
+	LicenseToken string
 }
 
 // Demo seeds one product, policy, license and entitlements (attached to the
@@ -51,9 +64,6 @@ func (s *Server) Demo(o DemoOptions) (Demo, error) {
 	if spec.Scheme == "" {
 		spec.Scheme = "ED25519_SIGN"
 	}
-	if spec.AuthenticationStrategy == "" {
-		spec.AuthenticationStrategy = "LICENSE"
-	}
 	if o.HeartbeatDuration != 0 {
 		spec.HeartbeatDuration = intp(o.HeartbeatDuration)
 	}
@@ -73,7 +83,7 @@ func (s *Server) Demo(o DemoOptions) (Demo, error) {
 	if err != nil {
 		return Demo{}, fmt.Errorf("demo policy: %s", err.Detail)
 	}
-	lic, err := s.createLicense(LicenseSpec{PolicyID: pol.ID, Name: "Demo License", Key: o.LicenseKey})
+	lic, err := s.createLicense(LicenseSpec{PolicyID: pol.ID, Name: "Demo License", Key: o.LicenseKey, Permissions: o.Permissions})
 	if err != nil {
 		return Demo{}, fmt.Errorf("demo license: %s", err.Detail)
 	}
@@ -91,5 +101,8 @@ func (s *Server) Demo(o DemoOptions) (Demo, error) {
 		return Demo{}, fmt.Errorf("demo entitlements: %s", err.Detail)
 	}
 	d.License = *lic
+	if pol.supportsTokenAuth() {
+		d.LicenseToken = s.newLicenseToken(lic.ID, o.MaxActivations, o.MaxDeactivations).Token
+	}
 	return d, nil
 }

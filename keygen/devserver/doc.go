@@ -29,7 +29,8 @@
 //
 // Every account-resolved response is signed like Keygen's (Date, Digest,
 // Keygen-Signature over "(request-target) host date digest" with the host
-// without its port; Keygen-Accept-Signature selects ed25519, rsa-pss-sha256,
+// without its port, or with it under [Options.SignHostWithPort] for
+// keygen-go; Keygen-Accept-Signature selects ed25519, rsa-pss-sha256,
 // rsa-sha256 or ecdsa-p256); 429s, injected 5xx and unknown accounts are
 // not. Check-out certificates follow KEYGEN.md §1 byte for byte.
 //
@@ -39,6 +40,14 @@
 // process limits and per-credential rate limits, and can be told to fail
 // with [Server.SetFaults] or to hold requests with [Server.Hold]. Inside
 // testing/synctest bubbles use [Options.NoListen] and [Server.Transport].
+//
+// Authorization follows Keygen's defaults: policies authenticate with
+// TOKEN unless they say otherwise, licenses get Keygen's default
+// permissions (no policy.read, product.read, user.read, account.read; see
+// [DefaultLicensePermissions] and [Server.SetDefaultLicensePermissions]),
+// check-out includes need the permissions they expose, and another
+// license's records are 404. Faults can also be set over HTTP with an
+// admin token at [FaultsPath] (see [ParseFault]).
 //
 // It must not import keygen/ (the client it tests) or agent/, and agent/
 // must never import it outside tests.

@@ -71,7 +71,7 @@ func notFound(what string) *apiError {
 }
 
 func forbidden() *apiError {
-	return newError(403, "You do not have permission to complete the request (ensure the token or license is allowed to access this resource)", "")
+	return newError(403, "You do not have permission to complete the request (ensure the token or license is allowed to access all resources)", "")
 }
 
 func unauthorized(scheme, detail, code string) *apiError {

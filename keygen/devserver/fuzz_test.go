@@ -45,7 +45,7 @@ func FuzzRequestBody(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		d, err := s.Demo(DemoOptions{})
+		d, err := s.Demo(DemoOptions{AuthenticationStrategy: "LICENSE", Permissions: LicensePermissions}) // speaks with the license key
 		if err != nil {
 			t.Fatal(err)
 		}

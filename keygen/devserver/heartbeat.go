@@ -90,15 +90,17 @@ func cullable(pol *Policy, deadline, now time.Time) bool {
 // pingMachine maintains or starts a machine's heartbeat.
 func (s *Server) pingMachine(m *machine, now time.Time) (resurrected bool, err *apiError) {
 	if s.machineStatus(m, now) == statusDead {
+		// machine.rb resurrection_period_passed?: a machine that never
+		// pinged cannot be revived (only ALWAYS_REVIVE can).
 		pol := s.machinePolicy(m)
-		if !revivable(pol, s.machineDeadline(m), now) {
+		_, always := pol.reviveWindow()
+		if (m.LastHeartbeat == nil && !always) || !revivable(pol, s.machineDeadline(m), now) {
 			return false, unprocessableEntity("is dead", "MACHINE_HEARTBEAT_DEAD")
 		}
 		resurrected = true
 	}
 	t := now.UTC()
 	m.LastHeartbeat = &t
-	m.EverPinged = true
 	m.Updated = t
 	return resurrected, nil
 }

@@ -243,8 +243,18 @@ func newTestServer(t testing.TB, o Options) *Server {
 	return s
 }
 
+// demo seeds a demo account for tests that speak with the license key:
+// unless they say otherwise, LICENSE authentication and every license
+// permission. Keygen's defaults (TOKEN, default permissions) are tested
+// with s.Demo directly in authz_test.go.
 func demo(t testing.TB, s *Server, o DemoOptions) Demo {
 	t.Helper()
+	if o.AuthenticationStrategy == "" {
+		o.AuthenticationStrategy = "LICENSE"
+	}
+	if o.Permissions == nil {
+		o.Permissions = LicensePermissions
+	}
 	d, err := s.Demo(o)
 	if err != nil {
 		t.Fatal(err)

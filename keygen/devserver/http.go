@@ -38,6 +38,7 @@ type bearer struct {
 	kind   string // admin, product, license, user
 	id     string // product, license or user id ("" for admin)
 	viaKey bool   // Authorization: License <key>
+	tok    *token // the token, when authenticated by one
 }
 
 // reply is a handler's successful answer.
@@ -106,6 +107,9 @@ func (s *Server) resolve(r *http.Request) (rest, route, badAccount string) {
 
 // ServeHTTP serves the Keygen API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.serveFaults(w, r) {
+		return
+	}
 	rest, route, badAccount := s.resolve(r)
 	f := s.currentFaults()
 	if !f.applies(route) {
@@ -279,7 +283,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Request-Id", reqID)
 	hdr.Set("Cache-Control", "no-transform, no-store, max-age=0")
 	if c.auth != nil {
-		hdr.Set("Keygen-Bearer", c.auth.kind)
+		// Keygen-Bearer carries the bearer's id (Current.bearer.id in
+		// keygen-api); the admin bearer here is the account's own user.
+		id := c.auth.id
+		if id == "" {
+			id = s.account
+		}
+		hdr.Set("Keygen-Bearer", id)
+	}
+	if loc := hdr.Get("Location"); strings.HasPrefix(loc, "/") {
+		// Rails' *_url helpers: an absolute URL on the request's host.
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		hdr.Set("Location", scheme+"://"+r.Host+loc)
 	}
 	s.signResponse(hdr, r, sigAlg, body, now, f)
 	s.log.Debug("request", "method", r.Method, "route", route, "status", status, "bearer", hdr.Get("Keygen-Bearer"))
@@ -317,7 +335,7 @@ func (s *Server) dispatch(c *call, r, r2 *http.Request) (err error) {
 
 // signResponse adds Date, Digest and Keygen-Signature (KEYGEN.md §2.1).
 func (s *Server) signResponse(h http.Header, r *http.Request, alg string, body []byte, now time.Time, f Faults) {
-	date := now.UTC().Format(http.TimeFormat)
+	date := now.Add(f.DateSkew).UTC().Format(http.TimeFormat)
 	digest := bodyDigest(body)
 	h.Set("Date", date)
 	h.Set("Keygen-Date", date)
@@ -330,7 +348,11 @@ func (s *Server) signResponse(h http.Header, r *http.Request, alg string, body [
 	if target == "" || strings.Contains(target, "://") {
 		target = r.URL.RequestURI()
 	}
-	ss := signingString(r.Method, target, hostOnly(r.Host), date, digest)
+	host := hostOnly(r.Host)
+	if s.opts.SignHostWithPort {
+		host = strings.ToLower(r.Host)
+	}
+	ss := signingString(r.Method, target, host, date, digest)
 	if f.BadSignature {
 		ss += "\n"
 	}

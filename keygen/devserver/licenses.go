@@ -12,6 +12,9 @@ func (c *call) hMe() (*reply, error) {
 	}
 	switch c.auth.kind {
 	case "license":
+		if err := c.can("license.read"); err != nil { // license_policy.rb me?
+			return nil, err
+		}
 		return ok(data(c.s.renderLicense(c.s.license(c.auth.id), c.now)))
 	case "product":
 		if p := c.s.product(c.auth.id); p != nil {
@@ -29,7 +32,7 @@ func (c *call) hMe() (*reply, error) {
 }
 
 func (c *call) hLicense() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "license.read")
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +41,9 @@ func (c *call) hLicense() (*reply, error) {
 
 func (c *call) hLicenses() (*reply, error) {
 	if err := c.need(); err != nil {
+		return nil, err
+	}
+	if err := c.can("license.read"); err != nil {
 		return nil, err
 	}
 	q := c.r.URL.Query()
@@ -218,7 +224,7 @@ func (c *call) hSuspend(suspend bool) (*reply, error) {
 }
 
 func (c *call) hCheckIn() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "license.check-in")
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +237,7 @@ func (c *call) hCheckIn() (*reply, error) {
 }
 
 func (c *call) hLicenseEntitlements() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "entitlement.read")
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +282,7 @@ func (c *call) hAttachEntitlements() (*reply, error) {
 }
 
 func (c *call) hLicensePolicy() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "policy.read")
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +290,7 @@ func (c *call) hLicensePolicy() (*reply, error) {
 }
 
 func (c *call) hLicenseProduct() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "product.read")
 	if err != nil {
 		return nil, err
 	}

@@ -8,42 +8,47 @@ import (
 )
 
 // findMachine resolves a machine by id or fingerprint among those the
-// bearer may see: 404 if none exists, 403 if it belongs to someone else.
-func (c *call) findMachine(idOrFP string, manage bool) (*machine, *apiError) {
+// bearer may see, then checks the bearer's permissions. Keygen scopes the
+// lookup by the bearer first (authorized_scope in the machines
+// controllers), so another license's machine is 404, not 403; a user
+// bearer managing a machine of a protected policy is 403.
+func (c *call) findMachine(idOrFP string, manage bool, perms ...string) (*machine, *apiError) {
 	if err := c.need(); err != nil {
 		return nil, err
 	}
-	var hidden *machine
-	if m := c.s.machine(idOrFP); m != nil {
-		if c.canMachine(m, manage) {
-			return m, nil
-		}
-		hidden = m
+	var found *machine
+	if m := c.s.machine(idOrFP); m != nil && c.canLicense(c.s.license(m.LicenseID)) {
+		found = m
 	}
 	for _, m := range c.s.machines {
-		if m.Fingerprint == idOrFP {
-			if c.canMachine(m, manage) {
-				return m, nil
-			}
-			hidden = m
+		if found == nil && m.Fingerprint == idOrFP && c.canLicense(c.s.license(m.LicenseID)) {
+			found = m
 		}
 	}
-	if hidden != nil {
+	if found == nil {
+		return nil, notFound("machine")
+	}
+	if !c.canMachine(found, manage) {
 		return nil, forbidden()
 	}
-	return nil, notFound("machine")
+	if err := c.can(perms...); err != nil {
+		return nil, err
+	}
+	return found, nil
 }
 
-func (c *call) findLicense(idOrKey string) (*License, *apiError) {
+// findLicense resolves a license by id or key among those the bearer may
+// see (404 otherwise, as Keygen's scoped lookup), then checks permissions.
+func (c *call) findLicense(idOrKey string, perms ...string) (*License, *apiError) {
 	if err := c.need(); err != nil {
 		return nil, err
 	}
 	l := c.s.licenseByIDOrKey(idOrKey)
-	if l == nil {
+	if l == nil || !c.canLicense(l) {
 		return nil, notFound("license")
 	}
-	if !c.canLicense(l) {
-		return nil, forbidden()
+	if err := c.can(perms...); err != nil {
+		return nil, err
 	}
 	return l, nil
 }
@@ -94,11 +99,11 @@ func parseComponents(d *reqData) ([]compParams, *apiError) {
 		}
 		switch {
 		case fp == "":
-			return nil, unprocessable(ptr+"/attributes/fingerprint", "can't be blank", "COMPONENTS_FINGERPRINT_BLANK")
+			return nil, badRequest("cannot be blank", "").pointer(ptr + "/attributes/fingerprint")
 		case len(fp) > 4096:
 			return nil, unprocessable(ptr+"/attributes/fingerprint", "is too long (maximum is 4096 characters)", "COMPONENTS_FINGERPRINT_TOO_LONG")
 		case name == "":
-			return nil, unprocessable(ptr+"/attributes/name", "can't be blank", "COMPONENTS_NAME_BLANK")
+			return nil, badRequest("cannot be blank", "").pointer(ptr + "/attributes/name")
 		case len(name) > 255:
 			return nil, unprocessable(ptr+"/attributes/name", "is too long (maximum is 255 characters)", "COMPONENTS_NAME_TOO_LONG")
 		case seen[fp]:
@@ -198,6 +203,11 @@ func (c *call) hActivate() (*reply, error) {
 			return nil, unprocessable("/data/attributes/"+name, "is too long (maximum is 255 characters)", snake(name)+"_TOO_LONG")
 		}
 	}
+	if m.Fingerprint == "" {
+		// typed_params (fingerprint has no allow_blank): a parameter error,
+		// before any lookup or validation (machines_controller.rb).
+		return nil, badRequest("cannot be blank", "").pointer("/data/attributes/fingerprint")
+	}
 	if m.Cores, err = d.intp("cores"); err != nil {
 		return nil, err
 	}
@@ -244,9 +254,14 @@ func (c *call) hActivate() (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
+	perms := []string{"machine.create"}
+	if len(comps) > 0 {
+		perms = append(perms, "component.create") // machine_policy.rb permissions_for_create
+	}
+	if err := c.can(perms...); err != nil {
+		return nil, err
+	}
 	switch {
-	case m.Fingerprint == "":
-		return nil, unprocessable("/data/attributes/fingerprint", "can't be blank", "FINGERPRINT_BLANK")
 	case len(m.Fingerprint) > 4096:
 		return nil, unprocessable("/data/attributes/fingerprint", "is too long (maximum is 4096 characters)", "FINGERPRINT_TOO_LONG")
 	case m.Fingerprint == "action" || m.Fingerprint == "actions":
@@ -271,6 +286,9 @@ func (c *call) hActivate() (*reply, error) {
 	} else if !isUUID(m.ID) || s.machine(m.ID) != nil {
 		return nil, newError(409, "must be a unique UUID", "ID_CONFLICT").pointer("/data/id")
 	}
+	if err := c.countActivation(); err != nil {
+		return nil, err
+	}
 	now := c.now.UTC()
 	m.LicenseID, m.Created, m.Updated = l.ID, now, now
 	if pol.HeartbeatBasis == "FROM_CREATION" {
@@ -281,6 +299,41 @@ func (c *call) hActivate() (*reply, error) {
 		s.components = append(s.components, &component{ID: newID(), Fingerprint: cp.Fingerprint, Name: cp.Name, Metadata: cloneMap(cp.Metadata), MachineID: m.ID, Created: now, Updated: now})
 	}
 	return &reply{status: 201, body: data(s.renderMachine(m, c.now, "")), header: http.Header{"Location": {s.link("machines", m.ID)}}}, nil
+}
+
+// countActivation and countDeactivation count a machine created or
+// deleted with a license (activation) token against its limits, as
+// keygen-api's machines_controller.rb does: past maxActivations the
+// token's update fails validation (token.rb: "exceeds maximum allowed").
+func (c *call) countActivation() *apiError {
+	t := c.activationToken()
+	if t == nil {
+		return nil
+	}
+	if t.MaxActivations != nil && t.Activations+1 > *t.MaxActivations {
+		return unprocessable("/data/attributes/activations", fmt.Sprintf("exceeds maximum allowed (%d)", *t.MaxActivations), "ACTIVATIONS_LIMIT_EXCEEDED")
+	}
+	t.Activations++
+	return nil
+}
+
+func (c *call) countDeactivation() *apiError {
+	t := c.activationToken()
+	if t == nil {
+		return nil
+	}
+	if t.MaxDeactivations != nil && t.Deactivations+1 > *t.MaxDeactivations {
+		return unprocessable("/data/attributes/deactivations", fmt.Sprintf("exceeds maximum allowed (%d)", *t.MaxDeactivations), "DEACTIVATIONS_LIMIT_EXCEEDED")
+	}
+	t.Deactivations++
+	return nil
+}
+
+func (c *call) activationToken() *token {
+	if c.auth == nil || c.auth.tok == nil || c.auth.tok.Kind != "license" {
+		return nil
+	}
+	return c.auth.tok
 }
 
 func containsStr(xs []string, v string) bool {
@@ -299,18 +352,12 @@ func (s *Server) machineLimits(l *License, m *machine) *apiError {
 	scope := "license"
 	peers := s.machinesOf(l.ID)
 	if pol.MachineLeasingStrategy == "PER_USER" {
+		// machine.rb: machines of the same owner, "nil owner is
+		// significant" (unowned machines are their own group).
 		scope = "user"
-		owner := m.OwnerID
-		if owner == "" {
-			owner = l.OwnerID
-		}
 		var mine []*machine
 		for _, x := range peers {
-			xo := x.OwnerID
-			if xo == "" {
-				xo = l.OwnerID
-			}
-			if xo == owner {
+			if x.OwnerID == m.OwnerID {
 				mine = append(mine, x)
 			}
 		}
@@ -352,7 +399,7 @@ func overage(p *Policy) float64 {
 }
 
 func (c *call) hMachine() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), false)
+	m, err := c.findMachine(c.r.PathValue("id"), false, "machine.read")
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +409,7 @@ func (c *call) hMachine() (*reply, error) {
 // hUpdateMachine serves PATCH /machines/{id}: name, hostname, platform,
 // metadata, and (admin or product only) maxProcesses.
 func (c *call) hUpdateMachine() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), true)
+	m, err := c.findMachine(c.r.PathValue("id"), true, "machine.update")
 	if err != nil {
 		return nil, err
 	}
@@ -415,8 +462,11 @@ func (c *call) hUpdateMachine() (*reply, error) {
 }
 
 func (c *call) hDeactivate() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), true)
+	m, err := c.findMachine(c.r.PathValue("id"), true, "machine.delete")
 	if err != nil {
+		return nil, err
+	}
+	if err := c.countDeactivation(); err != nil {
 		return nil, err
 	}
 	c.s.deleteMachine(m.ID)
@@ -424,7 +474,7 @@ func (c *call) hDeactivate() (*reply, error) {
 }
 
 func (c *call) hMachinePing() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), true)
+	m, err := c.findMachine(c.r.PathValue("id"), true, "machine.heartbeat.ping")
 	if err != nil {
 		return nil, err
 	}
@@ -440,7 +490,7 @@ func (c *call) hMachinePing() (*reply, error) {
 }
 
 func (c *call) hMachineReset() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), true)
+	m, err := c.findMachine(c.r.PathValue("id"), true, "machine.heartbeat.reset")
 	if err != nil {
 		return nil, err
 	}
@@ -464,6 +514,9 @@ func (c *call) visibleMachines() []*machine {
 
 func (c *call) hMachines() (*reply, error) {
 	if err := c.need(); err != nil {
+		return nil, err
+	}
+	if err := c.can("machine.read"); err != nil {
 		return nil, err
 	}
 	q := c.r.URL.Query()
@@ -494,7 +547,7 @@ func (c *call) hMachines() (*reply, error) {
 }
 
 func (c *call) hLicenseMachines() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "machine.read")
 	if err != nil {
 		return nil, err
 	}
@@ -504,7 +557,7 @@ func (c *call) hLicenseMachines() (*reply, error) {
 // Components.
 
 func (c *call) hMachineComponents() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), false)
+	m, err := c.findMachine(c.r.PathValue("id"), false, "component.read")
 	if err != nil {
 		return nil, err
 	}
@@ -513,6 +566,9 @@ func (c *call) hMachineComponents() (*reply, error) {
 
 func (c *call) hComponents() (*reply, error) {
 	if err := c.need(); err != nil {
+		return nil, err
+	}
+	if err := c.can("component.read"); err != nil {
 		return nil, err
 	}
 	mid := c.r.URL.Query().Get("machine")
@@ -530,22 +586,29 @@ func (c *call) hComponents() (*reply, error) {
 	return ok(page(c, out, c.s.renderComponent))
 }
 
-func (c *call) findComponent(id string, manage bool) (*component, *apiError) {
+func (c *call) findComponent(id string, manage bool, perms ...string) (*component, *apiError) {
 	if err := c.need(); err != nil {
 		return nil, err
 	}
 	cp := c.s.component(id)
-	if cp == nil {
+	var m *machine
+	if cp != nil {
+		m = c.s.machine(cp.MachineID)
+	}
+	if m == nil || !c.canLicense(c.s.license(m.LicenseID)) {
 		return nil, notFound("component")
 	}
-	if m := c.s.machine(cp.MachineID); m == nil || !c.canMachine(m, manage) {
+	if !c.canMachine(m, manage) {
 		return nil, forbidden()
+	}
+	if err := c.can(perms...); err != nil {
+		return nil, err
 	}
 	return cp, nil
 }
 
 func (c *call) hComponent() (*reply, error) {
-	cp, err := c.findComponent(c.r.PathValue("id"), false)
+	cp, err := c.findComponent(c.r.PathValue("id"), false, "component.read")
 	if err != nil {
 		return nil, err
 	}
@@ -553,7 +616,7 @@ func (c *call) hComponent() (*reply, error) {
 }
 
 func (c *call) hDeleteComponent() (*reply, error) {
-	cp, err := c.findComponent(c.r.PathValue("id"), true)
+	cp, err := c.findComponent(c.r.PathValue("id"), true, "component.delete")
 	if err != nil {
 		return nil, err
 	}
@@ -562,7 +625,7 @@ func (c *call) hDeleteComponent() (*reply, error) {
 }
 
 func (c *call) hUpdateComponent() (*reply, error) {
-	cp, err := c.findComponent(c.r.PathValue("id"), true)
+	cp, err := c.findComponent(c.r.PathValue("id"), true, "component.update")
 	if err != nil {
 		return nil, err
 	}
@@ -630,13 +693,16 @@ func (c *call) hAddComponent() (*reply, error) {
 	if !c.canMachine(m, true) {
 		return nil, forbidden()
 	}
+	if err := c.can("component.create"); err != nil {
+		return nil, err
+	}
 	switch {
 	case fp == "":
-		return nil, unprocessable("/data/attributes/fingerprint", "can't be blank", "FINGERPRINT_BLANK")
+		return nil, badRequest("cannot be blank", "").pointer("/data/attributes/fingerprint")
 	case len(fp) > 4096:
 		return nil, unprocessable("/data/attributes/fingerprint", "is too long (maximum is 4096 characters)", "FINGERPRINT_TOO_LONG")
 	case name == "":
-		return nil, unprocessable("/data/attributes/name", "can't be blank", "NAME_BLANK")
+		return nil, badRequest("cannot be blank", "").pointer("/data/attributes/name")
 	case len(name) > 255:
 		return nil, unprocessable("/data/attributes/name", "is too long (maximum is 255 characters)", "NAME_TOO_LONG")
 	}

@@ -50,6 +50,7 @@ type PolicySpec struct {
 
 	RequireProductScope, RequirePolicyScope, RequireMachineScope, RequireFingerprintScope bool
 	RequireComponentsScope, RequireUserScope, RequireChecksumScope, RequireVersionScope   bool
+	RequireEnvironmentScope                                                               bool
 	RequireCheckIn                                                                        bool
 	CheckInInterval                                                                       string // day, week, month, year
 	CheckInIntervalCount                                                                  int
@@ -81,6 +82,10 @@ type LicenseSpec struct {
 	OwnerID                                                string   // optional user id
 	UserIDs                                                []string // optional additional license users
 	Metadata                                               map[string]any
+	// Permissions are the license's permissions; nil takes the account's
+	// default (see [Server.SetDefaultLicensePermissions]), which is
+	// [DefaultLicensePermissions] unless changed.
+	Permissions []string
 }
 
 // License is a stored license. Limit fields hold the license's own
@@ -97,6 +102,7 @@ type License struct {
 	Metadata                                               map[string]any
 	Created, Updated                                       time.Time
 	LastValidated, LastCheckIn, LastCheckOut               *time.Time
+	Permissions                                            []string // effective permissions ("*" = all)
 }
 
 // Entitlement is an account entitlement.
@@ -139,7 +145,6 @@ type machine struct {
 	Metadata                                      map[string]any
 	LicenseID, OwnerID                            string
 	LastHeartbeat                                 *time.Time
-	EverPinged                                    bool
 	LastCheckOut                                  *time.Time
 	Created, Updated                              time.Time
 }
@@ -162,6 +167,11 @@ type token struct {
 	Kind       string // admin, product, license, user
 	ResourceID string
 	Created    time.Time
+
+	// Activation counters of license (activation) tokens: Keygen counts
+	// the machines a license token creates and deletes (machines_controller.rb).
+	MaxActivations, MaxDeactivations *int
+	Activations, Deactivations       int
 }
 
 // Enumerations accepted for policy attributes.

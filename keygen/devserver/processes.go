@@ -54,6 +54,10 @@ func (c *call) hSpawn() (*reply, error) {
 	if err != nil {
 		return nil, err
 	}
+	if pid == "" {
+		// typed_params (pid has no allow_blank): a parameter error.
+		return nil, badRequest("cannot be blank", "").pointer("/data/attributes/pid")
+	}
 	md, err := d.metadata()
 	if err != nil {
 		return nil, err
@@ -69,9 +73,12 @@ func (c *call) hSpawn() (*reply, error) {
 	if !c.canMachine(m, true) {
 		return nil, forbidden()
 	}
+	if err := c.can("process.create"); err != nil {
+		return nil, err
+	}
 	switch {
 	case pid == "":
-		return nil, unprocessable("/data/attributes/pid", "can't be blank", "PID_BLANK")
+		return nil, badRequest("cannot be blank", "").pointer("/data/attributes/pid")
 	case len(pid) > 4096:
 		return nil, unprocessable("/data/attributes/pid", "is too long (maximum is 4096 characters)", "PID_TOO_LONG")
 	}
@@ -90,23 +97,32 @@ func (c *call) hSpawn() (*reply, error) {
 }
 
 // findProcess resolves a process by UUID (no alias).
-func (c *call) findProcess(id string, manage bool) (*process, *apiError) {
+// findProcess resolves a process by UUID (no alias) among those the
+// bearer may see: another license's process is 404, as Keygen scopes the
+// lookup by the bearer.
+func (c *call) findProcess(id string, manage bool, perms ...string) (*process, *apiError) {
 	if err := c.need(); err != nil {
 		return nil, err
 	}
 	p := c.s.process(id)
-	if p == nil {
+	var m *machine
+	if p != nil {
+		m = c.s.machine(p.MachineID)
+	}
+	if m == nil || !c.canLicense(c.s.license(m.LicenseID)) {
 		return nil, notFound("process")
 	}
-	m := c.s.machine(p.MachineID)
-	if m == nil || !c.canMachine(m, manage) {
+	if !c.canMachine(m, manage) {
 		return nil, forbidden()
+	}
+	if err := c.can(perms...); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
 
 func (c *call) hProcess() (*reply, error) {
-	p, err := c.findProcess(c.r.PathValue("id"), false)
+	p, err := c.findProcess(c.r.PathValue("id"), false, "process.read")
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +130,7 @@ func (c *call) hProcess() (*reply, error) {
 }
 
 func (c *call) hProcessPing() (*reply, error) {
-	p, err := c.findProcess(c.r.PathValue("id"), true)
+	p, err := c.findProcess(c.r.PathValue("id"), true, "process.heartbeat.ping")
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +146,7 @@ func (c *call) hProcessPing() (*reply, error) {
 }
 
 func (c *call) hKill() (*reply, error) {
-	p, err := c.findProcess(c.r.PathValue("id"), true)
+	p, err := c.findProcess(c.r.PathValue("id"), true, "process.delete")
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +156,9 @@ func (c *call) hKill() (*reply, error) {
 
 func (c *call) hProcesses() (*reply, error) {
 	if err := c.need(); err != nil {
+		return nil, err
+	}
+	if err := c.can("process.read"); err != nil {
 		return nil, err
 	}
 	q := c.r.URL.Query()
@@ -161,7 +180,7 @@ func (c *call) hProcesses() (*reply, error) {
 }
 
 func (c *call) hMachineProcesses() (*reply, error) {
-	m, err := c.findMachine(c.r.PathValue("id"), false)
+	m, err := c.findMachine(c.r.PathValue("id"), false, "process.read")
 	if err != nil {
 		return nil, err
 	}

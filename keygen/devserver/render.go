@@ -228,7 +228,7 @@ func (s *Server) renderMachine(m *machine, now time.Time, statusOverride string)
 		"attributes": obj{
 			"fingerprint": m.Fingerprint, "cores": nullInt(m.Cores), "memory": nullInt64(m.Memory), "disk": nullInt64(m.Disk),
 			"ip": nullStr(m.IP), "hostname": nullStr(m.Hostname), "platform": nullStr(m.Platform), "name": nullStr(m.Name),
-			"requireHeartbeat": pol.RequireHeartbeat || m.EverPinged, "heartbeatStatus": status,
+			"requireHeartbeat": pol.RequireHeartbeat || m.LastHeartbeat != nil, "heartbeatStatus": status, // requireHeartbeat: machine.rb requires_heartbeat?
 			"heartbeatDuration": int(pol.heartbeatDuration() / time.Second), "maxProcesses": nullInt(maxProc),
 			"lastCheckOut": isoTimePtr(m.LastCheckOut), "lastHeartbeat": isoTimePtr(m.LastHeartbeat),
 			"nextHeartbeat": isoTimePtr(s.machineNext(m)), "metadata": cloneMap(m.Metadata),
@@ -303,10 +303,19 @@ func (s *Server) renderProcess(p *process, now time.Time, statusOverride string)
 }
 
 func (s *Server) renderToken(t *token) obj {
+	kind := t.Kind + "-token"
+	if t.Kind == "license" {
+		kind = "activation-token"
+	}
+	attrs := obj{"kind": kind, "token": t.Token, "expiry": nil, "name": nil,
+		"permissions": []string{"*"}, "created": isoTime(t.Created), "updated": isoTime(t.Created)}
+	if t.Kind == "license" {
+		attrs["maxActivations"], attrs["activations"] = nullInt(t.MaxActivations), t.Activations
+		attrs["maxDeactivations"], attrs["deactivations"] = nullInt(t.MaxDeactivations), t.Deactivations
+	}
 	return obj{
 		"id": t.ID, "type": "tokens",
-		"attributes": obj{"kind": t.Kind + "-token", "token": t.Token, "expiry": nil, "name": nil,
-			"permissions": []string{"*"}, "created": isoTime(t.Created), "updated": isoTime(t.Created)},
+		"attributes":    attrs,
 		"relationships": obj{"account": s.accountRel()},
 		"links":         obj{"self": s.link("tokens", t.ID)},
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,6 +23,12 @@ type Options struct {
 	RateLimits       []RateWindow     // default 60 per 30s and 500 per 5m
 	DisableRateLimit bool
 	RateLimitAdmin   bool // also rate-limit admin tokens (exempt by default)
+	// SignHostWithPort signs the Host header as sent (host:port) instead
+	// of Keygen's host without the port. keygen-go verifies signatures
+	// against its API URL's host including the port, so it needs this (or
+	// a portless URL) to talk to a dev server on 127.0.0.1:<random port>
+	// with signature checks on.
+	SignHostWithPort bool
 	Logger           *slog.Logger
 }
 
@@ -52,9 +59,10 @@ type Server struct {
 	wg      sync.WaitGroup
 	closeMu sync.Once
 
-	faultMu sync.Mutex
-	faults  Faults
-	holds   map[string][]chan struct{}
+	faultMu  sync.Mutex
+	faults   Faults
+	lnClosed bool // the Refuse fault closed the listener
+	holds    map[string][]chan struct{}
 
 	rl *rateLimiter
 
@@ -66,10 +74,13 @@ type Server struct {
 	entitlements []*Entitlement
 	licenseEnts  map[string][]string // license id -> entitlement ids
 	tokens       map[string]*token
-	machines     []*machine
-	components   []*component
-	processes    []*process
-	stats        Stats
+	// defaultLicensePerms is the account setting default_license_permissions
+	// (nil: Keygen's defaults).
+	defaultLicensePerms []string
+	machines            []*machine
+	components          []*component
+	processes           []*process
+	stats               Stats
 }
 
 // Stats counts requests the server has seen.
@@ -214,6 +225,7 @@ type Faults struct {
 	BadSignature    bool          // corrupt Keygen-Signature
 	NoSignature     bool          // omit Keygen-Signature
 	TruncateBody    bool          // cut bodies in half (Content-Length kept)
+	DateSkew        time.Duration // shift the (signed) Date header, e.g. -10m
 
 	// Routes, when set, limits the faults to these route keys (as in
 	// [Stats.Routes], e.g. "POST /processes/{id}/actions/ping").
@@ -282,13 +294,18 @@ func (s *Server) waitHold(ctx context.Context, route string) bool {
 	}
 }
 
-// SetFaults replaces the active faults.
-func (s *Server) SetFaults(f Faults) {
+// SetFaults replaces the active faults. Refuse closes the listener, so
+// new connections are refused by the OS.
+func (s *Server) SetFaults(f Faults) { s.setFaults(f, false) }
+
+// setFaults replaces the faults; keepListening (the admin route) keeps the
+// listener open under Refuse so the fault can be cleared over HTTP: other
+// requests then have their connection dropped instead.
+func (s *Server) setFaults(f Faults, keepListening bool) {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
-	was := s.faults.Refuse
 	s.faults = f
-	if s.srv == nil || was == f.Refuse {
+	if s.srv == nil {
 		return
 	}
 	select {
@@ -296,9 +313,13 @@ func (s *Server) SetFaults(f Faults) {
 		return
 	default:
 	}
-	if f.Refuse {
-		// Stop accepting: new connections are refused by the OS.
+	closeIt := f.Refuse && !keepListening
+	if closeIt == s.lnClosed {
+		return
+	}
+	if closeIt {
 		_ = s.ln.Close()
+		s.lnClosed = true
 		return
 	}
 	ln, err := net.Listen("tcp", s.ln.Addr().String())
@@ -306,7 +327,7 @@ func (s *Server) SetFaults(f Faults) {
 		s.log.Warn("relisten after refuse fault", "err", err)
 		return
 	}
-	s.ln = ln
+	s.ln, s.lnClosed = ln, false
 	s.serve(ln)
 }
 
@@ -340,7 +361,7 @@ type memTransport struct{ s *Server }
 var errRefused = errors.New("connect: connection refused")
 
 func (t memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if t.s.currentFaults().Refuse {
+	if t.s.currentFaults().Refuse && !strings.HasSuffix(req.URL.Path, FaultsPath) {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}

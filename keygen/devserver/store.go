@@ -91,9 +91,14 @@ func (s *Server) createLicense(spec LicenseSpec) (*License, *apiError) {
 			return nil, unprocessable("/data/relationships/owner", "must exist", "OWNER_NOT_FOUND")
 		}
 	}
+	perms, perr := s.licensePermsFor(spec.Permissions)
+	if perr != nil {
+		return nil, perr
+	}
 	now := s.now().UTC()
 	l := &License{
-		ID: newID(), Name: spec.Name, PolicyID: pol.ID, ProductID: pol.ProductID,
+		Permissions: perms,
+		ID:          newID(), Name: spec.Name, PolicyID: pol.ID, ProductID: pol.ProductID,
 		Expiry: spec.Expiry, Suspended: spec.Suspended,
 		MaxMachines: spec.MaxMachines, MaxProcesses: spec.MaxProcesses, MaxCores: spec.MaxCores,
 		MaxUsers: spec.MaxUsers, MaxUses: spec.MaxUses,
@@ -211,6 +216,41 @@ func (s *Server) CreateToken(kind, resourceID string) string {
 	t := &token{Token: prefix + "-" + randomHex(32) + "v3", ID: newID(), Kind: kind, ResourceID: resourceID, Created: s.now().UTC()}
 	s.tokens[t.Token] = t
 	return t.Token
+}
+
+// CreateLicenseToken issues a license (activation) token as POST
+// /licenses/{id}/tokens does, with optional activation and deactivation
+// limits. It panics if the license does not exist.
+func (s *Server) CreateLicenseToken(licenseID string, maxActivations, maxDeactivations *int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.license(licenseID) == nil {
+		panic("devserver: CreateLicenseToken: no license " + licenseID)
+	}
+	return s.newLicenseToken(licenseID, maxActivations, maxDeactivations).Token
+}
+
+// TokenCounts reports a token's activations and deactivations.
+func (s *Server) TokenCounts(tok string) (activations, deactivations int, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tokens[tok]
+	if t == nil {
+		return 0, 0, false
+	}
+	return t.Activations, t.Deactivations, true
+}
+
+func (s *Server) newLicenseToken(licenseID string, maxAct, maxDeact *int) *token {
+	t := &token{Token: "activ-" + randomHex(32) + "v3", ID: newID(), Kind: "license", ResourceID: licenseID, Created: s.now().UTC()}
+	if maxAct != nil {
+		t.MaxActivations = intp(*maxAct)
+	}
+	if maxDeact != nil {
+		t.MaxDeactivations = intp(*maxDeact)
+	}
+	s.tokens[t.Token] = t
+	return t
 }
 
 // Machines returns snapshots of every machine.

@@ -57,9 +57,14 @@ func parseScope(doc *reqDoc) (*scope, *apiError) {
 			err = json.Unmarshal(v, &s)
 			dst := map[string]*string{"product": &sc.product, "policy": &sc.policy, "user": &sc.user, "machine": &sc.machine,
 				"fingerprint": &sc.fingerprint, "checksum": &sc.checksum, "version": &sc.version, "environment": &sc.env}[k]
+			if s == "" {
+				// typed_params: string params without allow_blank refuse
+				// "" (validations_controller.rb), even scope.product that
+				// keygen-go always sends.
+				return nil, badRequest("cannot be blank", "").pointer("/meta/scope/" + k)
+			}
 			*dst = s
-			// keygen-go always sends scope.product, even empty: treat "" as absent.
-			sc.has[k] = s != "" || k == "fingerprint"
+			sc.has[k] = true
 		case "array":
 			var xs []string
 			if json.Unmarshal(v, &xs) != nil {
@@ -147,11 +152,26 @@ func (s *Server) validate(l *License, sc *scope, quick bool, now time.Time) verd
 	if !pol.Floating && len(machines) == 0 {
 		return v(false, "must have exactly 1 associated machine", "NO_MACHINE")
 	}
-	if limit := s.maxMachines(l); limit != nil && len(machines) > *limit {
-		return v(!pol.exceeds(len(machines), *limit), "has too many associated machines", "TOO_MANY_MACHINES")
+	// license_validation_service.rb: the count is per owner under PER_USER
+	// machine leasing (the scope's user, or machines without an owner);
+	// node-locked overage is only ALWAYS_ALLOW or 2X.
+	if !pol.Floating && len(machines) > 1 {
+		limit := 1
+		if m := s.maxMachines(l); m != nil {
+			limit = *m
+		}
+		if n := s.leasedMachineCount(l, pol, sc, machines); n > limit {
+			ok := pol.OverageStrategy == "ALWAYS_ALLOW_OVERAGE" || (pol.OverageStrategy == "ALLOW_2X_OVERAGE" && n <= 2*limit)
+			return v(ok, "has too many associated machines", "TOO_MANY_MACHINES")
+		}
 	}
 	if pol.Floating && len(machines) == 0 {
 		return v(false, "must have at least 1 associated machine", "NO_MACHINES")
+	}
+	if limit := s.maxMachines(l); pol.Floating && limit != nil && len(machines) > 1 {
+		if n := s.leasedMachineCount(l, pol, sc, machines); n > *limit {
+			return v(!pol.exceeds(n, *limit), "has too many associated machines", "TOO_MANY_MACHINES")
+		}
 	}
 	var cores int
 	var mem, disk int64
@@ -182,6 +202,31 @@ func (s *Server) validate(l *License, sc *scope, quick bool, now time.Time) verd
 		return v(pol.ExpirationStrategy == "ALLOW_ACCESS" || pol.ExpirationStrategy == "MAINTAIN_ACCESS", "is expired", "EXPIRED")
 	}
 	return v(true, "is valid", "VALID")
+}
+
+// leasedMachineCount is the machine count TOO_MANY_MACHINES compares:
+// license-wide, or under PER_USER machine leasing the machines owned by
+// the scope's user (nil owner when there is no user scope: "nil owner is
+// significant" in keygen-api).
+func (s *Server) leasedMachineCount(l *License, pol *Policy, sc *scope, machines []*machine) int {
+	if pol.MachineLeasingStrategy != "PER_USER" {
+		return len(machines)
+	}
+	owner := ""
+	if sc != nil && sc.has["user"] {
+		for _, id := range append([]string{l.OwnerID}, l.UserIDs...) {
+			if s.userMatches(id, sc.user) {
+				owner = s.user(id).ID
+			}
+		}
+	}
+	n := 0
+	for _, m := range machines {
+		if m.OwnerID == owner {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) validateProcesses(l *License, pol *Policy, sc *scope, machines []*machine, now time.Time) (verdict, bool) {
@@ -233,8 +278,11 @@ func (s *Server) validateScopes(l *License, pol *Policy, sc *scope, machines []*
 		return v(false, what+" is not activated (has no associated machine)", "NO_MACHINE"), true
 	}
 	switch {
+	// No environments here: only a null environment scope matches.
 	case sc.has["environment"] && sc.env != "":
 		return v(false, "environment scope does not match", "ENVIRONMENT_SCOPE_MISMATCH"), true
+	case !sc.has["environment"] && pol.RequireEnvironmentScope:
+		return v(false, "environment scope is required", "ENVIRONMENT_SCOPE_REQUIRED"), true
 	case sc.has["product"] && sc.product != l.ProductID:
 		return v(false, "product scope does not match", "PRODUCT_SCOPE_MISMATCH"), true
 	case !sc.has["product"] && pol.RequireProductScope:
@@ -297,12 +345,15 @@ func (s *Server) validateScopes(l *License, pol *Policy, sc *scope, machines []*
 		return v(false, "machine scope is required", "MACHINE_SCOPE_REQUIRED"), true
 	}
 	if sc.has["fingerprint"] || sc.has["fingerprints"] {
+		// license_validation_service.rb: scope[:fingerprint] ||
+		// scope[:fingerprints], never both merged.
 		var fps []string
-		if sc.fingerprint != "" {
-			fps = append(fps, sc.fingerprint)
+		src := sc.fingerprints
+		if sc.has["fingerprint"] {
+			src = []string{sc.fingerprint}
 		}
-		for _, f := range sc.fingerprints {
-			if f != "" && !slices.Contains(fps, f) {
+		for _, f := range src {
+			if !slices.Contains(fps, f) {
 				fps = append(fps, f)
 			}
 		}
@@ -312,21 +363,27 @@ func (s *Server) validateScopes(l *License, pol *Policy, sc *scope, machines []*
 		if len(machines) == 0 {
 			return notActivated("fingerprint")
 		}
-		var matched, alive []*machine
+		var dead, alive []*machine
 		for _, m := range machines {
 			if slices.Contains(fps, m.Fingerprint) {
-				matched = append(matched, m)
-				if s.machineStatus(m, now) != statusDead {
+				if s.machineStatus(m, now) == statusDead {
+					dead = append(dead, m)
+				} else {
 					alive = append(alive, m)
 				}
 			}
 		}
-		if len(matched) > 0 && len(alive) == 0 {
+		// HEARTBEAT_DEAD only when every supplied fingerprint is dead.
+		if len(dead) == len(fps) {
 			return v(false, "machine heartbeat is dead", "HEARTBEAT_DEAD"), true
 		}
 		if len(fps) > 1 {
 			if !passes(pol.MachineMatchingStrategy, len(alive), len(fps)) {
-				return v(false, "one or more fingerprint is not activated (does not match enough associated machines)", "FINGERPRINT_SCOPE_MISMATCH"), true
+				what := map[string]string{"MATCH_MOST": "enough", "MATCH_TWO": "at least 2", "MATCH_ALL": "all"}[pol.MachineMatchingStrategy]
+				if what == "" {
+					what = "any"
+				}
+				return v(false, "one or more fingerprint is not activated (does not match "+what+" associated machines)", "FINGERPRINT_SCOPE_MISMATCH"), true
 			}
 		} else if len(alive) == 0 {
 			return v(false, "fingerprint is not activated (does not match any associated machines)", "FINGERPRINT_SCOPE_MISMATCH"), true
@@ -368,7 +425,11 @@ func (s *Server) validateScopes(l *License, pol *Policy, sc *scope, machines []*
 			}
 		}
 		if !passes(pol.ComponentMatchingStrategy, matched, len(sc.components)) {
-			return v(false, "one or more component is not activated (does not match enough associated components)", "COMPONENTS_SCOPE_MISMATCH"), true
+			what := map[string]string{"MATCH_MOST": "enough", "MATCH_TWO": "at least 2", "MATCH_ALL": "all"}[pol.ComponentMatchingStrategy]
+			if what == "" {
+				what = "any"
+			}
+			return v(false, "one or more component is not activated (does not match "+what+" associated components)", "COMPONENTS_SCOPE_MISMATCH"), true
 		}
 	} else if pol.RequireComponentsScope {
 		return v(false, "components scope is required", "COMPONENTS_SCOPE_REQUIRED"), true
@@ -410,8 +471,11 @@ func (c *call) validationReply(l *License, doc *reqDoc, sc *scope, quick bool) (
 	}
 	var d any
 	if l != nil {
+		// LicenseValidationService#touch! saves last_validated_at
+		// (TouchLicenseWorker), which moves updated_at too.
 		t := c.now.UTC()
 		l.LastValidated = &t
+		l.Updated = t
 		d = c.s.renderLicense(l, c.now)
 	}
 	return ok(obj{"data": d, "meta": meta})
@@ -435,14 +499,23 @@ func (c *call) hValidateKey() (*reply, error) {
 		return nil, err
 	}
 	l := c.s.licenseByKey(key)
-	if l != nil && c.auth != nil && !c.canLicense(l) {
-		l = nil
+	// license_policy.rb validate_key?: anonymous, or an unknown key, is
+	// allowed; a bearer must be allowed to validate that license (another
+	// license's credentials are 403, as is a license lacking
+	// license.validate).
+	if l != nil && c.auth != nil {
+		if !c.canLicense(l) {
+			return nil, forbidden()
+		}
+		if err := c.can("license.validate"); err != nil {
+			return nil, err
+		}
 	}
 	return c.validationReply(l, doc, sc, false)
 }
 
 func (c *call) hValidate() (*reply, error) {
-	l, err := c.findLicense(c.r.PathValue("id"))
+	l, err := c.findLicense(c.r.PathValue("id"), "license.validate")
 	if err != nil {
 		return nil, err
 	}
