@@ -1,12 +1,10 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -22,74 +20,13 @@ import (
 // on an agent that authenticates only with the license key, always
 // includes license.policy, or heartbeats every 300 s without a policy.
 
-// startThrough is e.start with the agent's HTTP going through rt.
-func (e *env) startThrough(rt http.RoundTripper) {
-	e.t.Helper()
-	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	deps := e.deps
-	deps.HTTPClient = &http.Client{Transport: rt, Timeout: 30 * time.Second}
-	deps.Fingerprinter, deps.Processes = e.fp, e.procs
-	deps.Now, deps.Logger, deps.NoWatch = e.now, log, e.noWatch
-	a, err := New(e.cfg, deps)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.a = a
-	e.ln = agenttest.NewMemListener()
-	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed, PeerFunc: e.ln.PeerOf})
-	go e.ipcSrv.Serve(e.ln)
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	e.done = make(chan error, 1)
-	go func() { e.done <- a.Run(ctx) }()
-	<-a.ready
-	<-a.watching
-}
-
-// denyIncludes answers a machine check-out naming one of the includes with
-// Keygen's bare 403 (machine_file_policy.rb permissions_for_includes: a
-// license without policy.read), as the dev server of this branch does not
-// check permissions. Responses through it are unsigned: tests using it run
-// with insecure_skip_verify (machine files are still verified).
-type denyIncludes struct {
-	next   http.RoundTripper
-	deny   []string
-	denied chan string
-}
-
-func (d *denyIncludes) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions/check-out") && r.Body != nil {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		var doc struct {
-			Meta struct {
-				Include []string `json:"include"`
-			} `json:"meta"`
-		}
-		_ = json.Unmarshal(body, &doc)
-		for _, inc := range doc.Meta.Include {
-			for _, d2 := range d.deny {
-				if inc == d2 {
-					select {
-					case d.denied <- inc:
-					default:
-					}
-					b := `{"errors":[{"title":"Access denied","detail":"You do not have permission to complete the request (ensure the token or license is allowed to access this resource)"}]}`
-					return &http.Response{StatusCode: 403, Header: http.Header{"Content-Type": {"application/vnd.api+json"}},
-						Body: io.NopCloser(strings.NewReader(b)), Request: r}, nil
-				}
-			}
-		}
-	}
-	return d.next.RoundTrip(r)
-}
-
 // Under Keygen's default authenticationStrategy (TOKEN) a license key may
 // not activate: the agent says so with both remedies, backs off instead of
 // retrying at every revalidation, and works once given a license token.
 func TestTokenPolicyWithoutTokenExplainsAndBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		e := newEnv(t, envOptions{policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN"}})
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN"},
+			license: devserver.LicenseSpec{Permissions: devserver.DefaultLicensePermissions}})
 		e.start()
 		defer e.stop()
 		e.waitFor("auth refused", func() bool { return e.status().State == string(StateAuthRefused) })
@@ -136,20 +73,26 @@ func TestTokenNotAllowedFallsBackToKey(t *testing.T) {
 	})
 }
 
-// A license without policy.read: the check-out is retried without
-// license.policy (once; remembered), and a 60 s heartbeat policy keeps its
-// machine alive from the machine record's heartbeatDuration.
+// A license with Keygen's default permissions (no policy.read): the
+// check-out is retried without license.policy (once; remembered), and a
+// 60 s heartbeat policy keeps its machine alive from the machine record's
+// heartbeatDuration.
 func TestHeartbeatFromMachineRecordWhenPolicyUnreadable(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hb := 60
 		e := newEnv(t, envOptions{policy: devserver.PolicySpec{RequireHeartbeat: true, HeartbeatDuration: &hb, MaxProcesses: intp(2)},
-			cfg: Config{Insecure: true}})
-		deny := &denyIncludes{next: e.srv.Transport(), deny: []string{"license.policy"}, denied: make(chan string, 16)}
-		e.startThrough(deny)
+			license: devserver.LicenseSpec{Permissions: devserver.DefaultLicensePermissions}})
+		if slices.Contains(e.license.Permissions, "policy.read") || slices.Contains(e.license.Permissions, "*") {
+			t.Fatalf("the dev server's default license permissions include policy.read: %v", e.license.Permissions)
+		}
+		e.start()
 		defer e.stop()
 		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
-		if rec, _ := e.a.store.Certificate(certMachine); rec == nil {
-			t.Fatal("no machine file cached after the refused include")
+		if _, _, err := e.a.openMachineFile(); err != nil {
+			t.Fatalf("cached machine file: %v", err)
+		}
+		if !e.a.refusedIncludes()["license.policy"] {
+			t.Error("the refused include is not remembered")
 		}
 		for range 10 {
 			time.Sleep(time.Duration(hb) * time.Second)
@@ -158,8 +101,14 @@ func TestHeartbeatFromMachineRecordWhenPolicyUnreadable(t *testing.T) {
 				t.Fatalf("machine = %+v", ms)
 			}
 		}
-		if n := len(deny.denied); n != 1 {
-			t.Errorf("license.policy requested %d times after the first refusal", n-1)
+		// A forced check-out asks once, without the refused include.
+		const route = "POST /machines/{id}/actions/check-out"
+		before := e.srv.Stats().Routes[route]
+		if err := e.a.ensureCertificate(t.Context(), e.a.view().License, true); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.srv.Stats().Routes[route] - before; n != 1 {
+			t.Errorf("%d check-out requests, want 1 (the refusal remembered)", n)
 		}
 		v := e.a.view()
 		if !v.PolicyAssumed || v.Policy.ProcessLeasingStrategy != "PER_MACHINE" || v.Policy.OverageStrategy != "NO_OVERAGE" {

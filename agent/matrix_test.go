@@ -14,14 +14,15 @@ import (
 // Keygen's defaults and the common variants. In each it must reach active,
 // cache a machine file that verifies, serve leases, keep its machine and
 // processes alive over several heartbeat windows, and stay licensed
-// offline. Licenses are created with the dev server's default permissions
-// (Keygen's: no policy.read).
+// offline. Licenses get Keygen's default permissions (no policy.read)
+// unless a case says otherwise.
 func TestKeygenDefaultsMatrix(t *testing.T) {
 	hb := func(s int) *int { return &s }
 	cases := []struct {
 		name   string
 		policy devserver.PolicySpec
 		token  bool // configure a license token
+		all    bool // every permission a license may hold (else Keygen's defaults)
 	}{
 		{name: "TOKEN with a license token", policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN"}, token: true},
 		{name: "LICENSE", policy: devserver.PolicySpec{AuthenticationStrategy: "LICENSE"}},
@@ -32,12 +33,18 @@ func TestKeygenDefaultsMatrix(t *testing.T) {
 		{name: "heartbeat 60s", policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN", RequireHeartbeat: true, HeartbeatDuration: hb(60)}, token: true},
 		{name: "heartbeat 600s", policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN", RequireHeartbeat: true, HeartbeatDuration: hb(600)}, token: true},
 		{name: "heartbeat 60s LICENSE", policy: devserver.PolicySpec{AuthenticationStrategy: "LICENSE", RequireHeartbeat: true, HeartbeatDuration: hb(60)}},
+		{name: "heartbeat 60s, policy readable", policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN", RequireHeartbeat: true, HeartbeatDuration: hb(60)}, token: true, all: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				tc.policy.MaxProcesses = intp(3)
-				e := newEnv(t, envOptions{policy: tc.policy, cfg: Config{OfflineGrace: Duration(72 * time.Hour)}})
+				perms := devserver.DefaultLicensePermissions
+				if tc.all {
+					perms = devserver.LicensePermissions
+				}
+				e := newEnv(t, envOptions{policy: tc.policy, license: devserver.LicenseSpec{Permissions: perms},
+					cfg: Config{OfflineGrace: Duration(72 * time.Hour)}})
 				if tc.token {
 					e.cfg.LicenseToken = e.srv.CreateToken("license", e.license.ID)
 				}
@@ -47,6 +54,9 @@ func TestKeygenDefaultsMatrix(t *testing.T) {
 
 				if _, _, err := e.a.openMachineFile(); err != nil {
 					t.Fatalf("cached machine file: %v", err)
+				}
+				if v := e.a.view(); v.PolicyAssumed == tc.all {
+					t.Errorf("policy assumed = %v with all permissions = %v", v.PolicyAssumed, tc.all)
 				}
 				c := e.dial(agenttest.PeerFor(500))
 				defer c.Close()
