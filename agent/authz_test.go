@@ -231,3 +231,70 @@ func TestDeactivateRefusedExplained(t *testing.T) {
 		}
 	})
 }
+
+// An activation token whose activations are used up: the agent says so
+// with the remedy instead of a generic refusal.
+func TestTokenActivationsExhaustedExplained(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hb := 60
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN", RequireHeartbeat: true, HeartbeatDuration: &hb},
+			license: devserver.LicenseSpec{Permissions: devserver.DefaultLicensePermissions}})
+		body := strings.NewReader(`{"data":{"type":"tokens","attributes":{"maxActivations":1}}}`)
+		req, _ := http.NewRequest(http.MethodPost, "http://devserver.invalid/v1/accounts/"+e.srv.AccountID()+"/licenses/"+e.license.ID+"/tokens", body)
+		req.Header.Set("Authorization", "Bearer "+e.srv.AdminToken())
+		req.Header.Set("Content-Type", "application/vnd.api+json")
+		resp, err := (&http.Client{Transport: e.srv.Transport()}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Data struct {
+				Attributes struct {
+					Token string `json:"token"`
+				} `json:"attributes"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || doc.Data.Attributes.Token == "" {
+			t.Fatalf("token: %v (status %d)", err, resp.StatusCode)
+		}
+		resp.Body.Close()
+		e.cfg.LicenseToken = doc.Data.Attributes.Token
+		e.start()
+		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
+		e.stop()
+		// Stopped past the heartbeat window: Keygen culls the machine
+		// (DEACTIVATE_DEAD, NO_REVIVE), so a new activation is needed.
+		time.Sleep(5 * time.Minute)
+		e.srv.Cull()
+		e.start()
+		defer e.stop()
+		e.waitFor("refused", func() bool { return e.status().Code == "TOKEN_ACTIVATIONS_EXCEEDED" })
+		if st := e.status(); st.State != string(StateAuthRefused) || !strings.Contains(st.Detail, "maxActivations") {
+			t.Fatalf("status = %+v", st)
+		}
+	})
+}
+
+// A license token added to the config is used at once by a live reload,
+// without waiting out the back-off.
+func TestReloadWithTokenSyncsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{policy: devserver.PolicySpec{AuthenticationStrategy: "TOKEN"},
+			license: devserver.LicenseSpec{Permissions: devserver.DefaultLicensePermissions}})
+		next := e.cfg
+		e.deps.ConfigLoad = func() (Config, []string, error) { c := next; c.applyDefaults(); return c, nil, c.Validate() }
+		e.start()
+		defer e.stop()
+		e.waitFor("auth refused", func() bool { return e.status().State == string(StateAuthRefused) })
+		time.Sleep(time.Hour) // well into the back-off
+		next.LicenseToken = e.srv.CreateToken("license", e.license.ID)
+		e.a.Reload()
+		deadline := time.Now().Add(time.Minute)
+		for e.status().State != string(StateActive) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not active within a minute of the reload: %+v", e.status())
+			}
+			time.Sleep(time.Second)
+		}
+	})
+}

@@ -178,7 +178,14 @@ func (a *Agent) Reload() {
 		a.log.Warn("config changes that need a restart were not applied", "keys", strings.Join(keep, ","))
 	}
 	if clientChanges(old, nc) && nc.LicenseKey == old.LicenseKey {
+		// A new token, environment or API version: rebuild the client and
+		// sync at once (an agent backing off after a refusal retries now).
 		a.rebuildClient()
+		a.goOwned(func() {
+			if err := a.requestSync(a.ctx()); err != nil && !errors.Is(err, context.Canceled) {
+				a.log.Warn("sync after config change", "err", err)
+			}
+		})
 	}
 	if a.deps.LogLevel != nil {
 		var lvl slog.Level
