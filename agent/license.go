@@ -153,7 +153,10 @@ func (a *Agent) sync(ctx context.Context) error {
 			if offline(err) {
 				a.log.Warn("Keygen unreachable; using the cached machine file", "err", err)
 				a.goOffline(err)
-			} else {
+			} else if !errors.Is(err, errAuthRefused) {
+				if rerr := a.refusal(err, licenseView{Online: true}); rerr != nil {
+					err = rerr
+				}
 				a.log.Warn("license sync failed", "err", err)
 			}
 			return err

@@ -84,7 +84,9 @@ func TestValidateSendsMachineAndEnvironmentScope(t *testing.T) {
 }
 
 // A license token authenticates every call that needs a login as a bearer,
-// while validate-key carries the license key in its body.
+// while validate-key carries the license key in its body and sends no
+// Authorization (an expired token, or one the policy does not allow, would
+// make Keygen refuse the validation).
 func TestTokenAuthorization(t *testing.T) {
 	f := newFake(t)
 	var mu sync.Mutex
@@ -115,7 +117,7 @@ func TestTokenAuthorization(t *testing.T) {
 	if auth["activate"] != "Bearer activ-tok" {
 		t.Errorf("activate Authorization %q", auth["activate"])
 	}
-	if auth["validate"] != "Bearer activ-tok|"+testKey {
+	if auth["validate"] != "|"+testKey {
 		t.Errorf("validate-key Authorization|key %q", auth["validate"])
 	}
 }
