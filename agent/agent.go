@@ -202,6 +202,7 @@ func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
 		Environment:    cfg.Environment,
 		APIVersion:     cfg.APIVersion,
 		LicenseKey:     licenseKey,
+		Token:          a.bearerToken(),
 		AgentVersion:   Version,
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
@@ -409,7 +410,7 @@ var errBudgetWait = fmt.Errorf("the request budget is exhausted: %w", context.De
 
 // call runs one Keygen API call at priority p under the shared budget.
 func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
-	return f(context.WithValue(ctx, priorityKey{}, p), a.client())
+	return a.authenticated(context.WithValue(ctx, priorityKey{}, p), f)
 }
 
 // withMaxBudgetWait bounds how long calls made with ctx wait for the

@@ -35,6 +35,9 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if p.WaitMS < 0 {
 			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
 		}
+		if err := checkLeaseMetadata(p.Metadata); err != nil {
+			return nil, err
+		}
 		return a.acquire(ctx, p)
 	})
 	m.Register(ipc.MethodRelease, ipc.PermAny, func(ctx context.Context, raw json.RawMessage) (any, error) {
@@ -132,7 +135,7 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 	if err := a.needReady(); err != nil {
 		return nil, err
 	}
-	if err := a.setLicenseKey(p.Key); err != nil {
+	if err := a.setLicense(p.Key, p.Token); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "storing the license key: %v", err)
 	}
 	if err := a.requestSync(ctx); err != nil && !errors.Is(err, errActivationRefused) {
@@ -187,7 +190,7 @@ func (a *Agent) handleDeactivate(ctx context.Context, _ json.RawMessage) (any, e
 		if offline(err) {
 			return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; the machine was not deactivated: %v", err)
 		}
-		return nil, mapKeygenError(err)
+		return nil, explainKeygenError("the machine was not deactivated", err)
 	}
 	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "%v", err)

@@ -219,9 +219,12 @@ type request struct {
 	body     any        // JSON-encoded when non-nil
 	unsigned bool       // root-level route (no account): Keygen cannot sign it
 	noAcct   bool       // path is below /v1, not below the account
-	// anonymousKey drops license-key authorization (validate-key needs
-	// none, and a stale configured key would turn it into a 401).
-	anonymousKey bool
+	// anonymous drops authorization: validate-key needs none (the key in
+	// the body is the credential), and a configured key or token Keygen
+	// refuses (stale, expired, or not allowed by the policy's
+	// authenticationStrategy: concerns/authentication.rb raises even on
+	// the optional login of validate_by_key) would turn it into a 401/403.
+	anonymous bool
 }
 
 // response is a verified, successful answer.
@@ -260,7 +263,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	if c.env != "" {
 		h.Set("Keygen-Environment", c.env)
 	}
-	if c.auth != "" && !(r.anonymousKey && strings.HasPrefix(c.auth, "License ")) {
+	if c.auth != "" && !r.anonymous {
 		h.Set("Authorization", c.auth)
 	}
 	if c.verify && !r.unsigned {

@@ -31,7 +31,9 @@ const doctorHelp = `Each check prints one line: "ok|warn|fail  CHECK: WHAT", fol
 The configuration is read like "run" reads it: flags > KEYGEN_* environment variables > config file.
 Checks: config, config-perms, data-dir-perms, cache-perms (unix), socket, service, clock, keygen
 (GET /v1/ping), signature (a signed validate-key with the configured license key and public key),
-fingerprint (two reads agree), certificate (license state, last sync, offline window).
+auth (GET /me with the license token, else the key: explains LICENSE_NOT_ALLOWED, TOKEN_NOT_ALLOWED,
+suspended/banned/expired licenses and required scopes), settings (which policy settings were read and
+which are assumed from the config), fingerprint (two reads agree), certificate (license state, last sync, offline window).
 Every network check is bounded by --timeout.
 
 exit codes:
@@ -97,7 +99,8 @@ func runDoctor(e *env) int {
 	add(d.checkService())
 	// Keygen first: the clock check uses the ping's Date header.
 	kg := d.checkKeygen()
-	add(d.checkClock(), kg, d.checkSignature(), d.checkFingerprint(), d.checkCertificate())
+	auth, settings := d.checkAuth()
+	add(d.checkClock(), kg, d.checkSignature(), auth, settings, d.checkFingerprint(), d.checkCertificate())
 
 	failed := false
 	for _, c := range checks {
