@@ -110,6 +110,7 @@ type Agent struct {
 	api   *keygen.Client // authenticated with the current license key
 
 	lic    licenseState
+	klc    klcState // check-in, entitlements, leasing strategies, license changes (limits.go)
 	leases *leaseTable
 	conns  connSet
 
@@ -160,6 +161,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		ready:    make(chan struct{}),
 		watching: make(chan struct{}),
 		syncNow:  make(chan chan error),
+		wake:     make(chan struct{}, 1),
 		procs:    deps.Processes,
 	}
 	if a.procs == nil {

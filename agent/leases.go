@@ -52,6 +52,9 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	if err := a.leaseAllowed(v); err != nil {
 		return nil, err
 	}
+	if err := a.requireEntitlementsParam(ctx, p, v); err != nil {
+		return nil, err
+	}
 	waitCtx := ctx
 	if p.WaitMS > 0 {
 		var cancel context.CancelFunc
@@ -172,13 +175,7 @@ func (a *Agent) leaseAllowed(v licenseView) error {
 // max_processes override, else the license's) raised by the policy's
 // overage allowance; nil means unlimited.
 func (a *Agent) effectiveLimit(v licenseView) *int {
-	var max *int
-	switch {
-	case v.Machine != nil && v.Machine.MaxProcesses != nil:
-		max = v.Machine.MaxProcesses
-	case v.License != nil && v.License.MaxProcesses != nil:
-		max = v.License.MaxProcesses
-	}
+	max := leasingMax(v)
 	if max == nil {
 		return nil
 	}
@@ -195,6 +192,7 @@ func (a *Agent) effectiveLimit(v licenseView) *int {
 			n *= 2
 		}
 	}
+	n = a.leasingLimit(v, n)
 	return &n
 }
 

@@ -220,6 +220,8 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 			a.setMachine(nil)
 			return true, nil
 		}
+	case "OVERDUE":
+		return true, a.refusalOr(a.checkIn(ctx, v.License), base)
 	case "HEARTBEAT_NOT_STARTED":
 		return true, a.refusalOr(a.pingMachine(ctx), base)
 	case "HEARTBEAT_DEAD":
@@ -255,7 +257,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 	if err := a.ensureMachine(ctx, v.License); err != nil {
 		return false, a.refusalOr(err, view)
 	}
-	if err := a.ensureCertificate(ctx, v.License, false); err != nil {
+	if err := a.ensureCertificate(ctx, v.License, a.takeCertRefresh()); err != nil {
 		if offline(err) {
 			return false, err
 		}
@@ -278,6 +280,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 	a.scheduleMachineHeartbeat(view)
 	a.replayOutbox(ctx)
 	a.reconcileServer(ctx)
+	a.afterSync(ctx, view)
 	return false, nil
 }
 
@@ -573,7 +576,7 @@ var errNoCertificate = errors.New("no machine file in the cache")
 func (a *Agent) ensureCertificate(ctx context.Context, lic *keygen.License, force bool) error {
 	if !force {
 		ds, _, err := a.openMachineFile()
-		if err == nil && !needsRefresh(ds, lic, a.now()) {
+		if err == nil && !a.certNeedsRefresh(ds, lic, a.now()) {
 			return nil
 		}
 		if err != nil && !errors.Is(err, errNoCertificate) && !errors.Is(err, keygen.ErrCertExpired) {
@@ -601,21 +604,6 @@ func (a *Agent) ensureCertificate(ctx context.Context, lic *keygen.License, forc
 	}
 	a.advanceWatermark(ds.Issued)
 	return a.store.PutCertificate(certMachine, co.Certificate, now)
-}
-
-// needsRefresh: past half the file's life, or the license changed since.
-func needsRefresh(ds *keygen.Dataset, lic *keygen.License, now time.Time) bool {
-	if ds.Expiry != nil {
-		half := ds.Issued.Add(ds.Expiry.Sub(ds.Issued) / 2)
-		if !now.Before(half) {
-			return true
-		}
-	}
-	if lic == nil || ds.License == nil {
-		return lic != nil
-	}
-	return !ds.License.Updated.Equal(lic.Updated) || !equalPtr(ds.License.MaxProcesses, lic.MaxProcesses) ||
-		!licenseExpiry(ds.License).Equal(licenseExpiry(lic)) || ds.License.Suspended != lic.Suspended
 }
 
 func equalPtr(a, b *int) bool {

@@ -142,6 +142,7 @@ func (a *Agent) view() licenseView {
 		v.State, v.Valid, v.Code = StateOfflineExpired, false, "OFFLINE_EXPIRED"
 		v.Detail = "offline use ended at " + v.OfflineUntil.UTC().Format(time.RFC3339) + "; connect to the internet to continue"
 	}
+	a.overdueView(&v, now)
 	return v
 }
 
@@ -224,5 +225,6 @@ func (a *Agent) status() *ipc.Status {
 	a.lic.mu.Unlock()
 	st.Leases = a.leaseUsage(v)
 	st.HardwareChanges = v.Changes
+	st.NextCheckIn = a.nextCheckIn(v)
 	return st
 }

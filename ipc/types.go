@@ -66,16 +66,19 @@ type HelloResult struct {
 
 // Status is the result of license.status.
 type Status struct {
-	State           string            `json:"state"`
-	Code            string            `json:"code,omitempty"`
-	Detail          string            `json:"detail,omitempty"`
-	Valid           bool              `json:"valid"`
-	Online          bool              `json:"online"`
-	License         *LicenseInfo      `json:"license,omitempty"`
-	Entitlements    []string          `json:"entitlements"`
-	Machine         *MachineInfo      `json:"machine,omitempty"`
-	LastSync        *time.Time        `json:"last_sync,omitempty"`
-	OfflineUntil    *time.Time        `json:"offline_until,omitempty"`
+	State        string       `json:"state"`
+	Code         string       `json:"code,omitempty"`
+	Detail       string       `json:"detail,omitempty"`
+	Valid        bool         `json:"valid"`
+	Online       bool         `json:"online"`
+	License      *LicenseInfo `json:"license,omitempty"`
+	Entitlements []string     `json:"entitlements"`
+	Machine      *MachineInfo `json:"machine,omitempty"`
+	LastSync     *time.Time   `json:"last_sync,omitempty"`
+	OfflineUntil *time.Time   `json:"offline_until,omitempty"`
+	// NextCheckIn is when the license must next check in (policies with
+	// requireCheckIn); the agent checks in before it.
+	NextCheckIn     *time.Time        `json:"next_check_in,omitempty"`
 	Leases          LeaseUsage        `json:"leases"`
 	HardwareChanges []ComponentChange `json:"hardware_changes,omitempty"`
 }
@@ -116,6 +119,10 @@ type AcquireParams struct {
 	AppVersion string         `json:"app_version,omitempty"`
 	Metadata   map[string]any `json:"metadata,omitempty"`
 	WaitMS     int64          `json:"wait_ms,omitempty"`
+	// Entitlements lists entitlement codes the license must hold for this
+	// lease; a license lacking any is refused with ENTITLEMENTS_MISSING
+	// (error data "missing" lists the codes it lacks).
+	Entitlements []string `json:"entitlements,omitempty"`
 }
 
 // AcquireResult is the result of lease.acquire.
@@ -192,6 +199,9 @@ const (
 	CodeUnsupportedVersion   = "UNSUPPORTED_VERSION"
 	CodeTimeout              = "TIMEOUT"
 	CodeStopping             = "STOPPING"
+	// CodeEntitlementsMissing: lease.acquire asked for entitlements the
+	// license does not hold; data.missing lists them.
+	CodeEntitlementsMissing = "ENTITLEMENTS_MISSING"
 	// Protocol-level codes produced by the server itself.
 	CodeParseError      = "PARSE_ERROR"
 	CodeMethodNotFound  = "METHOD_NOT_FOUND"
@@ -229,6 +239,7 @@ var rpcCodes = map[string]int{
 	CodeTimeout:              -32010,
 	CodeBusy:                 -32011,
 	CodeStopping:             -32012,
+	CodeEntitlementsMissing:  -32013,
 }
 
 // RPCCode returns the JSON-RPC numeric code used on the wire for a stable

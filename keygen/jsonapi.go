@@ -136,6 +136,10 @@ type licenseAttrs struct {
 	MaxUsers         *int           `json:"maxUsers"`
 	MaxCores         *int           `json:"maxCores"`
 	Uses             int            `json:"uses"`
+	MaxUses          *int           `json:"maxUses"`
+	RequireCheckIn   bool           `json:"requireCheckIn"`
+	LastCheckIn      *time.Time     `json:"lastCheckIn"`
+	NextCheckIn      *time.Time     `json:"nextCheckIn"`
 	Metadata         map[string]any `json:"metadata"`
 	Created          time.Time      `json:"created"`
 	Updated          time.Time      `json:"updated"`
@@ -150,7 +154,8 @@ func toLicense(r *resource) (*License, error) {
 		ID: r.ID, Name: a.Name, Key: a.Key, Status: a.Status, Scheme: a.Scheme, Expiry: a.Expiry,
 		Suspended: a.Suspended, Strict: a.Strict, Floating: a.Floating, Protected: a.Protected,
 		RequireHeartbeat: a.RequireHeartbeat, MaxMachines: a.MaxMachines, MaxProcesses: a.MaxProcesses,
-		MaxUsers: a.MaxUsers, MaxCores: a.MaxCores, Uses: a.Uses, Metadata: a.Metadata,
+		MaxUsers: a.MaxUsers, MaxCores: a.MaxCores, Uses: a.Uses, MaxUses: a.MaxUses, Metadata: a.Metadata,
+		RequireCheckIn: a.RequireCheckIn, LastCheckIn: a.LastCheckIn, NextCheckIn: a.NextCheckIn,
 		PolicyID: r.relID("policy"), ProductID: r.relID("product"), Created: a.Created, Updated: a.Updated,
 	}, nil
 }
@@ -180,7 +185,7 @@ func toMachine(r *resource) (*Machine, error) {
 	}
 	return &Machine{
 		ID: r.ID, Fingerprint: a.Fingerprint, Name: a.Name, Hostname: a.Hostname, Platform: a.Platform, IP: a.IP,
-		HeartbeatStatus: a.HeartbeatStatus, LicenseID: r.relID("license"), Cores: a.Cores, Memory: a.Memory,
+		HeartbeatStatus: a.HeartbeatStatus, LicenseID: r.relID("license"), OwnerID: r.relID("owner"), Cores: a.Cores, Memory: a.Memory,
 		RequireHeartbeat: a.RequireHeartbeat, HeartbeatDuration: a.HeartbeatDuration, MaxProcesses: a.MaxProcesses,
 		LastHeartbeat: a.LastHeartbeat, NextHeartbeat: a.NextHeartbeat, Metadata: a.Metadata, Created: a.Created,
 	}, nil

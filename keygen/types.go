@@ -11,15 +11,21 @@ type License struct {
 	MaxMachines, MaxProcesses     *int
 	MaxUsers, MaxCores            *int
 	Uses                          int
-	Metadata                      map[string]any
-	PolicyID, ProductID           string
-	Created, Updated              time.Time
+	MaxUses                       *int
+	// RequireCheckIn, LastCheckIn, NextCheckIn: license_serializer.rb;
+	// NextCheckIn is nil unless the policy requires check-ins.
+	RequireCheckIn           bool
+	LastCheckIn, NextCheckIn *time.Time
+	Metadata                 map[string]any
+	PolicyID, ProductID      string
+	Created, Updated         time.Time
 }
 
 // Machine is a Keygen machine resource.
 type Machine struct {
 	ID, Fingerprint, Name, Hostname, Platform, IP string
 	HeartbeatStatus, LicenseID                    string
+	OwnerID                                       string // "" when the machine has no owner
 	Cores                                         int
 	Memory                                        int64
 	RequireHeartbeat                              bool

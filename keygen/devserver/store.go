@@ -105,6 +105,12 @@ func (s *Server) createLicense(spec LicenseSpec) (*License, *apiError) {
 		OwnerID: spec.OwnerID, UserIDs: slices.Clone(spec.UserIDs),
 		Metadata: cloneMap(spec.Metadata), Created: now, Updated: now,
 	}
+	if pol.RequireCheckIn {
+		// license.rb before_create :set_first_check_in: the check-in clock
+		// starts at creation, so nextCheckIn is set from the start.
+		t := now
+		l.LastCheckIn = &t
+	}
 	if l.Expiry == nil && pol.Duration != nil {
 		e := now.Add(time.Duration(*pol.Duration) * time.Second)
 		l.Expiry = &e
