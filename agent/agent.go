@@ -88,6 +88,7 @@ type Agent struct {
 
 	lic   licenseState
 	lm    leaseManager
+	ev    evidenceState
 	conns connSet
 
 	syncNow chan chan error

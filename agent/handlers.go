@@ -35,7 +35,11 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if p.WaitMS < 0 {
 			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
 		}
-		return a.acquire(ctx, p)
+		res, err := a.acquire(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return a.withEvidence(ctx, res, p.Confirm)
 	})
 	m.Register(ipc.MethodRelease, ipc.PermAny, func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p ipc.ReleaseParams

@@ -346,6 +346,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 			return nil, ctx.Err()
 		case err == nil:
 			l.processID = proc.ID
+			a.recordProof(l.id, proc, false)
 			if proc.Interval > 0 {
 				l.interval = time.Duration(proc.Interval) * time.Second
 				a.lm.mu.Lock()
@@ -614,6 +615,7 @@ func (a *Agent) releaseLease(id, reason string) bool {
 		a.dropQueuedSpawn(id)
 	}
 	a.persist(func() error { return a.store.DeleteLease(id) })
+	a.dropProof(id)
 	a.lm.mu.Lock()
 	delete(a.lm.leases, id)
 	if a.lm.byProc[procKey{l.pid, l.start}] == l {

@@ -233,6 +233,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 		}
 		a.log.Warn("machine file check-out failed; offline use is limited to the last good file", "err", err)
 	}
+	a.ensureEvidenceFile(ctx)
 	a.fillFromCertificate(&view)
 	if rec, _ := a.store.Machine(); rec != nil && view.Machine == nil {
 		view.Machine = &keygen.Machine{ID: rec.ID, Fingerprint: rec.Fingerprint}

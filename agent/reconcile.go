@@ -78,7 +78,8 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 	procID, interval := l.processID, l.interval
 	a.lm.mu.Unlock()
 	err := a.call(ctx, budget.PriorityPing, func(ctx context.Context, c *keygen.Client) error {
-		_, err := c.PingProcess(ctx, procID)
+		p, err := c.PingProcess(ctx, procID)
+		a.recordProof(id, p, false)
 		return err
 	})
 	switch {
@@ -120,6 +121,7 @@ func (a *Agent) respawn(ctx context.Context, l *lease) bool {
 	a.lm.mu.Lock()
 	l.processID, l.offline = proc.ID, false
 	a.lm.mu.Unlock()
+	a.recordProof(l.id, proc, true)
 	_ = a.persistLease(l)
 	return true
 }
@@ -246,6 +248,7 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 					l.interval = time.Duration(proc.Interval) * time.Second
 				}
 				a.lm.mu.Unlock()
+				a.recordProof(l.id, proc, true)
 				_ = a.persistLease(l)
 				_ = a.store.Ack(e.Seq)
 				a.schedulePing(l)
