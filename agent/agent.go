@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -19,7 +20,8 @@ import (
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
 
-// Version is the agent version reported in agent.hello; cmd sets it.
+// Version is the agent version reported in agent.hello and sent in the
+// Keygen User-Agent; cmd sets it.
 var Version = "dev"
 
 // Fingerprinter computes this machine's identity. *fingerprint.Cache
@@ -35,8 +37,8 @@ type ProcessWatcher interface {
 	Alive(pid int, startTime uint64) bool
 }
 
-// Deps are the agent's collaborators. Only Logger is optional in practice;
-// the others have production defaults built from Config.
+// Deps are the agent's collaborators. Every field is optional: a nil one
+// gets the production default built from Config (tests replace them).
 type Deps struct {
 	// HTTPClient reaches Keygen; default: keygen's default client.
 	HTTPClient *http.Client
@@ -60,17 +62,36 @@ type Deps struct {
 	// Tests inside testing/synctest bubbles set it: an inotify read is not
 	// durably blocking, so the bubble's clock could not advance.
 	NoWatch bool
+	// IPC tunes the server Run puts on its listener.
+	IPC IPCOptions
 }
 
-// Agent is the daemon core. Create it with New, serve its Mux over IPC, and
-// call Run.
+// IPCOptions tune the IPC server; zero values are ipc's defaults. The
+// admin group comes from Config.AdminGroup.
+type IPCOptions struct {
+	// PeerFunc replaces the kernel's peer credentials (in-memory
+	// listeners in tests).
+	PeerFunc       func(net.Conn) (ipc.Peer, error)
+	MaxConns       int
+	MaxMessageSize int
+}
+
+// LeaseStopBudget bounds how long Run's shutdown spends ending leases
+// (waiting for spawns in flight, then killing Keygen processes). It is
+// kept well under the service manager's stop timeout
+// (installer.StopTimeout) so the cache is closed cleanly after it;
+// cmd/keygen-agent's tests check the margin.
+const LeaseStopBudget = 3 * time.Second
+
+// Agent is the daemon core. Create it with New and call Run with the
+// listener it serves.
 type Agent struct {
 	deps   Deps
 	log    *slog.Logger
 	now    func() time.Time
 	mux    *ipc.Mux
 	budget *budget.Budget
-	sched  *heartbeat.Scheduler
+	sched  *heartbeat.Scheduler[schedKey]
 	procs  ProcessWatcher
 
 	cfgMu sync.RWMutex
@@ -86,15 +107,18 @@ type Agent struct {
 	apiMu sync.RWMutex
 	api   *keygen.Client // authenticated with the current license key
 
-	lic   licenseState
-	lm    leaseManager
-	ev    evidenceState
-	conns connSet
+	lic    licenseState
+	leases *leaseTable
+	ev     evidenceState
+	conns  connSet
 
 	syncNow chan chan error
 	wake    chan struct{}
 	// stopping is set when Run begins its shutdown.
 	stopping atomic.Bool
+	// halt bounds the Keygen calls that end leases; cancelled when the
+	// shutdown's LeaseStopBudget is spent.
+	halt context.Context
 	// replayMu serialises outbox replays.
 	replayMu sync.Mutex
 	// persistQ carries lease-record writes to runPersister.
@@ -108,9 +132,9 @@ type Agent struct {
 	runCtx   context.Context
 }
 
-// New checks the configuration and builds an Agent. It does no I/O: the
-// socket can be served at once and answers "starting" until Run has opened
-// the cache and computed the fingerprint.
+// New checks the configuration and builds an Agent. It does no I/O; Run
+// serves the socket at once, answering "starting" until it has opened the
+// cache and computed the fingerprint.
 func New(cfg Config, deps Deps) (*Agent, error) {
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -147,16 +171,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		},
 	})
 	a.sched = heartbeat.New(heartbeat.Config{Concurrency: 8}, a.fireHeartbeat)
-	a.lm.init()
+	a.leases = newLeaseTable()
 	a.conns.init()
 	a.lic.view = licenseView{State: StateStarting, Detail: "the agent is starting"}
 	a.mux = ipc.NewMux()
 	a.registerHandlers(a.mux)
 	return a, nil
 }
-
-// Mux returns the IPC method table to serve.
-func (a *Agent) Mux() *ipc.Mux { return a.mux }
 
 // config returns a snapshot of the live configuration.
 func (a *Agent) config() Config {
@@ -209,16 +230,64 @@ func (a *Agent) observeResponse(info keygen.ResponseInfo) {
 	}
 }
 
-// Run initialises the cache, fingerprint and Keygen client, reconciles
-// leases left by a previous run, and keeps the license and leases current
-// until ctx is cancelled. It returns nil on a clean cancel.
-func (a *Agent) Run(ctx context.Context) error {
+// Run serves ln, initialises the cache, fingerprint and Keygen client,
+// reconciles leases left by a previous run, and keeps the license and
+// leases current until ctx is cancelled or serving fails. It returns nil
+// on a clean cancel and an error when initialisation or serving failed;
+// either way it has stopped serving and closed ln.
+//
+// The shutdown stops accepting connections first, then refuses
+// lease.acquire (STOPPING), ends the leases within LeaseStopBudget, closes
+// the connections, and closes the cache last.
+func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
+	if ln == nil {
+		return fmt.Errorf("%w: Run needs a listener", ErrConfig)
+	}
 	a.runCtx = ctx
-	if err := a.init(ctx); err != nil {
+	halt, stopHalt := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHalt()
+	a.halt = halt
+	cfg := a.config()
+	srv := ipc.NewServer(ipc.ServerConfig{
+		Mux: a.mux, Logger: a.log, AdminGroup: cfg.AdminGroup,
+		OnConnect: a.connOpened, OnClose: a.connClosed,
+		PeerFunc: a.deps.IPC.PeerFunc, MaxConns: a.deps.IPC.MaxConns, MaxMessageSize: a.deps.IPC.MaxMessageSize,
+	})
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	var serveErr error
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		err := srv.Serve(ln)
+		if a.stopping.Load() || errors.Is(err, ipc.ErrServerClosed) {
+			return
+		}
+		if err == nil {
+			err = errors.New("the listener stopped accepting")
+		}
+		serveErr = fmt.Errorf("serving %s: %w", ln.Addr(), err)
+		a.log.Error("serving the socket failed; stopping", "err", serveErr)
+		stopLoop()
+	}()
+	// stopServing closes the listener first (no new connections), then,
+	// after the leases are ended, the connections.
+	stopServing := func() error {
+		a.stopping.Store(true)
+		_ = ln.Close()
+		<-served
+		_ = srv.Close()
+		return serveErr
+	}
+
+	if err := a.init(loopCtx); err != nil {
 		a.initErr = err
 		a.setView(licenseView{State: StateError, Code: "INIT_FAILED", Detail: err.Error()})
 		close(a.ready)
 		close(a.watching)
+		a.stopping.Store(true)
+		a.leases.close()
+		_ = stopServing()
 		return err
 	}
 	close(a.ready)
@@ -238,15 +307,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = a.sched.Run(schedCtx)
 	}()
 
-	a.restoreLeases(ctx)
-	a.startWatchers(ctx)
-	a.licenseLoop(ctx)
+	a.restoreLeases(loopCtx)
+	a.startWatchers(loopCtx)
+	a.licenseLoop(loopCtx)
 
-	// Shutdown in reverse order: leases (kill Keygen processes within a
-	// deadline), then the scheduler, then the cache. Connections closing
-	// from now on leave their leases to shutdownLeases.
+	// Shutdown: stop accepting, refuse new leases, end the leases within
+	// the budget (kill Keygen processes; connections closing from now on
+	// leave their leases to it), close the connections, then stop the
+	// scheduler and close the cache.
 	a.stopping.Store(true)
-	a.shutdownLeases()
+	_ = ln.Close()
+	a.leases.close()
+	leaseCtx, cancel := context.WithTimeout(halt, LeaseStopBudget)
+	a.shutdownLeases(leaseCtx)
+	cancel()
+	stopHalt()
+	err := stopServing()
 	stopSched()
 	a.wg.Wait()
 	a.persistMu.Lock()
@@ -255,11 +331,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.persistMu.Unlock()
 	<-a.persisted
 	if a.deps.Store == nil && a.store != nil {
-		if err := a.store.Close(); err != nil {
-			a.log.Warn("closing cache", "err", err)
+		if cerr := a.store.Close(); cerr != nil {
+			a.log.Warn("closing cache", "err", cerr)
 		}
 	}
-	return nil
+	return err
 }
 
 func (a *Agent) init(ctx context.Context) error {

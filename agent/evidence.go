@@ -49,15 +49,10 @@ func (a *Agent) recordProof(id string, proc *keygen.Process, notify bool) {
 	if !notify || !first {
 		return
 	}
-	a.lm.mu.Lock()
-	l := a.lm.leases[id]
-	var conns []*ipc.Conn
-	if l != nil && !l.releasing {
-		for _, c := range l.conns {
-			conns = append(conns, c)
-		}
+	if _, _, live := a.leases.live(id); !live {
+		return
 	}
-	a.lm.mu.Unlock()
+	_, conns := a.leases.conns(id)
 	if len(conns) == 0 {
 		return
 	}
@@ -80,16 +75,11 @@ func (a *Agent) dropProof(id string) {
 
 // evidenceFor builds lease id's evidence object; nil if there is no lease.
 func (a *Agent) evidenceFor(id string) *ipc.Evidence {
-	a.lm.mu.Lock()
-	l := a.lm.leases[id]
-	procID := ""
-	if l != nil {
-		procID = l.processID
-	}
-	a.lm.mu.Unlock()
-	if l == nil {
+	_, lp, ok := a.leases.live(id)
+	if !ok {
 		return nil
 	}
+	procID := lp.processID
 	ev := &ipc.Evidence{Status: leaseverify.StatusPending}
 	if rec, _ := a.store.Certificate(cache.CertEvidence); rec != nil {
 		ev.MachineFile = string(rec.Raw)
@@ -146,11 +136,9 @@ func (a *Agent) withEvidence(ctx context.Context, res *ipc.AcquireResult, confir
 		return nil, ipc.Errorf(ipc.CodeLicenseInvalid, "the lease ended before Keygen confirmed it")
 	}
 	res.Evidence = ev
-	a.lm.mu.Lock()
-	if l := a.lm.leases[res.LeaseID]; l != nil {
-		res.ProcessID, res.Offline = l.processID, l.offline
+	if _, lp, ok := a.leases.live(res.LeaseID); ok {
+		res.ProcessID, res.Offline = lp.processID, lp.offline
 	}
-	a.lm.mu.Unlock()
 	return res, nil
 }
 

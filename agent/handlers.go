@@ -12,9 +12,8 @@ import (
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
 
-// Capabilities advertised in agent.hello.
-var Capabilities = []string{"leases", "offline-leases", "wait-queue", "notifications", "admin"}
-
+// registerHandlers fills the agent's method table; it is the only one the
+// agent's server answers from (ipc has no built-in methods).
 func (a *Agent) registerHandlers(m *ipc.Mux) {
 	m.Register(ipc.MethodHello, ipc.PermAny, a.handleHello)
 	m.Register(ipc.MethodStatus, ipc.PermAny, func(ctx context.Context, _ json.RawMessage) (any, error) {
@@ -115,16 +114,11 @@ func decodeParams(raw json.RawMessage, v any) error {
 	return nil
 }
 
-func (a *Agent) handleHello(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p ipc.HelloParams
-	if err := decodeParams(raw, &p); err != nil {
-		return nil, err
-	}
-	if p.Protocol != 0 && p.Protocol != ipc.ProtocolVersion {
-		return nil, &ipc.Error{Code: ipc.CodeUnsupportedVersion, Message: "unsupported protocol version",
-			Data: map[string]any{"supported": []int{ipc.ProtocolVersion}}}
-	}
-	return &ipc.HelloResult{Protocol: ipc.ProtocolVersion, AgentVersion: Version, Capabilities: Capabilities,
+// handleHello answers agent.hello. The server has already checked the
+// requested protocol version (UNSUPPORTED_VERSION) before it runs; the
+// capabilities are the methods this agent serves.
+func (a *Agent) handleHello(ctx context.Context, _ json.RawMessage) (any, error) {
+	return &ipc.HelloResult{Protocol: ipc.ProtocolVersion, AgentVersion: Version, Capabilities: a.mux.Methods(),
 		State: string(a.view().State)}, nil
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sync/atomic"
@@ -15,8 +16,8 @@ import (
 )
 
 // The harness runs a devserver (in memory, so it works inside synctest
-// bubbles), an Agent with fake fingerprint, process watcher and clock
-// offset, and an ipc.Server on an in-memory listener. Test clients speak the
+// bubbles) and an Agent with fake fingerprint, process watcher and clock
+// offset, serving an in-memory listener. Test clients speak the
 // wire protocol directly over net.Pipe with a Peer the test chooses.
 
 type env struct {
@@ -31,7 +32,6 @@ type env struct {
 	logs    *agenttest.SyncBuffer
 
 	a      *Agent
-	ipcSrv *ipc.Server
 	ln     *agenttest.MemListener
 	cancel context.CancelFunc
 	done   chan error
@@ -42,6 +42,8 @@ type env struct {
 	deps Deps
 	// waitLimit bounds waitFor; default 2 minutes.
 	waitLimit time.Duration
+	// listen, when set, wraps the in-memory listener Run serves.
+	listen func(*agenttest.MemListener) net.Listener
 }
 
 type envOptions struct {
@@ -110,21 +112,21 @@ func (e *env) start() {
 		deps.Processes = e.procs
 	}
 	deps.Now, deps.Logger, deps.NoWatch = e.now, log, e.noWatch
+	e.ln = agenttest.NewMemListener()
+	deps.IPC.PeerFunc = e.ln.PeerOf
 	a, err := New(e.cfg, deps)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.a = a
-	e.ln = agenttest.NewMemListener()
-	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{
-		Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed,
-		PeerFunc: e.ln.PeerOf,
-	})
-	go e.ipcSrv.Serve(e.ln)
+	var ln net.Listener = e.ln
+	if e.listen != nil {
+		ln = e.listen(e.ln)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.done = make(chan error, 1)
-	go func() { e.done <- a.Run(ctx) }()
+	go func() { e.done <- a.Run(ctx, ln) }()
 	<-a.ready
 	<-a.watching
 }
@@ -136,7 +138,6 @@ func (e *env) stop() {
 	if err := <-e.done; err != nil {
 		e.t.Errorf("Run returned %v", err)
 	}
-	e.ipcSrv.Close()
 }
 
 // crash abandons the agent without its shutdown: its goroutines are stopped
@@ -144,17 +145,17 @@ func (e *env) stop() {
 // simulate kill -9.
 func (e *env) crash() {
 	e.t.Helper()
-	e.a.lm.mu.Lock()
-	for _, l := range e.a.lm.leases {
+	t := e.a.leases
+	t.mu.Lock()
+	for _, l := range t.byID {
 		if l.stopWatch != nil {
 			l.stopWatch()
 		}
 	}
-	e.a.lm.leases = map[string]*lease{} // shutdown finds nothing to kill
-	e.a.lm.mu.Unlock()
+	t.byID, t.byProc = map[string]*lease{}, map[procKey]*lease{} // shutdown finds nothing to kill
+	t.mu.Unlock()
 	e.cancel()
 	<-e.done
-	e.ipcSrv.Close()
 }
 
 // waitFor polls cond on the (possibly fake) clock.

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"container/list"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -9,86 +8,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sort"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
-	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
-
-// lease is one app instance's seat: one OS process, one Keygen process.
-type lease struct {
-	id              string
-	pid             int
-	start           uint64
-	exe, user       string
-	app, appVersion string
-	metadata        map[string]any
-	keygenPID       string
-	processID       string // Keygen process id; "" while an offline spawn is queued
-	interval        time.Duration
-	offline         bool
-	created         time.Time
-	conns           map[uint64]*ipc.Conn
-	stopWatch       context.CancelFunc
-	adoptUntil      time.Time // set while restored after a restart and not yet re-claimed
-	releasing       bool
-}
-
-type procKey struct {
-	pid   int
-	start uint64
-}
-
-type waiter struct {
-	ch      chan struct{}
-	granted bool
-}
-
-// leaseManager is the lease table. Seats in use are the leases plus seats
-// reserved by acquirers that are spawning and seats handed to waiters that
-// have not yet claimed them, so the limit holds under concurrency.
-type leaseManager struct {
-	mu       sync.Mutex
-	leases   map[string]*lease
-	byProc   map[procKey]*lease
-	pending  int
-	granted  int
-	waiters  list.List // of *waiter, FIFO
-	interval time.Duration
-	// reconciled is set once the server's process list was compared with
-	// ours after a start.
-	reconciled bool
-}
-
-func (m *leaseManager) init() {
-	m.leases = map[string]*lease{}
-	m.byProc = map[procKey]*lease{}
-	m.waiters.Init()
-}
-
-func (m *leaseManager) usedLocked() int { return len(m.leases) + m.pending + m.granted }
-
-// wakeWaiterLocked hands a freed seat to the longest waiter.
-func (m *leaseManager) wakeWaiterLocked() {
-	e := m.waiters.Front()
-	if e == nil {
-		return
-	}
-	w := m.waiters.Remove(e).(*waiter)
-	w.granted = true
-	m.granted++
-	close(w.ch)
-}
-
-const processKeyPrefix = "p:"
-const adoptKeyPrefix = "a:"
 
 func newLeaseID() string {
 	var b [12]byte
@@ -103,7 +32,9 @@ func keygenPID(pid int, start uint64) string {
 	return strconv.Itoa(pid) + "@" + strconv.FormatUint(start, 10)
 }
 
-// acquire implements lease.acquire for the calling peer.
+// acquire implements lease.acquire for the calling peer: it re-uses the
+// caller's lease, or takes a seat in the lease table (waiting for one when
+// asked), spawns the Keygen process on it and commits the lease.
 func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireResult, error) {
 	peer, ok := ipc.PeerFromContext(ctx)
 	conn := ipc.ConnFromContext(ctx)
@@ -114,99 +45,83 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 		return nil, ipc.Errorf(ipc.CodeStarting, "the agent is starting; retry shortly")
 	}
 	key := procKey{peer.PID, peer.StartTime}
+	v := a.view()
+	if res := a.reuse(key, conn, v); res != nil {
+		return res, nil
+	}
+	if err := a.leaseAllowed(v); err != nil {
+		return nil, err
+	}
 	waitCtx := ctx
 	if p.WaitMS > 0 {
 		var cancel context.CancelFunc
 		waitCtx, cancel = context.WithTimeout(ctx, time.Duration(p.WaitMS)*time.Millisecond)
 		defer cancel()
 	}
-	var w *waiter
-	for {
-		v := a.view()
-		a.lm.mu.Lock()
-		if w != nil && w.granted {
-			a.lm.granted--
-			w = nil
-		}
-		if l := a.lm.byProc[key]; l != nil && !l.releasing {
-			l.conns[conn.ID()] = conn
-			l.adoptUntil = time.Time{}
-			a.sched.Remove(adoptKeyPrefix + l.id)
-			res := a.resultLocked(l, v, true)
-			a.lm.wakeIfFreeLocked(a, v)
-			a.lm.mu.Unlock()
+	seat, err := a.leases.reserve(waitCtx, a.effectiveLimit(v), a.capacity(v), p.WaitMS > 0)
+	if err != nil {
+		return nil, seatError(ctx, err)
+	}
+	defer seat.cancel() // hands the seat on unless committed
+	if p.WaitMS > 0 {
+		// While this acquirer waited, the process may have got a lease on
+		// another connection, or the license may have changed.
+		v = a.view()
+		if res := a.reuse(key, conn, v); res != nil {
 			return res, nil
 		}
 		if err := a.leaseAllowed(v); err != nil {
-			a.lm.wakeIfFreeLocked(a, v)
-			a.lm.mu.Unlock()
 			return nil, err
 		}
-		limit := a.effectiveLimit(v)
-		used := a.lm.usedLocked()
-		if limit != nil && used >= *limit {
-			if p.WaitMS <= 0 {
-				a.lm.mu.Unlock()
-				return nil, limitError(*limit, used, "")
-			}
-			w = &waiter{ch: make(chan struct{})}
-			e := a.lm.waiters.PushBack(w)
-			a.lm.mu.Unlock()
-			select {
-			case <-w.ch:
-				continue
-			case <-waitCtx.Done():
-				a.lm.mu.Lock()
-				if w.granted {
-					a.lm.granted--
-					a.lm.wakeWaiterLocked()
-				} else {
-					a.lm.waiters.Remove(e)
-				}
-				a.lm.mu.Unlock()
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				return nil, limitError(*limit, used, "no seat became free within the wait timeout")
-			}
-		}
-		if c := a.capacityLocked(v); used >= c {
-			a.lm.wakeIfFreeLocked(a, v)
-			a.lm.mu.Unlock()
-			return nil, &ipc.Error{Code: ipc.CodeHeartbeatCapacity,
-				Message: fmt.Sprintf("the agent cannot keep more than %d leases alive within Keygen's rate limits at the current heartbeat interval", c),
-				Data:    map[string]any{"capacity": c, "count": used}}
-		}
-		a.lm.pending++
-		a.lm.mu.Unlock()
-		l, err := a.spawnLease(ctx, peer, conn, p, v)
-		a.lm.mu.Lock()
-		a.lm.pending--
-		if err != nil {
-			a.lm.wakeWaiterLocked()
-			a.lm.mu.Unlock()
-			return nil, err
-		}
-		a.lm.leases[l.id] = l
-		a.lm.byProc[key] = l
-		res := a.resultLocked(l, v, false)
-		a.lm.mu.Unlock()
-		a.watchLease(l)
-		if l.processID != "" {
-			a.schedulePing(l)
-		}
-		a.log.Info("lease acquired", "lease", l.id, "pid", l.pid, "app", l.app, "process", l.processID, "offline", l.offline)
-		return res, nil
 	}
+	l, err := a.spawnLease(ctx, peer, conn, p, v)
+	if err != nil {
+		return nil, err
+	}
+	lp := l.procLocked() // l is not shared until commit
+	if err := seat.commit(l); err != nil {
+		// The shutdown ended every lease while this one was spawning.
+		a.endAtShutdown(a.haltCtx(), lp)
+		return nil, seatError(ctx, err)
+	}
+	a.watchLease(l)
+	if lp.processID != "" {
+		a.schedulePing(l.id, lp.interval)
+	}
+	a.log.Info("lease acquired", "lease", l.id, "pid", l.pid, "app", l.app, "process", lp.processID, "offline", lp.offline)
+	return acquireResult(lp, v, false), nil
 }
 
-// wakeIfFreeLocked passes a seat on when an acquirer that was handed one
-// did not use it.
-func (m *leaseManager) wakeIfFreeLocked(a *Agent, v licenseView) {
-	limit := a.effectiveLimit(v)
-	if m.waiters.Len() > 0 && (limit == nil || m.usedLocked() < *limit) {
-		m.wakeWaiterLocked()
+// reuse gives the caller its existing lease back on conn, or returns nil.
+func (a *Agent) reuse(key procKey, conn *ipc.Conn, v licenseView) *ipc.AcquireResult {
+	lp, ok := a.leases.reclaim(key, conn)
+	if !ok {
+		return nil
 	}
+	a.sched.Remove(schedKey{kind: schedAdopt, lease: lp.leaseID})
+	return acquireResult(lp, v, true)
+}
+
+// seatError maps the lease table's refusals onto the protocol's errors.
+func seatError(ctx context.Context, err error) error {
+	var lr *limitReached
+	var cr *capacityReached
+	switch {
+	case errors.Is(err, errStopping):
+		return ipc.Errorf(ipc.CodeStopping, "the agent is stopping; retry once it is back")
+	case errors.As(err, &lr) && lr.waited:
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return limitError(lr.limit, lr.used, "no seat became free within the wait timeout")
+	case errors.As(err, &lr):
+		return limitError(lr.limit, lr.used, "")
+	case errors.As(err, &cr):
+		return &ipc.Error{Code: ipc.CodeHeartbeatCapacity,
+			Message: fmt.Sprintf("the agent cannot keep more than %d leases alive within Keygen's rate limits at the current heartbeat interval", cr.capacity),
+			Data:    map[string]any{"capacity": cr.capacity, "count": cr.used}}
+	}
+	return err
 }
 
 func limitError(limit, count int, extra string) *ipc.Error {
@@ -217,14 +132,14 @@ func limitError(limit, count int, extra string) *ipc.Error {
 	return &ipc.Error{Code: ipc.CodeProcessLimitExceeded, Message: msg, Data: map[string]any{"limit": limit, "count": count}}
 }
 
-func (a *Agent) resultLocked(l *lease, v licenseView, reused bool) *ipc.AcquireResult {
+func acquireResult(lp leaseProc, v licenseView, reused bool) *ipc.AcquireResult {
 	ents := v.Entitlements
 	if ents == nil {
 		ents = []string{}
 	}
 	return &ipc.AcquireResult{
-		LeaseID: l.id, ProcessID: l.processID, HeartbeatInterval: int(l.interval / time.Second),
-		Offline: l.offline, Entitlements: ents, Reused: reused,
+		LeaseID: lp.leaseID, ProcessID: lp.processID, HeartbeatInterval: int(lp.interval / time.Second),
+		Offline: lp.offline, Entitlements: ents, Reused: reused,
 	}
 }
 
@@ -253,8 +168,9 @@ func (a *Agent) leaseAllowed(v licenseView) error {
 	return nil
 }
 
-// effectiveLimit is the per-machine process limit with the policy's overage
-// allowance; nil means unlimited.
+// effectiveLimit is the per-machine process limit (the machine's
+// max_processes override, else the license's) raised by the policy's
+// overage allowance; nil means unlimited.
 func (a *Agent) effectiveLimit(v licenseView) *int {
 	var max *int
 	switch {
@@ -282,10 +198,11 @@ func (a *Agent) effectiveLimit(v licenseView) *int {
 	return &n
 }
 
-// leaseInterval is the heartbeat interval new leases will get.
-func (a *Agent) leaseIntervalLocked(v licenseView) time.Duration {
-	if a.lm.interval > 0 {
-		return a.lm.interval
+// leaseInterval is the heartbeat interval new leases will get: the one
+// Keygen gave the last spawn, else the machine's or the policy's.
+func (a *Agent) leaseInterval(v licenseView) time.Duration {
+	if d := a.leases.learnedInterval(); d > 0 {
+		return d
 	}
 	if v.Machine != nil && v.Machine.HeartbeatDuration > 0 {
 		return time.Duration(v.Machine.HeartbeatDuration) * time.Second
@@ -296,16 +213,16 @@ func (a *Agent) leaseIntervalLocked(v licenseView) time.Duration {
 	return 600 * time.Second
 }
 
-// capacityLocked is how many leases the request budget can keep alive: 80%
+// capacity is how many leases the request budget can keep alive: 80%
 // of the sustainable request rate goes to heartbeats, the rest stays free
 // for validations, spawns and kills.
-func (a *Agent) capacityLocked(v licenseView) int {
+func (a *Agent) capacity(v licenseView) int {
 	rate := a.budget.SustainableRate() * 0.8
 	frac := a.config().HeartbeatFraction
 	if d := a.machineHeartbeatInterval(v); d > 0 {
 		rate -= 1 / (d.Seconds() * frac)
 	}
-	perLease := 1 / (a.leaseIntervalLocked(v).Seconds() * frac)
+	perLease := 1 / (a.leaseInterval(v).Seconds() * frac)
 	if rate <= 0 {
 		return 0
 	}
@@ -313,9 +230,7 @@ func (a *Agent) capacityLocked(v licenseView) int {
 }
 
 func (a *Agent) leaseUsage(v licenseView) ipc.LeaseUsage {
-	a.lm.mu.Lock()
-	defer a.lm.mu.Unlock()
-	return ipc.LeaseUsage{Active: len(a.lm.leases), Limit: a.effectiveLimit(v), Capacity: a.capacityLocked(v)}
+	return ipc.LeaseUsage{Active: a.leases.count(), Limit: a.effectiveLimit(v), Capacity: a.capacity(v)}
 }
 
 // spawnLease creates the Keygen process for a new lease, or queues it when
@@ -325,11 +240,8 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 		id: newLeaseID(), pid: peer.PID, start: peer.StartTime, exe: peer.Exe, user: peer.UID,
 		app: p.App, appVersion: p.AppVersion, metadata: p.Metadata,
 		keygenPID: keygenPID(peer.PID, peer.StartTime), created: a.now(),
-		conns: map[uint64]*ipc.Conn{conn.ID(): conn},
+		conns: map[uint64]*ipc.Conn{conn.ID(): conn}, interval: a.leaseInterval(v),
 	}
-	a.lm.mu.Lock()
-	l.interval = a.leaseIntervalLocked(v)
-	a.lm.mu.Unlock()
 	if v.Online {
 		// An app waits at most spawnWait for Keygen (or for the request
 		// budget during a 429 storm); past that the lease is granted
@@ -349,9 +261,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 			a.recordProof(l.id, proc, false)
 			if proc.Interval > 0 {
 				l.interval = time.Duration(proc.Interval) * time.Second
-				a.lm.mu.Lock()
-				a.lm.interval = l.interval
-				a.lm.mu.Unlock()
+				a.leases.learnInterval(l.interval)
 			}
 		case errors.Is(err, keygen.ErrProcessLimitExceeded):
 			var kerr *keygen.Error
@@ -359,9 +269,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 			if errors.As(err, &kerr) {
 				detail = "Keygen: " + kerr.Detail
 			}
-			a.lm.mu.Lock()
-			used := a.lm.usedLocked() - 1
-			a.lm.mu.Unlock()
+			used := a.leases.used() - 1
 			lim := used
 			if el := a.effectiveLimit(v); el != nil {
 				lim = *el
@@ -379,7 +287,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 				}
 			}
 			l.offline = true
-			a.sched.Set(outboxKey, a.now().Add(outboxRetry))
+			a.sched.Set(schedKey{kind: schedOutbox}, a.now().Add(outboxRetry))
 		default:
 			return nil, mapKeygenError(err)
 		}
@@ -388,11 +296,11 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 	}
 	if l.offline {
 		payload, _ := json.Marshal(l.processMetadata())
-		if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: "spawn", LeaseID: l.id, Payload: payload, Created: a.now()}); err != nil {
+		if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxSpawn, LeaseID: l.id, Payload: payload, Created: a.now()}); err != nil {
 			return nil, ipc.Errorf(ipc.CodeInternal, "queueing the offline lease: %v", err)
 		}
 	}
-	_ = a.persistLease(l)
+	a.persistLease(l)
 	return l, nil
 }
 
@@ -408,9 +316,8 @@ func (a *Agent) goOfflineAsync(cause error) {
 const (
 	// spawnWait bounds how long lease.acquire waits for Keygen.
 	spawnWait = 10 * time.Second
-	// outboxKey schedules a replay of spawns queued while online (budget
-	// exhausted or Keygen slow) without waiting for the next revalidation.
-	outboxKey   = "outbox"
+	// outboxRetry is when queued spawns (budget exhausted or Keygen slow
+	// while online) are replayed without waiting for the next revalidation.
 	outboxRetry = 30 * time.Second
 )
 
@@ -512,15 +419,10 @@ func mapKeygenError(err error) error {
 	return ipc.Errorf(ipc.CodeInternal, "%v", err)
 }
 
-func (a *Agent) persistLease(l *lease) error {
-	a.lm.mu.Lock()
-	rec := cache.LeaseRecord{
-		ID: l.id, ProcessID: l.processID, KeygenPID: l.keygenPID, App: l.app, AppVersion: l.appVersion,
-		User: l.user, Exe: l.exe, PID: l.pid, StartTime: l.start, Offline: l.offline, Created: l.created,
-	}
-	a.lm.mu.Unlock()
+// persistLease queues the write of l's record.
+func (a *Agent) persistLease(l *lease) {
+	rec := a.leases.record(l)
 	a.persist(func() error { return a.store.PutLease(rec) })
-	return nil
 }
 
 // persist queues a lease-record write. Lease records are written off the
@@ -553,10 +455,8 @@ func (a *Agent) runPersister() {
 
 // watchLease releases the lease the moment its OS process exits.
 func (a *Agent) watchLease(l *lease) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(a.runCtx))
-	a.lm.mu.Lock()
-	l.stopWatch = cancel
-	a.lm.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(a.ctx()))
+	a.leases.setWatch(l, cancel)
 	ch, err := a.procs.WatchExit(ctx, l.pid, l.start)
 	if err != nil {
 		if !a.procs.Alive(l.pid, l.start) {
@@ -575,61 +475,58 @@ func (a *Agent) watchLease(l *lease) {
 	})
 }
 
-func (a *Agent) schedulePing(l *lease) {
-	a.sched.Set(processKeyPrefix+l.id, heartbeat.NextPing(a.now(), l.interval, a.config().HeartbeatFraction, 0.1, rand.Float64))
-}
-
 // releaseLease ends a lease: its Keygen process is killed (or the kill is
 // queued when offline) before the seat is handed on, so the server never
 // sees more processes than the limit.
 func (a *Agent) releaseLease(id, reason string) bool {
-	a.lm.mu.Lock()
-	l := a.lm.leases[id]
-	if l == nil || l.releasing {
-		a.lm.mu.Unlock()
+	l, lp, ok := a.leases.beginRelease(id)
+	if !ok {
 		return false
 	}
-	l.releasing = true
-	if l.stopWatch != nil {
-		l.stopWatch()
-	}
-	procID, isOffline := l.processID, l.offline
-	a.lm.mu.Unlock()
-	a.sched.Remove(processKeyPrefix + id)
-	a.sched.Remove(adoptKeyPrefix + id)
+	a.sched.Remove(schedKey{kind: schedPing, lease: id})
+	a.sched.Remove(schedKey{kind: schedAdopt, lease: id})
 
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx()), 30*time.Second)
+	ctx, cancel := context.WithTimeout(a.haltCtx(), 30*time.Second)
 	defer cancel()
 	switch {
-	case procID != "":
-		if err := a.killProcess(ctx, procID); err != nil {
-			if offline(err) || errors.Is(err, context.DeadlineExceeded) {
-				if _, qerr := a.store.Enqueue(cache.OutboxEntry{Kind: "kill", LeaseID: id, ProcessID: procID, Created: a.now()}); qerr != nil {
-					a.log.Error("queueing kill", "process", procID, "err", qerr)
-				}
+	case lp.processID != "":
+		if err := a.killProcess(ctx, lp.processID); err != nil {
+			if offline(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				a.queueKill(id, lp.processID)
 			} else {
-				a.log.Warn("killing Keygen process", "process", procID, "err", err)
+				a.log.Warn("killing Keygen process", "process", lp.processID, "err", err)
 			}
 		}
-	case isOffline:
+	case lp.offline:
 		a.dropQueuedSpawn(id)
 	}
 	a.persist(func() error { return a.store.DeleteLease(id) })
 	a.dropProof(id)
-	a.lm.mu.Lock()
-	delete(a.lm.leases, id)
-	if a.lm.byProc[procKey{l.pid, l.start}] == l {
-		delete(a.lm.byProc, procKey{l.pid, l.start})
-	}
-	a.lm.wakeWaiterLocked()
-	a.lm.mu.Unlock()
+	a.leases.remove(l)
 	a.log.Info("lease released", "lease", id, "pid", l.pid, "reason", reason)
 	return true
 }
 
+func (a *Agent) queueKill(leaseID, processID string) {
+	if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxKill, LeaseID: leaseID, ProcessID: processID, Created: a.now()}); err != nil {
+		a.log.Error("queueing kill", "process", processID, "err", err)
+	}
+}
+
+// ctx is Run's context (Background before Run).
 func (a *Agent) ctx() context.Context {
 	if a.runCtx != nil {
 		return a.runCtx
+	}
+	return context.Background()
+}
+
+// haltCtx bounds Keygen calls that end leases: it is not cancelled with
+// Run's context, only when the shutdown's budget for ending leases is
+// spent.
+func (a *Agent) haltCtx() context.Context {
+	if a.halt != nil {
+		return a.halt
 	}
 	return context.Background()
 }
@@ -640,7 +537,7 @@ func (a *Agent) dropQueuedSpawn(leaseID string) {
 		return
 	}
 	for _, e := range entries {
-		if e.Kind == "spawn" && e.LeaseID == leaseID {
+		if e.Kind == cache.OutboxSpawn && e.LeaseID == leaseID {
 			_ = a.store.Ack(e.Seq)
 		}
 	}
@@ -648,15 +545,7 @@ func (a *Agent) dropQueuedSpawn(leaseID string) {
 
 // revokeLease tells the lease's app why, then releases it.
 func (a *Agent) revokeLease(id, reason, code string) {
-	a.lm.mu.Lock()
-	l := a.lm.leases[id]
-	var conns []*ipc.Conn
-	if l != nil {
-		for _, c := range l.conns {
-			conns = append(conns, c)
-		}
-	}
-	a.lm.mu.Unlock()
+	l, conns := a.leases.conns(id)
 	if l == nil {
 		return
 	}
@@ -668,14 +557,7 @@ func (a *Agent) revokeLease(id, reason, code string) {
 
 // revokeAll revokes every lease, e.g. when the license became invalid.
 func (a *Agent) revokeAll(state, code, detail string) {
-	a.lm.mu.Lock()
-	ids := make([]string, 0, len(a.lm.leases))
-	for id, l := range a.lm.leases {
-		if !l.releasing {
-			ids = append(ids, id)
-		}
-	}
-	a.lm.mu.Unlock()
+	ids := a.leases.liveIDs()
 	if len(ids) == 0 {
 		return
 	}
@@ -686,43 +568,30 @@ func (a *Agent) revokeAll(state, code, detail string) {
 	}
 }
 
-// ConnClosed releases the leases whose last connection this was. The cmd
-// wiring calls it from ipc.ServerConfig.OnClose.
-func (a *Agent) ConnClosed(c *ipc.Conn) {
+// connClosed releases the leases whose last connection this was. While
+// stopping, the shutdown ends them instead.
+func (a *Agent) connClosed(c *ipc.Conn) {
 	a.conns.remove(c)
 	if a.stopping.Load() {
 		return
 	}
-	a.lm.mu.Lock()
-	var release []string
-	for id, l := range a.lm.leases {
-		if _, ok := l.conns[c.ID()]; ok {
-			delete(l.conns, c.ID())
-			if len(l.conns) == 0 && l.adoptUntil.IsZero() {
-				release = append(release, id)
-			}
-		}
-	}
-	a.lm.mu.Unlock()
-	for _, id := range release {
+	for _, id := range a.leases.detach(c.ID()) {
 		a.goOwned(func() { a.releaseLease(id, "the app's connection closed") })
 	}
 }
 
-// ConnOpened registers a connection for license.changed broadcasts.
-func (a *Agent) ConnOpened(c *ipc.Conn) { a.conns.add(c) }
+// connOpened registers a connection for license.changed broadcasts.
+func (a *Agent) connOpened(c *ipc.Conn) { a.conns.add(c) }
 
 // release implements lease.release: the caller may release its own lease;
 // admins any.
 func (a *Agent) release(ctx context.Context, id string, admin bool) error {
 	peer, _ := ipc.PeerFromContext(ctx)
-	a.lm.mu.Lock()
-	l := a.lm.leases[id]
-	owned := l != nil && l.pid == peer.PID && l.start == peer.StartTime
-	a.lm.mu.Unlock()
+	l := a.leases.get(id)
 	if l == nil {
 		return ipc.Errorf(ipc.CodeNotFound, "no lease %q", id)
 	}
+	owned := l.pid == peer.PID && l.start == peer.StartTime
 	if !owned && !admin {
 		return ipc.Errorf(ipc.CodePermissionDenied, "lease %q belongs to another process", id)
 	}
@@ -737,15 +606,9 @@ func (a *Agent) release(ctx context.Context, id string, admin bool) error {
 
 // listLeases implements leases.list.
 func (a *Agent) listLeases() *ipc.LeasesListResult {
-	a.lm.mu.Lock()
-	out := make([]ipc.LeaseInfo, 0, len(a.lm.leases))
-	for _, l := range a.lm.leases {
-		out = append(out, ipc.LeaseInfo{LeaseID: l.id, ProcessID: l.processID, App: l.app, AppVersion: l.appVersion,
-			User: l.user, PID: l.pid, Since: l.created, Offline: l.offline})
-	}
-	a.lm.mu.Unlock()
+	out := a.leases.infos()
 	for i := range out {
-		if due, ok := a.sched.Due(processKeyPrefix + out[i].LeaseID); ok {
+		if due, ok := a.sched.Due(schedKey{kind: schedPing, lease: out[i].LeaseID}); ok {
 			out[i].NextPing = &due
 		}
 	}
@@ -753,40 +616,33 @@ func (a *Agent) listLeases() *ipc.LeasesListResult {
 	return &ipc.LeasesListResult{Leases: out}
 }
 
-// shutdownLeases kills every Keygen process within a bounded time. Leases
-// whose kill did not finish stay in the cache and are reconciled at the
-// next start.
-func (a *Agent) shutdownLeases() {
-	a.lm.mu.Lock()
-	ids := make([]string, 0, len(a.lm.leases))
-	for id, l := range a.lm.leases {
-		ids = append(ids, id)
-		if l.stopWatch != nil {
-			l.stopWatch()
-		}
-	}
-	a.lm.mu.Unlock()
-	if len(ids) == 0 {
+// shutdownLeases ends every lease within ctx: it waits for the spawns in
+// flight, then kills every Keygen process. Leases whose kill did not
+// finish stay in the cache and are reconciled at the next start; a spawn
+// still in flight when ctx ends is refused its commit and ends itself
+// (endAtShutdown).
+func (a *Agent) shutdownLeases(ctx context.Context) {
+	lps := a.leases.drain(ctx)
+	if len(lps) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx()), 5*time.Second)
-	defer cancel()
 	var wg sync.WaitGroup
-	for _, id := range ids {
-		a.lm.mu.Lock()
-		l := a.lm.leases[id]
-		a.lm.mu.Unlock()
-		if l == nil || l.processID == "" {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.killProcess(ctx, l.processID); err == nil {
-				a.persist(func() error { return a.store.DeleteLease(id) })
-			}
-		}()
+	for _, lp := range lps {
+		wg.Go(func() { a.endAtShutdown(ctx, lp) })
 	}
 	wg.Wait()
-	a.log.Info("leases ended at shutdown", "count", len(ids))
+	a.log.Info("leases ended at shutdown", "count", len(lps))
+}
+
+// endAtShutdown kills a lease's Keygen process and forgets its record; a
+// lease whose kill fails keeps its record for the next start.
+func (a *Agent) endAtShutdown(ctx context.Context, lp leaseProc) {
+	if lp.processID == "" {
+		return
+	}
+	if err := a.killProcess(ctx, lp.processID); err != nil {
+		a.log.Warn("killing Keygen process at shutdown; the next start reconciles it", "process", lp.processID, "err", err)
+		return
+	}
+	a.persist(func() error { return a.store.DeleteLease(lp.leaseID) })
 }

@@ -276,3 +276,42 @@ func TestAdminMethods(t *testing.T) {
 		}
 	})
 }
+
+// A stale Keygen process with the same pid attribute (left by a crash
+// whose cache was lost) is killed and the spawn retried.
+func TestPIDTakenResolved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		mid := e.a.machineID()
+		kc := otherClient(t, e)
+		p := agenttest.PeerFor(77)
+		if _, err := kc.SpawnProcess(t.Context(), mid, keygenPID(p.PID, p.StartTime), nil); err != nil {
+			t.Fatal(err)
+		}
+		e.procs.Spawn(77)
+		c := e.dial(p)
+		defer c.Close()
+		r, _, err := c.Acquire(acquireParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := e.srv.Processes()
+		if len(ps) != 1 || ps[0].ID != r.ProcessID {
+			t.Fatalf("processes = %+v, lease process %s", ps, r.ProcessID)
+		}
+	})
+}
+
+func TestStrictOfflineDeniesNewLeases(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{cfg: Config{StrictOffline: true}})
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		_ = e.a.requestSync(t.Context())
+		e.procs.Spawn(90)
+		c := e.dial(agenttest.PeerFor(90))
+		defer c.Close()
+		if _, code, err := c.Acquire(acquireParams()); code != ipc.CodeOfflineExpired {
+			t.Fatalf("code %q err %v", code, err)
+		}
+	})
+}

@@ -356,8 +356,6 @@ func (a *Agent) pingMachine(ctx context.Context) error {
 	})
 }
 
-const machineHeartbeatKey = "machine"
-
 // scheduleMachineHeartbeat keeps the machine alive when its policy requires
 // heartbeats.
 func (a *Agent) scheduleMachineHeartbeat(v licenseView) {

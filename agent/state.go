@@ -131,8 +131,7 @@ func (a *Agent) view() licenseView {
 }
 
 // setView replaces the license view and, when what apps see changed, tells
-// every connected app with license.changed and revokes leases if the
-// license stopped being valid.
+// every connected app with license.changed (enforceView revokes leases).
 func (a *Agent) setView(v licenseView) {
 	a.lic.mu.Lock()
 	old := a.lic.view

@@ -63,12 +63,21 @@ type LeaseRecord struct {
 // Enqueue and orders the outbox.
 type OutboxEntry struct {
 	Seq       uint64          `json:"seq"`
-	Kind      string          `json:"kind"` // "spawn" | "kill" | "deactivate"
+	Kind      string          `json:"kind"` // OutboxSpawn or OutboxKill
 	LeaseID   string          `json:"lease_id,omitempty"`
 	ProcessID string          `json:"process_id,omitempty"`
 	Payload   json.RawMessage `json:"payload,omitempty"`
 	Created   time.Time       `json:"created"`
 }
+
+// Outbox entry kinds.
+const (
+	// OutboxSpawn creates the Keygen process of a lease granted offline;
+	// the entry's Payload is the process metadata.
+	OutboxSpawn = "spawn"
+	// OutboxKill ends the Keygen process ProcessID of a released lease.
+	OutboxKill = "kill"
+)
 
 // Certificate kinds.
 const (

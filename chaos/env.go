@@ -72,7 +72,6 @@ type Env struct {
 	nextPID atomic.Int64
 
 	Agent  *agent.Agent
-	ipcSrv *ipc.Server
 	ln     net.Listener
 	mem    *agenttest.MemListener
 	cancel context.CancelFunc
@@ -134,10 +133,10 @@ func (e *Env) Start() error {
 	if !e.opts.ListenTCP {
 		hc.Transport = e.Srv.Transport()
 	}
-	deps := agent.Deps{HTTPClient: hc, Fingerprinter: e.fp, Processes: e.Procs, Now: e.Now, Logger: log, NoWatch: true}
-	peerFunc := e.peerOf
+	deps := agent.Deps{HTTPClient: hc, Fingerprinter: e.fp, Processes: e.Procs, Now: e.Now, Logger: log, NoWatch: true,
+		IPC: agent.IPCOptions{PeerFunc: e.peerOf, MaxConns: 4096, MaxMessageSize: e.opts.MaxMessageSize}}
 	if e.opts.RealPeers && e.opts.Socket != "" {
-		deps.Processes, peerFunc = nil, nil
+		deps.Processes, deps.IPC.PeerFunc = nil, nil
 	}
 	a, err := agent.New(e.Cfg, deps)
 	if err != nil {
@@ -154,15 +153,10 @@ func (e *Env) Start() error {
 		e.mem = agenttest.NewMemListener()
 		e.ln = e.mem
 	}
-	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{
-		Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed,
-		PeerFunc: peerFunc, MaxConns: 4096, MaxMessageSize: e.opts.MaxMessageSize,
-	})
-	go func() { _ = e.ipcSrv.Serve(e.ln) }()
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	e.done = make(chan error, 1)
-	go func() { e.done <- a.Run(ctx) }()
+	go func() { e.done <- a.Run(ctx, e.ln) }()
 	// Ready once the status answers something other than "starting".
 	for {
 		st, err := e.StatusDirect()
@@ -184,7 +178,6 @@ func (e *Env) Stop() error {
 	}
 	e.cancel()
 	err := <-e.done
-	e.ipcSrv.Close()
 	e.ln.Close()
 	e.cancel = nil
 	return err

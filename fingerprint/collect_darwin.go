@@ -2,9 +2,12 @@ package fingerprint
 
 import (
 	"context"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/denisbrodbeck/machineid"
 	"github.com/shirou/gopsutil/v4/host"
@@ -52,13 +55,33 @@ func collectCPUDarwin(c *collection) {
 		return ""
 	}
 	vendor, _ := unix.Sysctl("machdep.cpu.vendor")
-	if vendor == "" {
-		vendor = "Apple"
-	}
 	cores, _ := strconv.Atoi(num("hw.physicalcpu_max", "hw.physicalcpu"))
 	packages, _ := strconv.Atoi(num("hw.packages"))
-	c.add(NameCPU, cpuIdentity(vendor, brand, num("machdep.cpu.family", "hw.cpufamily"), num("machdep.cpu.model", "hw.cpusubfamily"),
-		num("machdep.cpu.stepping"), cores, packages), "sysctl machdep.cpu.*, hw.*")
+	v, f, m, st := appleCPUFields(appleSilicon(), vendor, num("machdep.cpu.family", "hw.cpufamily"),
+		num("machdep.cpu.model", "hw.cpusubfamily"), num("machdep.cpu.stepping"))
+	c.add(NameCPU, cpuIdentity(v, brand, f, m, st, cores, packages), "sysctl machdep.cpu.brand_string, hw.*")
+}
+
+// appleSilicon reports an arm64 Mac, whether this build is arm64 or runs
+// under Rosetta (sysctl.proc_translated = 1; the sysctl is absent on Intel
+// Macs).
+func appleSilicon() bool {
+	if runtime.GOARCH == "arm64" {
+		return true
+	}
+	t, err := unix.SysctlUint32("sysctl.proc_translated")
+	return err == nil && t == 1
+}
+
+// hardwarePorts runs `networksetup -listallhardwareports` (nil on failure).
+func hardwarePorts(ctx context.Context) map[string]hardwarePort {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "/usr/sbin/networksetup", "-listallhardwareports").Output()
+	if err != nil {
+		return nil
+	}
+	return parseHardwarePorts(string(out))
 }
 
 // collectNICsDarwin keeps en* interfaces (built-in and PCIe Ethernet and
@@ -70,11 +93,16 @@ func collectNICsDarwin(ctx context.Context, c *collection) {
 		return
 	}
 	slices.SortFunc(ifs, func(a, b net.InterfaceStat) int { return strings.Compare(a.Name, b.Name) })
+	ports := hardwarePorts(ctx)
 	for _, in := range ifs {
 		if !strings.HasPrefix(in.Name, "en") || slices.Contains(in.Flags, "loopback") || in.HardwareAddr == "" {
 			continue
 		}
-		mac, why := physicalMAC(in.HardwareAddr)
+		addr := in.HardwareAddr
+		if hp, ok := ports[in.Name]; ok && hp.MAC != "" {
+			addr = hp.MAC // the permanent address, not a private Wi-Fi one
+		}
+		mac, why := physicalMAC(addr)
 		if why != "" {
 			c.skip(kindNIC+":"+in.Name, "%s", why)
 			continue

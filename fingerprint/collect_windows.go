@@ -152,7 +152,7 @@ var virtualAdapterWords = []string{"virtual", "hyper-v", "vmware", "virtualbox",
 
 // collectNICsWindows lists adapters with GetAdaptersAddresses (it gives the
 // interface type and driver description that the Go and gopsutil interface
-// lists lack) and keeps physical Ethernet and Wi-Fi ones.
+// lists lack) and keeps physical Ethernet ones (Wi-Fi: see windowsWiFiSkip).
 func collectNICsWindows(c *collection) {
 	size := uint32(16 << 10)
 	var first *windows.IpAdapterAddresses
@@ -184,6 +184,10 @@ func collectNICsWindows(c *collection) {
 			}
 		}
 		if virtual {
+			continue
+		}
+		if a.IfType == windows.IF_TYPE_IEEE80211 {
+			c.skip(name, "%s", windowsWiFiSkip)
 			continue
 		}
 		if a.PhysicalAddressLength != 6 {

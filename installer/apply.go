@@ -88,6 +88,12 @@ func ServiceStatus(p *Plan, b Backend) (State, error) {
 	return StateStopped, nil
 }
 
+// reconfigurer is a Backend whose registered service (Windows: no file)
+// can be compared with the plan and updated; it returns the changes made.
+type reconfigurer interface {
+	Reconfigure() ([]string, error)
+}
+
 // Result lists what Apply or Uninstall did, one human line each.
 type Result struct {
 	Actions []string
@@ -144,7 +150,23 @@ func Apply(ctx context.Context, p *Plan, b Backend) (*Result, error) {
 		}
 		r.add("installed service %s%s", ServiceName, fileNote(p.ServiceFile))
 	case p.ServiceFile == "":
-		r.add("service %s already registered; left as is", ServiceName)
+		rc, ok := b.(reconfigurer)
+		if !ok {
+			r.add("service %s already registered; left as is", ServiceName)
+			break
+		}
+		changes, err := rc.Reconfigure()
+		if err != nil {
+			return r, fmt.Errorf("update service %s: %w", ServiceName, err)
+		}
+		if len(changes) == 0 {
+			r.add("service %s already registered and up to date", ServiceName)
+			break
+		}
+		r.ServiceChanged = true
+		for _, c := range changes {
+			r.add("updated service %s: %s", ServiceName, c)
+		}
 	default:
 		cur, err := os.ReadFile(p.Path(p.ServiceFile))
 		if err != nil {

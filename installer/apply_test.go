@@ -302,3 +302,41 @@ func TestStagingBackend(t *testing.T) {
 		t.Errorf("apply of a foreign-OS plan: %v", err)
 	}
 }
+
+// registeredBackend is a service without a file (the Windows SCM): it is
+// installed from the start and Reconfigure reports what it updated.
+type registeredBackend struct {
+	fakeBackend
+	changes []string
+	updated int
+}
+
+func (f *registeredBackend) Status() (service.Status, error) { return service.StatusRunning, nil }
+func (f *registeredBackend) Reconfigure() ([]string, error) {
+	f.updated++
+	return f.changes, nil
+}
+
+// TestApplyUpdatesRegisteredService pins issue 17 item 5: re-running
+// install on a registered (file-less) service updates its configuration
+// instead of leaving it as is.
+func TestApplyUpdatesRegisteredService(t *testing.T) {
+	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
+		t.Skip("unix paths")
+	}
+	p := rootPlan(t, t.TempDir(), nil)
+	p.ServiceFile = ""
+	b := &registeredBackend{fakeBackend: fakeBackend{p: p}, changes: []string{`command line: "C:\old\keygen-agent.exe" -> "C:\new\keygen-agent.exe"`}}
+	r, err := Apply(context.Background(), p, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.updated != 1 || !r.ServiceChanged || !strings.Contains(strings.Join(r.Actions, "\n"), `updated service keygen-agent: command line`) {
+		t.Fatalf("updated %d, changed %v, actions %q", b.updated, r.ServiceChanged, r.Actions)
+	}
+	b.changes = nil
+	r, err = Apply(context.Background(), p, b)
+	if err != nil || r.ServiceChanged || !strings.Contains(strings.Join(r.Actions, "\n"), "up to date") {
+		t.Fatalf("second run: %v %v %q", err, r.ServiceChanged, r.Actions)
+	}
+}

@@ -13,18 +13,19 @@ func checkSystem() error { return nil }
 
 // launchd replaces kardianos' legacy `launchctl load`/`unload`, which fails
 // on current macOS with "Load failed: 5: Input/output error", by
-// `launchctl bootstrap`/`bootout` in the system or gui/<uid> domain. It falls
-// back to the legacy verbs if bootstrap is unavailable.
+// `launchctl bootstrap`/`bootout` in the system, gui/<uid> or (without a GUI
+// session, e.g. over SSH) user/<uid> domain. It falls back to the legacy
+// verbs if bootstrap is unavailable.
 type launchd struct {
 	service.Service
 	plist, domain string
 }
 
 func wrapBackend(s service.Service, p *Plan) Backend {
-	domain := "system"
-	if p.User {
-		domain = fmt.Sprintf("gui/%d", os.Getuid())
-	}
+	domain := launchdDomain(p.User, os.Getuid(), func(d string) bool {
+		_, err := launchctl("print", d)
+		return err == nil
+	})
 	return launchd{Service: s, plist: p.ServiceFile, domain: domain}
 }
 

@@ -117,7 +117,9 @@ func TestUnitContents(t *testing.T) {
 	mac := goldenPlan(t, "darwin", false)
 	if !strings.Contains(mac.ServiceText, "<string>/Applications/Vendor App.app/Contents/MacOS/keygen-agent</string>") ||
 		!strings.Contains(mac.ServiceText, "<key>RunAtLoad</key>\n\t<true/>") ||
-		!strings.Contains(mac.ServiceText, "<key>KeepAlive</key>\n\t<true/>") {
+		!strings.Contains(mac.ServiceText, "<key>KeepAlive</key>\n\t<dict>\n\t\t<key>SuccessfulExit</key>\n\t\t<false/>\n\t</dict>") ||
+		strings.Contains(mac.ServiceText, "<key>KeepAlive</key>\n\t<true/>") {
+		// KeepAlive=true restarts even a clean "bad config" exit (issue 17 item 4).
 		t.Errorf("plist:\n%s", mac.ServiceText)
 	}
 	if mac.Service.Option["RunAtLoad"] != true {

@@ -24,8 +24,11 @@ const StopTimeout = 5 * time.Second
 // SCM's stop control on Windows) or ctx being done cancels that context and
 // waits at most [StopTimeout] for run to return. If run returns on its own,
 // the process must end non-zero so the manager's restart policy applies: on
-// unix RunService returns (the error, or errStoppedUnexpectedly), on Windows,
-// where the SCM loop cannot be left, the process exits with code 1.
+// unix RunService returns (the error, or errStoppedUnexpectedly) and the
+// caller exits with [ExitCode]; on Windows, where the SCM loop cannot be left,
+// the process exits with code 1 (a crash to the SCM, which restarts it),
+// except for an error marked [NoRestart], which is reported to the SCM as
+// the service-specific exit code ExitBadConfig (no restart).
 //
 // logger receives RunService's own messages; use [ServiceLogger] to build
 // one that reaches the Windows event log.
@@ -36,28 +39,7 @@ func RunService(ctx context.Context, name string, run func(ctx context.Context) 
 	if service.Interactive() {
 		return run(ctx)
 	}
-	p := newProgram(ctx, run, logger)
-	s, err := service.New(p, &service.Config{
-		Name: name,
-		Option: service.KeyValue{
-			// Unix: wait for our own stop conditions instead of kardianos'
-			// private signal handler; main's signal.NotifyContext has
-			// already turned SIGINT/SIGTERM into ctx cancellation.
-			"RunWait": func() {
-				select {
-				case <-ctx.Done():
-				case <-p.exited:
-				}
-			},
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("service manager: %w", err)
-	}
-	if err := s.Run(); err != nil {
-		return err
-	}
-	return p.result()
+	return runManaged(ctx, name, newProgram(ctx, run, logger))
 }
 
 // errStoppedUnexpectedly is returned when run returned nil without a stop.
@@ -99,7 +81,11 @@ func (p *program) Start(service.Service) error {
 		p.mu.Unlock()
 		close(p.done)
 		if own {
-			p.logger.Error("agent stopped on its own; exiting non-zero so the service manager restarts it", "err", err)
+			if IsNoRestart(err) {
+				p.logger.Error("agent cannot run; the service manager is told not to restart it", "err", err)
+			} else {
+				p.logger.Error("agent stopped on its own; exiting non-zero so the service manager restarts it", "err", err)
+			}
 			close(p.exited)
 			exitOnOwnReturn(p)
 		}

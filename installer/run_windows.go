@@ -6,14 +6,61 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/kardianos/service"
+	"golang.org/x/sys/windows/svc"
 )
 
-// exitOnOwnReturn: the SCM dispatcher (svc.Run) only returns on a stop
-// request, so leave without reporting SERVICE_STOPPED; the SCM sees an
-// unexpected termination and applies the OnFailure=restart recovery action.
-func exitOnOwnReturn(p *program) { p.exit(1) }
+// exitOnOwnReturn: the SCM handler (scmHandler.Execute) decides.
+func exitOnOwnReturn(*program) {}
+
+// runManaged runs p as a Windows service, talking to the SCM directly
+// (golang.org/x/sys/windows/svc) rather than through kardianos, whose
+// handler cannot report a service-specific exit code. The process connects
+// to the SCM before the agent loads its configuration, so a bad config is
+// logged to the event log and reported as exit code ExitBadConfig instead of
+// the SCM's bare error 1053.
+func runManaged(_ context.Context, name string, p *program) error {
+	if err := svc.Run(name, &scmHandler{p: p}); err != nil {
+		return fmt.Errorf("service control manager: %w", err)
+	}
+	return p.result()
+}
+
+// scmHandler is the service's control handler.
+type scmHandler struct{ p *program }
+
+func (h *scmHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes chan<- svc.Status) (bool, uint32) {
+	changes <- svc.Status{State: svc.StartPending}
+	if err := h.p.Start(nil); err != nil {
+		return true, 1
+	}
+	changes <- svc.Status{State: svc.Running, Accepts: svc.AcceptStop | svc.AcceptShutdown}
+	for {
+		select {
+		case c := <-r:
+			switch c.Cmd {
+			case svc.Interrogate:
+				changes <- c.CurrentStatus
+			case svc.Stop, svc.Shutdown:
+				changes <- svc.Status{State: svc.StopPending, WaitHint: uint32((h.p.timeout + time.Second).Milliseconds())}
+				if err := h.p.Stop(nil); err != nil {
+					return true, 2
+				}
+				return false, 0
+			}
+		case <-h.p.exited:
+			report, code := scmOwnExit(h.p.result())
+			if report {
+				return true, code
+			}
+			// A crash to the SCM: its restart action applies.
+			h.p.exit(1)
+			return false, 1 // not reached
+		}
+	}
+}
 
 // ServiceLogger returns the logger a service should use. Run by the SCM, it
 // writes to the Windows event log through kardianos' Logger (source name

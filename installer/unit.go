@@ -108,9 +108,13 @@ func systemdPath(p string) string {
 }
 
 // launchdScript returns our plist template for kardianos' LaunchdConfig
-// option: KeepAlive and RunAtLoad come from the KeyValue options; logs go to
-// a file under logDir; ThrottleInterval 2 s mirrors RestartSec=2 (launchd's
-// default is 10 s).
+// option: RunAtLoad comes from the KeyValue options; logs go to a file under
+// logDir; ThrottleInterval 2 s mirrors RestartSec=2 (launchd's default is
+// 10 s). KeepAlive is {SuccessfulExit: false}, not true: launchd then
+// restarts the agent only when it exits non-zero, and the agent exits 0 on
+// a bad configuration under launchd (installer.ExitCode), the equivalent of
+// systemd's RestartPreventExitStatus. KeepAlive=true would respawn a bad
+// config every ThrottleInterval forever.
 func launchdScript(p *Plan, logDir string) string {
 	log := xmlEscape(logDir + "/" + ServiceName + ".log")
 	return `<?xml version="1.0" encoding="UTF-8"?>
@@ -131,7 +135,10 @@ func launchdScript(p *Plan, logDir string) string {
 {{end}}	<key>RunAtLoad</key>
 	<{{RunAtLoad}}/>
 	<key>KeepAlive</key>
-	<{{KeepAlive}}/>
+	<dict>
+		<key>SuccessfulExit</key>
+		<false/>
+	</dict>
 	<key>ThrottleInterval</key>
 	<integer>2</integer>
 	<key>ExitTimeOut</key>

@@ -53,6 +53,11 @@ type ClientOptions struct {
 	// not verify is released and its *leaseverify.Error returned. Set at
 	// least PublicKey and Fingerprints (or Components).
 	Verify *leaseverify.Options
+	// ServerUsers lists further accounts (uid numbers on unix, SIDs on
+	// Windows) the agent may run as. By default a client talks only to an
+	// agent running as root (LocalSystem) or as the client's own user, and
+	// refuses any other with [ErrUntrustedServer] before sending anything.
+	ServerUsers []string
 }
 
 // Client is an app's connection to the agent. It is safe for concurrent
@@ -60,9 +65,10 @@ type ClientOptions struct {
 //
 // API maturity: stable.
 type Client struct {
-	opts ClientOptions
-	path string
-	log  *slog.Logger
+	opts  ClientOptions
+	path  string
+	trust serverTrust
+	log   *slog.Logger
 
 	wmu sync.Mutex // serializes writes
 
@@ -106,15 +112,45 @@ func DialOptions(ctx context.Context, o ClientOptions) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	conn, err := dialTransport(ctx, path)
+	trust := defaultTrust(o.ServerUsers)
+	conn, err := dialVerified(ctx, path, trust)
 	if err != nil {
-		return nil, &Error{Code: CodeUnavailable, Message: fmt.Sprintf("cannot reach the agent at %s: %v", path, err)}
+		e := &Error{Code: CodeUnavailable, Message: fmt.Sprintf("cannot reach the agent at %s: %v", path, err)}
+		if errors.Is(err, ErrUntrustedServer) {
+			return nil, causedError{e, err}
+		}
+		return nil, e
 	}
-	c := &Client{opts: o, path: path, log: o.Logger.With("component", "ipc-client"),
+	c := &Client{opts: o, path: path, trust: trust, log: o.Logger.With("component", "ipc-client"),
 		pending: map[uint64]chan *wireResponse{}, leases: map[*Lease]struct{}{},
 		notes: make(chan Notification, 64), done: make(chan struct{})}
 	c.attach(conn)
 	return c, nil
+}
+
+// causedError is an *Error that also unwraps to its cause, so callers may
+// test for [ErrUntrustedServer] with errors.Is and for the code with
+// [IsCode].
+type causedError struct {
+	err   *Error
+	cause error
+}
+
+func (e causedError) Error() string   { return e.err.Error() }
+func (e causedError) Unwrap() []error { return []error{e.err, e.cause} }
+
+// dialVerified connects and checks who serves the other end before the
+// connection is used.
+func dialVerified(ctx context.Context, path string, t serverTrust) (net.Conn, error) {
+	conn, err := dialTransport(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if err := verifyServer(conn, t); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // Path returns the socket or pipe the client dials.
@@ -298,9 +334,12 @@ func (c *Client) reconnect() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		conn, err := dialTransport(ctx, c.path)
+		conn, err := dialVerified(ctx, c.path, c.trust)
 		cancel()
 		if err != nil {
+			if errors.Is(err, ErrUntrustedServer) {
+				c.log.Error("refusing the process now serving the agent's socket", "path", c.path, "err", err)
+			}
 			delay = min(2*delay, c.opts.Backoff.Max)
 			continue
 		}

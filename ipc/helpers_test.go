@@ -12,10 +12,15 @@ import (
 	"time"
 )
 
-// testServer serves cfg on a fresh socket/pipe and returns its path.
+// testServer serves cfg on a fresh socket/pipe and returns its path. The
+// mux gets withBasics' agent.hello and agent.peer unless it has its own.
 func testServer(t testing.TB, cfg ServerConfig) (*Server, string) {
 	t.Helper()
 	ln, path := testListen(t)
+	if cfg.Mux == nil {
+		cfg.Mux = NewMux()
+	}
+	withBasics(cfg.Mux, "test")
 	s := NewServer(cfg)
 	go s.Serve(ln)
 	t.Cleanup(func() { s.Close() })
@@ -129,4 +134,22 @@ func testContext(t testing.TB) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	return ctx, cancel
+}
+
+// withBasics registers, where m has none, an agent.hello answering with
+// version and state "ready", and an agent.peer answering with the caller:
+// the server has no built-in methods.
+func withBasics(m *Mux, version string) *Mux {
+	if _, ok := m.lookup(MethodHello); !ok {
+		m.Register(MethodHello, PermAny, func(context.Context, json.RawMessage) (any, error) {
+			return HelloResult{Protocol: ProtocolVersion, AgentVersion: version, Capabilities: m.Methods(), State: "ready"}, nil
+		})
+	}
+	if _, ok := m.lookup(MethodPeer); !ok {
+		m.Register(MethodPeer, PermAny, func(ctx context.Context, _ json.RawMessage) (any, error) {
+			p, _ := PeerFromContext(ctx)
+			return p, nil
+		})
+	}
+	return m
 }

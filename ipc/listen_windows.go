@@ -11,19 +11,8 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// pipeSDDL is the named pipe's security descriptor:
-//
-//	D:P              a protected DACL (no inherited entries)
-//	(D;;GA;;;NU)     deny everything to NETWORK logons (belt and braces:
-//	                 go-winio also sets PIPE_REJECT_REMOTE_CLIENTS)
-//	(A;;GA;;;SY)     allow full control to LocalSystem (the service)
-//	(A;;GA;;;BA)     allow full control to BUILTIN\Administrators
-//	(A;;GRGW;;;AU)   allow read and write to Authenticated Users (apps);
-//	                 admin methods are still decided from the caller's token
-const pipeSDDL = "D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)"
-
 // Listen creates the named pipe path ("" = [DefaultSocketPath]) with
-// [pipeSDDL] (or o.SDDL). go-winio creates the first instance with
+// [pipeSDDL] for the agent's own account (or o.SDDL). go-winio creates the first instance with
 // FILE_CREATE, so a second agent on the same name fails, and rejects
 // remote clients.
 func Listen(path string, o ListenOptions) (net.Listener, error) {
@@ -35,7 +24,11 @@ func Listen(path string, o ListenOptions) (net.Listener, error) {
 	}
 	sddl := o.SDDL
 	if sddl == "" {
-		sddl = pipeSDDL
+		owner := ""
+		if u, err := windows.GetCurrentProcessToken().GetTokenUser(); err == nil {
+			owner = u.User.Sid.String()
+		}
+		sddl = pipeSDDL(owner)
 	}
 	ln, err := winio.ListenPipe(path, &winio.PipeConfig{SecurityDescriptor: sddl})
 	if err != nil {

@@ -6,11 +6,17 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// peerCredentials reads LOCAL_PEERCRED (uid, groups) and LOCAL_PEERPID.
+// peerCredentials reads LOCAL_PEERTOKEN, the client's audit token as the
+// kernel recorded it at connect: effective uid, PID and PID version
+// together. LOCAL_PEERPID is not used: it names the last process to use the
+// peer socket (which may have been passed on) and fails with ENOTCONN once
+// the peer closed. Groups for admin_group come from LOCAL_PEERCRED (cached
+// at connect too), which carries at most 16 groups.
 func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
@@ -21,34 +27,47 @@ func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
 		return Peer{}, fmt.Errorf("peer credentials: %w", err)
 	}
 	var xu *unix.Xucred
-	var pid int
-	var xerr, perr error
+	var tok auditToken
+	var xerr, terr error
 	if err := rc.Control(func(fd uintptr) {
 		xu, xerr = unix.GetsockoptXucred(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
-		pid, perr = unix.GetsockoptInt(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERPID)
+		tok, terr = getsockoptAuditToken(int(fd))
 	}); err != nil {
 		return Peer{}, fmt.Errorf("peer credentials: %w", err)
 	}
 	if xerr != nil {
 		return Peer{}, fmt.Errorf("LOCAL_PEERCRED: %w", xerr)
 	}
-	if perr != nil {
-		return Peer{}, fmt.Errorf("LOCAL_PEERPID: %w", perr)
+	if terr != nil {
+		return Peer{}, fmt.Errorf("LOCAL_PEERTOKEN: %w", terr)
 	}
-	p := Peer{PID: pid, UID: strconv.FormatUint(uint64(xu.Uid), 10)}
+	p := Peer{PID: tok.PID, UID: strconv.FormatUint(uint64(tok.EUID), 10)}
 	n := min(int(xu.Ngroups), len(xu.Groups))
 	if n > 0 {
 		p.GID = strconv.FormatUint(uint64(xu.Groups[0]), 10)
 	}
-	p.Admin = xu.Uid == 0
+	p.Admin = tok.EUID == 0
 	for _, g := range xu.Groups[:n] {
 		if adminGID >= 0 && int(g) == adminGID {
 			p.Admin = true
 		}
 	}
-	p.StartTime, _ = ProcessStartTime(pid)
-	p.Exe = processExe(pid)
+	p.StartTime, _ = ProcessStartTime(p.PID)
+	p.Exe = processExe(p.PID)
 	return p, nil
+}
+
+// getsockoptAuditToken reads LOCAL_PEERTOKEN (an audit_token_t, 32 bytes).
+// x/sys has no raw getsockopt for darwin; GetsockoptXucred passes a
+// 76-byte buffer, into which the kernel (sooptcopyout) copies the 32-byte
+// token, read back here as eight words.
+func getsockoptAuditToken(fd int) (auditToken, error) {
+	x, err := unix.GetsockoptXucred(fd, unix.SOL_LOCAL, unix.LOCAL_PEERTOKEN)
+	if err != nil {
+		return auditToken{}, err
+	}
+	words := (*[8]uint32)(unsafe.Pointer(x))
+	return parseAuditToken(*words), nil
 }
 
 // processExe reads the executable path from kern.procargs2 (best effort).

@@ -99,10 +99,6 @@ type ServerConfig struct {
 	// OnClose runs once per connection, after its context is cancelled and
 	// every handler running on it has returned.
 	OnClose func(*Conn)
-	// AgentVersion and State feed the built-in agent.hello answer used when
-	// the mux has no handler for it.
-	AgentVersion string
-	State        func() string
 }
 
 // ErrServerClosed is returned by [Server.Serve] after [Server.Close].
@@ -453,18 +449,22 @@ func (c *Conn) readLoop() {
 			}
 			return
 		}
-		if len(line) == 0 || len(bytesTrimSpace(line)) == 0 {
+		if blankLine(line) {
 			continue
 		}
 		c.handle(line)
 	}
 }
 
-func bytesTrimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\r') {
-		b = b[1:]
+// blankLine reports whether a frame holds only spaces, tabs and carriage
+// returns (skipped between requests).
+func blankLine(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != '\r' {
+			return false
+		}
 	}
-	return b
+	return true
 }
 
 func (c *Conn) handle(line []byte) {
@@ -539,44 +539,12 @@ func (c *Conn) negotiate(params json.RawMessage) *Error {
 	return nil
 }
 
-// route finds the handler for method, falling back to the server's
-// built-in agent.hello and agent.peer when the mux has none.
+// route finds the handler for method. The server has no built-in
+// methods: agent.hello and agent.peer are the mux owner's, like every
+// other method (the server only checks agent.hello's protocol version).
 func (s *Server) route(method string) (HandlerFunc, Perm, bool) {
-	if r, ok := s.cfg.Mux.lookup(method); ok {
-		return r.h, r.perm, true
-	}
-	switch method {
-	case MethodHello:
-		return s.builtinHello, PermAny, true
-	case MethodPeer:
-		return HandlePeer, PermAny, true
-	}
-	return nil, 0, false
-}
-
-func (s *Server) builtinHello(ctx context.Context, _ json.RawMessage) (any, error) {
-	state := "ready"
-	if s.cfg.State != nil {
-		state = s.cfg.State()
-	}
-	caps := s.cfg.Mux.Methods()
-	for _, m := range []string{MethodHello, MethodPeer} {
-		if !slices.Contains(caps, m) {
-			caps = append(caps, m)
-		}
-	}
-	slices.Sort(caps)
-	return HelloResult{Protocol: ProtocolVersion, AgentVersion: s.cfg.AgentVersion, Capabilities: caps, State: state}, nil
-}
-
-// HandlePeer answers agent.peer with the caller's [Peer]. The server uses
-// it when the mux registers nothing else for agent.peer.
-func HandlePeer(ctx context.Context, _ json.RawMessage) (any, error) {
-	p, ok := PeerFromContext(ctx)
-	if !ok {
-		return nil, Errorf(CodeInternal, "no peer on this connection")
-	}
-	return p, nil
+	r, ok := s.cfg.Mux.lookup(method)
+	return r.h, r.perm, ok
 }
 
 // reply sends a response; err goes through the one error funnel.

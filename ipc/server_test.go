@@ -249,7 +249,7 @@ func TestHelloAndNotifications(t *testing.T) {
 		}
 		return AcquireResult{LeaseID: "L1", ProcessID: "P1", Entitlements: []string{"PRO"}, HeartbeatInterval: 600}, nil
 	})
-	_, path := testServer(t, ServerConfig{Mux: mux, AgentVersion: "9.9", OnConnect: func(c *Conn) { conns <- c }})
+	_, path := testServer(t, ServerConfig{Mux: withBasics(mux, "9.9"), OnConnect: func(c *Conn) { conns <- c }})
 	c, err := DialOptions(t.Context(), ClientOptions{Path: path, App: "app", AppVersion: "1.2"})
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +303,7 @@ func TestClientReconnectReacquires(t *testing.T) {
 		return mux
 	}
 	ln, path := testListen(t)
-	s1 := NewServer(ServerConfig{Mux: newMux("first")})
+	s1 := NewServer(ServerConfig{Mux: withBasics(newMux("first"), "test")})
 	go s1.Serve(ln)
 	reconnected := make(chan struct{}, 1)
 	c, err := DialOptions(t.Context(), ClientOptions{Path: path, Reconnect: true, Backoff: Backoff{Initial: 5 * 1e6, Max: 20 * 1e6},
@@ -318,7 +318,7 @@ func TestClientReconnectReacquires(t *testing.T) {
 	}
 	s1.Close() // the agent "restarts"
 	ln2 := relisten(t, path)
-	s2 := NewServer(ServerConfig{Mux: newMux("second")})
+	s2 := NewServer(ServerConfig{Mux: withBasics(newMux("second"), "test")})
 	go s2.Serve(ln2)
 	defer s2.Close()
 	within(t, reconnected, "reconnect")
@@ -361,6 +361,21 @@ func TestMuxDuplicatePanics(t *testing.T) {
 		}
 	}()
 	m.Register("a", PermAny, h)
+}
+
+// The server has no methods of its own: agent.hello and agent.peer are
+// answered only by the mux's owner (the agent), so there is one answer.
+func TestServerHasNoBuiltinMethods(t *testing.T) {
+	ln, path := testListen(t)
+	s := NewServer(ServerConfig{Mux: NewMux()})
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	c := testDial(t, path)
+	for _, m := range []string{MethodHello, MethodPeer} {
+		if err := c.Call(t.Context(), m, nil, nil); !IsCode(err, CodeMethodNotFound) {
+			t.Errorf("%s: %v, want METHOD_NOT_FOUND", m, err)
+		}
+	}
 }
 
 func TestDialNoAgent(t *testing.T) {

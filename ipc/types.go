@@ -210,6 +210,7 @@ const (
 	CodeStarting             = "STARTING"
 	CodeUnsupportedVersion   = "UNSUPPORTED_VERSION"
 	CodeTimeout              = "TIMEOUT"
+	CodeStopping             = "STOPPING"
 	// Protocol-level codes produced by the server itself.
 	CodeParseError      = "PARSE_ERROR"
 	CodeMethodNotFound  = "METHOD_NOT_FOUND"
@@ -246,6 +247,7 @@ var rpcCodes = map[string]int{
 	CodeUnsupportedVersion:   -32009,
 	CodeTimeout:              -32010,
 	CodeBusy:                 -32011,
+	CodeStopping:             -32012,
 }
 
 // RPCCode returns the JSON-RPC numeric code used on the wire for a stable

@@ -1,32 +1,57 @@
 package ipc
 
 import (
-	"os"
-	"time"
-
-	"github.com/keygen-agent/keygen-agent/leaseverify"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
 )
 
-// loaded is when this package was initialised: after this process started
-// and before any lease it acquires was signed.
-var loaded = time.Now()
+// ErrUntrustedServer is returned (wrapped in an *[Error] with code
+// UNAVAILABLE) when the process serving the socket or pipe is not one a
+// client may talk to: before sending anything, a client checks that the
+// server runs as root/LocalSystem, as the client's own user, or as a user
+// listed in [ClientOptions.ServerUsers]. Anyone else could have created the
+// pipe while the agent was down, and would read license keys sent by
+// `activate` or answer fake lease results.
+var ErrUntrustedServer = errors.New("the agent's socket is served by an untrusted process")
 
-// VerifyLease checks a lease.acquire result (or the evidence of a
-// lease.confirmed notification put into one) with the account's public key,
-// as the calling process: o's PID, StartTime and NotBefore are filled from
-// this process when zero. A refusal is a *[leaseverify.Error] naming the
-// failed check. See docs/protocol.md, "Verifying a lease".
-//
-// API maturity: stable.
-func VerifyLease(r *AcquireResult, o leaseverify.Options) (*leaseverify.Result, error) {
-	if o.PID == 0 {
-		o.PID = os.Getpid()
-		if o.StartTime == 0 {
-			o.StartTime, _ = ProcessStartTime(o.PID)
-		}
+// serverTrust is who a client accepts as the server.
+type serverTrust struct {
+	self  string   // the client's own uid or SID ("" = none)
+	users []string // root/LocalSystem and ClientOptions.ServerUsers
+}
+
+// trustFor builds the default trust: the OS's superuser, the client's
+// own user, and extra.
+func trustFor(self, superuser string, extra []string) serverTrust {
+	return serverTrust{self: self, users: append([]string{superuser}, extra...)}
+}
+
+// allows reports whether a server running as user is trusted.
+func (t serverTrust) allows(user string) bool {
+	if user == "" {
+		return false
 	}
-	if o.NotBefore.IsZero() {
-		o.NotBefore = loaded
+	return user == t.self || slices.Contains(t.users, user)
+}
+
+// describe lists the trusted accounts for error messages.
+func (t serverTrust) describe() string {
+	all := t.users
+	if t.self != "" {
+		all = append([]string{t.self}, all...)
 	}
-	return leaseverify.VerifyLease(r.LeaseID, r.Evidence, o)
+	if len(all) == 0 {
+		return "nobody"
+	}
+	return strings.Join(all, ", ")
+}
+
+// untrusted is the error for a server running as user (pid if known).
+func untrusted(pid int, user string, t serverTrust) error {
+	if pid > 0 {
+		return fmt.Errorf("%w: process %d runs as %s; trusted: %s", ErrUntrustedServer, pid, user, t.describe())
+	}
+	return fmt.Errorf("%w: it runs as %s; trusted: %s", ErrUntrustedServer, user, t.describe())
 }

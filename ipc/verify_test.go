@@ -1,94 +1,37 @@
-//go:build unix
-
 package ipc
 
 import (
 	"context"
-	"encoding/json"
-	"strconv"
-	"sync/atomic"
+	"errors"
 	"testing"
 	"time"
-
-	"github.com/keygen-agent/keygen-agent/leaseverify"
-	"github.com/keygen-agent/keygen-agent/leaseverify/leaseverifytest"
 )
 
-// A stub agent answers lease.acquire with a well-formed result; the Go
-// client with Verify refuses it and releases the lease. Genuine evidence
-// for this process verifies; evidence for another process does not.
-func TestClientVerifiesLease(t *testing.T) {
-	iss := leaseverifytest.New("acct", "fp-this-machine", time.Now().Add(-time.Minute))
-	stubKey := leaseverifytest.New("stub", "fp-this-machine", time.Now().Add(-time.Minute))
-	var mode atomic.Value
-	var released atomic.Int32
-	var confirm atomic.Bool
-	mux := NewMux()
-	mux.Register(MethodAcquire, PermAny, func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var p AcquireParams
-		_ = json.Unmarshal(raw, &p)
-		confirm.Store(p.Confirm)
-		peer, _ := PeerFromContext(ctx)
-		self := strconv.Itoa(peer.PID) + "@" + strconv.FormatUint(peer.StartTime, 10)
-		r := AcquireResult{LeaseID: "lease-1", ProcessID: "process-lease-1", HeartbeatInterval: 600, Entitlements: []string{"PRO"}}
-		switch mode.Load().(string) {
-		case "genuine":
-			r.Evidence = iss.Evidence("lease-1", self, time.Now())
-		case "stub-signed":
-			r.Evidence = stubKey.Evidence("lease-1", self, time.Now())
-		case "other-process":
-			r.Evidence = iss.Evidence("lease-1", strconv.Itoa(peer.PID+1)+"@"+strconv.FormatUint(peer.StartTime, 10), time.Now())
-		case "tampered":
-			r.Evidence = iss.Evidence("lease-1", self, time.Now())
-			r.Evidence.Process.Body[len(r.Evidence.Process.Body)-3] ^= 1
-		case "old":
-			r.Evidence = iss.Evidence("lease-1", self, time.Now().Add(-3*time.Hour))
-		}
-		return r, nil
-	})
-	mux.Register(MethodRelease, PermAny, func(context.Context, json.RawMessage) (any, error) {
-		released.Add(1)
-		return struct{}{}, nil
-	})
-	_, path := testServer(t, ServerConfig{Mux: mux})
-	c, err := DialOptions(t.Context(), ClientOptions{Path: path, App: "a", Verify: &leaseverify.Options{
-		PublicKey: iss.PublicKeyHex(), Fingerprints: []string{"fp-this-machine"}, MaxAge: time.Hour}})
+// TestClientVerifiesServer: the default trust accepts a server running as
+// the client's own user; a trust that excludes it refuses the server before
+// anything is sent, with ErrUntrustedServer.
+func TestClientVerifiesServer(t *testing.T) {
+	_, path := testServer(t, ServerConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := dialVerified(ctx, path, defaultTrust(nil))
+	if err != nil {
+		t.Fatalf("own-user server refused: %v", err)
+	}
+	c.Close()
+
+	// A trust naming only an account this test does not run as.
+	strict := serverTrust{users: []string{"4242", "S-1-5-21-0-0-0-4242"}}
+	_, err = dialVerified(ctx, path, strict)
+	if !errors.Is(err, ErrUntrustedServer) {
+		t.Fatalf("server running as the test's user accepted by a root-only trust: %v", err)
+	}
+	t.Logf("refused: %v", err)
+
+	// Through the public API, with the default trust.
+	c2, err := DialOptions(ctx, ClientOptions{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	for _, tc := range []struct {
-		mode string
-		want leaseverify.Check
-	}{
-		{"stub", leaseverify.CheckEvidence},
-		{"stub-signed", leaseverify.CheckMachineFile},
-		{"other-process", leaseverify.CheckProcess},
-		{"tampered", leaseverify.CheckDigest},
-		{"old", leaseverify.CheckDate},
-		{"genuine", ""},
-	} {
-		mode.Store(tc.mode)
-		before := released.Load()
-		l, err := c.Acquire(t.Context(), AcquireParams{})
-		if !confirm.Load() {
-			t.Errorf("%s: the client did not ask for confirmed evidence", tc.mode)
-		}
-		if tc.want == "" {
-			if err != nil || l == nil {
-				t.Fatalf("%s: %v", tc.mode, err)
-			}
-			if _, err := VerifyLease(&AcquireResult{LeaseID: l.ID, Evidence: iss.Evidence(l.ID, "1@1", time.Now())},
-				leaseverify.Options{PublicKey: iss.PublicKeyHex(), Fingerprints: []string{"fp-this-machine"}}); !leaseverify.IsCheck(err, leaseverify.CheckProcess) {
-				t.Errorf("VerifyLease as this process, evidence of 1@1: %v", err)
-			}
-			continue
-		}
-		if !leaseverify.IsCheck(err, tc.want) || l != nil {
-			t.Errorf("%s: lease %v err %v, want check %s", tc.mode, l, err, tc.want)
-		}
-		if released.Load() != before+1 {
-			t.Errorf("%s: the refused lease was not released", tc.mode)
-		}
-	}
+	c2.Close()
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -185,7 +186,7 @@ const (
 func (c *Client) list(ctx context.Context, path, typ string) ([]resource, error) {
 	var all []resource
 	for page := 1; page <= maxPages; page++ {
-		q := url.Values{"page[size]": {itoa(pageSize)}, "page[number]": {itoa(page)}}
+		q := url.Values{"page[size]": {strconv.Itoa(pageSize)}, "page[number]": {strconv.Itoa(page)}}
 		d, err := c.doc(ctx, request{method: http.MethodGet, path: path, query: q})
 		if err != nil {
 			return nil, err
@@ -202,9 +203,4 @@ func (c *Client) list(ctx context.Context, path, typ string) ([]resource, error)
 		}
 	}
 	return all, nil
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }

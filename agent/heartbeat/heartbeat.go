@@ -27,13 +27,13 @@ type Config struct {
 // Func is the work for a key that came due. It runs on one of the
 // scheduler's workers with Run's context. A key fires once per Set: to fire
 // again, Func (or anyone) calls Set for the key.
-type Func func(ctx context.Context, key string)
+type Func[K comparable] func(ctx context.Context, key K)
 
 // ErrRunning is returned by Run when the scheduler is already running.
 var ErrRunning = errors.New("heartbeat: scheduler already running")
 
-type entry struct {
-	key   string
+type entry[K comparable] struct {
+	key   K
 	due   time.Time
 	seq   uint64 // Set order, to fire equal due times first come first served
 	index int    // in the heap; -1 when out of it
@@ -43,26 +43,26 @@ type entry struct {
 	pendingDue time.Time
 }
 
-type entryHeap []*entry
+type entryHeap[K comparable] []*entry[K]
 
-func (h entryHeap) Len() int { return len(h) }
-func (h entryHeap) Less(i, j int) bool {
+func (h entryHeap[K]) Len() int { return len(h) }
+func (h entryHeap[K]) Less(i, j int) bool {
 	if !h[i].due.Equal(h[j].due) {
 		return h[i].due.Before(h[j].due)
 	}
 	return h[i].seq < h[j].seq
 }
-func (h entryHeap) Swap(i, j int) {
+func (h entryHeap[K]) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index = i
 	h[j].index = j
 }
-func (h *entryHeap) Push(x any) {
-	e := x.(*entry)
+func (h *entryHeap[K]) Push(x any) {
+	e := x.(*entry[K])
 	e.index = len(*h)
 	*h = append(*h, e)
 }
-func (h *entryHeap) Pop() any {
+func (h *entryHeap[K]) Pop() any {
 	old := *h
 	e := old[len(old)-1]
 	old[len(old)-1] = nil
@@ -73,15 +73,15 @@ func (h *entryHeap) Pop() any {
 
 // Scheduler fires keys when they come due. It is safe for concurrent use;
 // Set, Remove, Due and Len may be called from Func.
-type Scheduler struct {
-	fire        Func
+type Scheduler[K comparable] struct {
+	fire        Func[K]
 	now         func() time.Time
 	concurrency int
 	wake        chan struct{}
 
 	mu       sync.Mutex
-	entries  map[string]*entry
-	heap     entryHeap
+	entries  map[K]*entry[K]
+	heap     entryHeap[K]
 	seq      uint64
 	inflight int
 	pending  int // firing entries with a pending Set
@@ -90,13 +90,13 @@ type Scheduler struct {
 
 // New returns a Scheduler that calls fire for each key that comes due, once
 // [Scheduler.Run] runs.
-func New(c Config, fire Func) *Scheduler {
-	s := &Scheduler{
+func New[K comparable](c Config, fire Func[K]) *Scheduler[K] {
+	s := &Scheduler[K]{
 		fire:        fire,
 		now:         c.Now,
 		concurrency: c.Concurrency,
 		wake:        make(chan struct{}, 1),
-		entries:     make(map[string]*entry),
+		entries:     make(map[K]*entry[K]),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -107,7 +107,7 @@ func New(c Config, fire Func) *Scheduler {
 	return s
 }
 
-func (s *Scheduler) poke() {
+func (s *Scheduler[K]) poke() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -118,7 +118,7 @@ func (s *Scheduler) poke() {
 // ends; it then waits for the keys being fired to return and returns nil.
 // Keys stay scheduled across runs. Run returns [ErrRunning] if another Run
 // is in progress.
-func (s *Scheduler) Run(ctx context.Context) error {
+func (s *Scheduler[K]) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.running {
 		s.mu.Unlock()
@@ -144,7 +144,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		s.mu.Lock()
 		now := s.now()
 		for s.inflight < s.concurrency && len(s.heap) > 0 && !s.heap[0].due.After(now) {
-			e := heap.Pop(&s.heap).(*entry)
+			e := heap.Pop(&s.heap).(*entry[K])
 			e.firing = true
 			s.inflight++
 			wg.Go(func() { s.fireOne(ctx, e) })
@@ -169,7 +169,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 }
 
-func (s *Scheduler) fireOne(ctx context.Context, e *entry) {
+func (s *Scheduler[K]) fireOne(ctx context.Context, e *entry[K]) {
 	defer func() {
 		s.mu.Lock()
 		s.inflight--
@@ -192,13 +192,13 @@ func (s *Scheduler) fireOne(ctx context.Context, e *entry) {
 // Set schedules key to fire at due, or moves it there if it is already
 // scheduled. A due time in the past fires as soon as a worker is free. If the
 // key is firing, the new due time takes effect when that firing returns.
-func (s *Scheduler) Set(key string, due time.Time) {
+func (s *Scheduler[K]) Set(key K, due time.Time) {
 	s.mu.Lock()
 	s.seq++
 	e := s.entries[key]
 	switch {
 	case e == nil:
-		e = &entry{key: key, due: due, seq: s.seq}
+		e = &entry[K]{key: key, due: due, seq: s.seq}
 		s.entries[key] = e
 		heap.Push(&s.heap, e)
 	case e.firing:
@@ -219,7 +219,7 @@ func (s *Scheduler) Set(key string, due time.Time) {
 // Remove unschedules key. A firing in progress is not interrupted, but the
 // key will not fire again unless Set again. Removing an unknown key does
 // nothing.
-func (s *Scheduler) Remove(key string) {
+func (s *Scheduler[K]) Remove(key K) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[key]
@@ -239,7 +239,7 @@ func (s *Scheduler) Remove(key string) {
 
 // Due returns when key is next due to fire, and whether it is scheduled. A
 // key being fired is scheduled only if Set was called since it started.
-func (s *Scheduler) Due(key string) (time.Time, bool) {
+func (s *Scheduler[K]) Due(key K) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entries[key]
@@ -254,7 +254,7 @@ func (s *Scheduler) Due(key string) (time.Time, bool) {
 
 // Len returns the number of scheduled keys (those for which Due reports
 // true).
-func (s *Scheduler) Len() int {
+func (s *Scheduler[K]) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.heap) + s.pending

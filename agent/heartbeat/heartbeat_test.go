@@ -21,7 +21,7 @@ func TestThousandKeysFireOnSchedule(t *testing.T) {
 		var mu sync.Mutex
 		counts := make(map[string]int)
 		late := 0
-		var s *Scheduler
+		var s *Scheduler[string]
 		s = New(Config{}, func(ctx context.Context, key string) {
 			i, _ := strconv.Atoi(key)
 			mu.Lock()
@@ -117,7 +117,7 @@ func TestRemoveAndSetMove(t *testing.T) {
 		start := time.Now()
 		var mu sync.Mutex
 		fired := map[string][]time.Duration{}
-		var s *Scheduler
+		var s *Scheduler[string]
 		s = New(Config{}, func(ctx context.Context, key string) {
 			mu.Lock()
 			fired[key] = append(fired[key], time.Since(start))
@@ -363,4 +363,42 @@ func BenchmarkFire10k(b *testing.B) {
 		<-done
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(keys)), "ns/fire")
+}
+
+// Keys are any comparable type: two keys that differ only in one field are
+// distinct entries, and each fires with its own value.
+func TestStructKeys(t *testing.T) {
+	type key struct {
+		kind int
+		id   string
+	}
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var fired []key
+		s := New(Config{}, func(_ context.Context, k key) {
+			mu.Lock()
+			fired = append(fired, k)
+			mu.Unlock()
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		now := time.Now()
+		s.Set(key{1, "a"}, now.Add(2*time.Second))
+		s.Set(key{2, "a"}, now.Add(time.Second))
+		s.Set(key{1, "b"}, now.Add(3*time.Second))
+		s.Remove(key{1, "b"})
+		if s.Len() != 2 {
+			t.Fatalf("Len = %d, want 2", s.Len())
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		cancel()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		if len(fired) != 2 || fired[0] != (key{2, "a"}) || fired[1] != (key{1, "a"}) {
+			t.Fatalf("fired %v", fired)
+		}
+	})
 }

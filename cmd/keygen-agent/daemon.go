@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,9 +34,10 @@ type daemonOptions struct {
 	ready func(socket string)
 }
 
-// runDaemon opens the socket first (answering "starting" while the agent
-// initialises), runs the agent until ctx is done, then stops accepting,
-// lets the agent end its leases and closes the connections.
+// runDaemon opens the socket and runs the agent on it (answering
+// "starting" while it initialises) until ctx is done or serving fails; the
+// agent's Run owns the shutdown (stop accepting, end the leases, close the
+// connections and the cache).
 func runDaemon(ctx context.Context, o daemonOptions) error {
 	cfg := o.cfg
 	socket := cfg.Socket
@@ -62,36 +62,12 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 	if err != nil {
 		return fmt.Errorf("%w on %s: %v", errListen, socket, err)
 	}
-	srv := ipc.NewServer(ipc.ServerConfig{
-		Mux:          a.Mux(),
-		Logger:       o.logger,
-		AdminGroup:   cfg.AdminGroup,
-		OnConnect:    a.ConnOpened,
-		OnClose:      a.ConnClosed,
-		AgentVersion: Version,
-	})
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
 	o.logger.Info("keygen-agent listening", "socket", socket, "version", Version)
 	o.logger.Info("configuration", "effective", cfg.Redacted())
 	if o.ready != nil {
 		o.ready(socket)
 	}
-
-	runErr := make(chan error, 1)
-	go func() { runErr <- a.Run(ctx) }()
-	select {
-	case err = <-runErr:
-	case err = <-serveErr:
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			err = fmt.Errorf("serving %s: %w", socket, err)
-		}
-		// The agent stops with the context the caller cancels.
-		<-runErr
-	}
-	_ = ln.Close()
-	_ = srv.Close()
-	return err
+	return a.Run(ctx, ln)
 }
 
 // newLogger builds the daemon's slog logger: text or JSON on stderr (the

@@ -49,6 +49,10 @@ func fakeAgent(t *testing.T) (string, chan *ipc.Conn) {
 		t.Fatal(err)
 	}
 	mux := ipc.NewMux()
+	mux.Register(ipc.MethodPeer, ipc.PermAny, func(ctx context.Context, _ json.RawMessage) (any, error) {
+		p, _ := ipc.PeerFromContext(ctx)
+		return p, nil
+	})
 	mux.Register(ipc.MethodAcquire, ipc.PermAny, func(ctx context.Context, p json.RawMessage) (any, error) {
 		return ipc.AcquireResult{LeaseID: "L1", ProcessID: "P1", Entitlements: []string{"PRO"}}, nil
 	})

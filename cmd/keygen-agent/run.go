@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/cache"
@@ -23,7 +24,9 @@ exit codes:
   0  stopped cleanly (SIGINT/SIGTERM or service stop)
   1  the agent failed at run time (the service manager restarts it)
   2  bad flags
-  3  bad configuration, the socket is taken, or another agent holds the cache: fix it; do not restart`
+  3  bad configuration, the socket is taken, or another agent holds the cache: fix it; do not restart
+     (under launchd the agent exits 0 instead, since launchd restarts every non-zero exit; under the
+     Windows SCM it reports service-specific exit code 3)`
 
 func runRun(e *env) int {
 	fs := newFlagSet(e, "run", "", "Run the agent in the foreground until interrupted.", runHelp)
@@ -47,26 +50,33 @@ func runRun(e *env) int {
 		return agent.Load(agent.LoadOptions{File: *configFile, FileRequired: explicit, Getenv: e.getenv,
 			Override: override, DefaultDataDir: defData})
 	}
-	cfg, warnings, err := load()
-	if err != nil {
-		fmt.Fprintf(e.stderr, "keygen-agent: %v\n", err)
-		return exitConfig
-	}
-	log, lv := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
-	for _, w := range warnings {
-		log.Warn("config", "warning", w)
-	}
-	err = installer.RunService(e.ctx, "keygen-agent", func(ctx context.Context) error {
-		return runDaemon(ctx, daemonOptions{cfg: cfg, configFile: *configFile, configLoad: load, logger: log, logLevel: lv})
-	}, log)
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, agent.ErrConfig), errors.Is(err, cache.ErrLocked), errors.Is(err, errListen):
-		log.Error("keygen-agent cannot start", "err", err)
-		return exitConfig
-	default:
-		log.Error("keygen-agent stopped", "err", err)
-		return exitFailure
-	}
+	// Under a service manager the configuration is loaded inside
+	// RunService, once the process is connected to it: on Windows a bad
+	// config then reaches the event log and the SCM as exit code 3.
+	bootLog := installer.ServiceLogger("keygen-agent", slog.NewTextHandler(e.stderr, nil))
+	err := installer.RunService(e.ctx, "keygen-agent", func(ctx context.Context) error {
+		cfg, warnings, err := load()
+		if err != nil {
+			if installer.Managed() {
+				bootLog.Error("keygen-agent cannot start", "err", err)
+			} else {
+				fmt.Fprintf(e.stderr, "keygen-agent: %v\n", err)
+			}
+			return installer.NoRestart(err)
+		}
+		log, lv := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+		for _, w := range warnings {
+			log.Warn("config", "warning", w)
+		}
+		err = runDaemon(ctx, daemonOptions{cfg: cfg, configFile: *configFile, configLoad: load, logger: log, logLevel: lv})
+		if errors.Is(err, agent.ErrConfig) || errors.Is(err, cache.ErrLocked) || errors.Is(err, errListen) {
+			log.Error("keygen-agent cannot start", "err", err)
+			return installer.NoRestart(err)
+		}
+		if err != nil {
+			log.Error("keygen-agent stopped", "err", err)
+		}
+		return err
+	}, bootLog)
+	return installer.ExitCode(err)
 }

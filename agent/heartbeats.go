@@ -1,0 +1,142 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/keygen-agent/keygen-agent/agent/budget"
+	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
+	"github.com/keygen-agent/keygen-agent/ipc"
+	"github.com/keygen-agent/keygen-agent/keygen"
+)
+
+// schedKind is what a scheduler key stands for.
+type schedKind uint8
+
+const (
+	// schedMachine is the machine heartbeat.
+	schedMachine schedKind = iota + 1
+	// schedOutbox replays the outbox.
+	schedOutbox
+	// schedPing is a lease's process heartbeat.
+	schedPing
+	// schedAdopt ends a restored lease's adoption window.
+	schedAdopt
+)
+
+// schedKey is the agent's heartbeat.Scheduler key; lease is set for
+// schedPing and schedAdopt.
+type schedKey struct {
+	kind  schedKind
+	lease string
+}
+
+var machineHeartbeatKey = schedKey{kind: schedMachine}
+
+// fireHeartbeat is the scheduler's work function: machine pings, process
+// pings, outbox replays and the end of adoption windows.
+func (a *Agent) fireHeartbeat(ctx context.Context, key schedKey) {
+	switch key.kind {
+	case schedMachine:
+		a.fireMachineHeartbeat(ctx)
+	case schedPing:
+		a.fireProcessHeartbeat(ctx, key.lease)
+	case schedOutbox:
+		if a.view().Online {
+			a.replayOutbox(ctx)
+		}
+		if out, err := a.store.Outbox(); err == nil && len(out) > 0 {
+			a.sched.Set(key, a.now().Add(outboxRetry))
+		}
+	case schedAdopt:
+		if a.leases.unclaimed(key.lease) {
+			a.releaseLease(key.lease, "not re-claimed within the adoption window after a restart")
+		}
+	}
+}
+
+// retryDelay is when a failed ping is tried again: soon, and well inside
+// the remaining window.
+func retryDelay(interval time.Duration) time.Duration {
+	return min(interval/10, 30*time.Second)
+}
+
+// schedulePing schedules lease id's next process heartbeat.
+func (a *Agent) schedulePing(id string, interval time.Duration) {
+	a.sched.Set(schedKey{kind: schedPing, lease: id}, heartbeat.NextPing(a.now(), interval, a.config().HeartbeatFraction, 0.1, rand.Float64))
+}
+
+func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
+	v := a.view()
+	d := a.machineHeartbeatInterval(v)
+	if d == 0 {
+		return
+	}
+	err := a.pingMachine(ctx)
+	switch {
+	case err == nil:
+		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, rand.Float64))
+	case errors.Is(err, keygen.ErrHeartbeatDead) || errors.Is(err, keygen.ErrNotFound):
+		a.log.Warn("machine heartbeat lost; re-validating", "err", err)
+		a.goOwned(func() { _ = a.requestSync(a.ctx()) })
+	default:
+		if ctx.Err() == nil {
+			a.sched.Set(machineHeartbeatKey, a.now().Add(retryDelay(d)))
+		}
+	}
+}
+
+func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
+	l, lp, ok := a.leases.live(id)
+	if !ok || lp.processID == "" {
+		return
+	}
+	key := schedKey{kind: schedPing, lease: id}
+	err := a.call(ctx, budget.PriorityPing, func(ctx context.Context, c *keygen.Client) error {
+		p, err := c.PingProcess(ctx, lp.processID)
+		a.recordProof(id, p, false)
+		return err
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, keygen.ErrNotFound) || errors.Is(err, keygen.ErrHeartbeatDead):
+		// Culled or dead (an outage longer than the window): re-spawn
+		// under the same lease, transparently for the app.
+		a.log.Info("Keygen process lost; re-spawning under the same lease", "lease", id, "err", err)
+		if !a.respawn(ctx, l) {
+			a.sched.Set(key, a.now().Add(retryDelay(lp.interval)))
+			return
+		}
+	default:
+		if ctx.Err() != nil {
+			return
+		}
+		if offline(err) {
+			a.goOfflineAsync(err)
+		} else {
+			a.log.Warn("process ping failed", "lease", id, "err", err)
+		}
+		a.sched.Set(key, a.now().Add(retryDelay(lp.interval)))
+		return
+	}
+	a.schedulePing(id, lp.interval)
+}
+
+// respawn replaces a lost Keygen process of a live lease.
+func (a *Agent) respawn(ctx context.Context, l *lease) bool {
+	proc, err := a.spawnProcess(ctx, l)
+	if err != nil {
+		if errors.Is(err, keygen.ErrProcessLimitExceeded) {
+			a.revokeLease(l.id, "Keygen refused to re-create the process: limit reached", ipc.CodeProcessLimitExceeded)
+			return true
+		}
+		a.log.Warn("re-spawn failed", "lease", l.id, "err", err)
+		return false
+	}
+	a.leases.setProcess(l, proc.ID, 0)
+	a.recordProof(l.id, proc, true)
+	a.persistLease(l)
+	return true
+}
