@@ -73,7 +73,7 @@ var eventWeights = [evCount]int{
 	evChildAcquire: 2, evRelease: 3, evReacquire: 3, evAgentCrash: 2, evAgentRestart: 2,
 	evOutage: 3, ev5xx: 2, ev429: 2, evLatency: 2, evBadSig: 2, evDateSkew: 2, evFaultsClear: 8,
 	evClockJump: 2, evClockFix: 3, evSuspend: 2, evReinstate: 3, evExpire: 1, evRenew: 2,
-	evDelete: 0, // drawn separately, rarely: it ends the license for the rest of the sequence
+	evDelete:    0, // drawn separately, rarely: it ends the license for the rest of the sequence
 	evLimitDown: 2, evLimitUp: 2, evHeartbeat: 2, evActivateWrong: 2, evActivateRight: 2,
 	evDeactivate: 1, evConfigEdit: 1, evImportGood: 1, evImportExpired: 1, evImportOther: 1,
 }
