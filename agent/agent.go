@@ -112,6 +112,7 @@ type Agent struct {
 	lic    licenseState
 	klc    klcState // check-in, entitlements, leasing strategies, license changes (limits.go)
 	leases *leaseTable
+	ev     evidenceState
 	conns  connSet
 
 	syncNow chan chan error

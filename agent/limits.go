@@ -78,19 +78,7 @@ func (a *Agent) takeCertRefresh() bool {
 // revalidation. Entitlement and policy edits, which a validation does not
 // show, are found by deepCheck.
 func (a *Agent) certNeedsRefresh(ds *keygen.Dataset, lic *keygen.License, now time.Time) bool {
-	if ds.Expiry != nil {
-		half := ds.Issued.Add(ds.Expiry.Sub(ds.Issued) / 2)
-		if !now.Before(half) {
-			return true
-		}
-	}
-	if lic == nil || ds.License == nil {
-		return lic != nil
-	}
-	c := ds.License
-	if c.PolicyID != lic.PolicyID || !equalPtr(c.MaxProcesses, lic.MaxProcesses) || !equalPtr(c.MaxMachines, lic.MaxMachines) ||
-		!equalPtr(c.MaxCores, lic.MaxCores) || !equalPtr(c.MaxUsers, lic.MaxUsers) ||
-		!licenseExpiry(c).Equal(licenseExpiry(lic)) || c.Suspended != lic.Suspended || c.RequireHeartbeat != lic.RequireHeartbeat {
+	if needsRefresh(ds, lic, now) {
 		return true
 	}
 	if m, cm := a.lastMachine(), ds.Machine; m != nil && cm != nil {
@@ -114,6 +102,28 @@ func (a *Agent) certNeedsRefresh(ds *keygen.Dataset, lic *keygen.License, now ti
 		}
 	}
 	return false
+}
+
+// needsRefresh: past half the file's life, or the license it carries
+// differs from lic in what matters (not `updated`; see certNeedsRefresh).
+// lic nil: the half-life test alone.
+func needsRefresh(ds *keygen.Dataset, lic *keygen.License, now time.Time) bool {
+	if ds.Expiry != nil {
+		half := ds.Issued.Add(ds.Expiry.Sub(ds.Issued) / 2)
+		if !now.Before(half) {
+			return true
+		}
+	}
+	if lic == nil {
+		return false
+	}
+	c := ds.License
+	if c == nil {
+		return true
+	}
+	return c.PolicyID != lic.PolicyID || !equalPtr(c.MaxProcesses, lic.MaxProcesses) || !equalPtr(c.MaxMachines, lic.MaxMachines) ||
+		!equalPtr(c.MaxCores, lic.MaxCores) || !equalPtr(c.MaxUsers, lic.MaxUsers) ||
+		!licenseExpiry(c).Equal(licenseExpiry(lic)) || c.Suspended != lic.Suspended || c.RequireHeartbeat != lic.RequireHeartbeat
 }
 
 // afterSync runs after a successful online sync: it counts the seats
