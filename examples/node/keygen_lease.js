@@ -201,6 +201,7 @@ async function main() {
       app: { type: 'string', default: 'example-node' },
       'app-version': { type: 'string', default: '1.0.0' },
       'wait-ms': { type: 'string', default: '0' },
+      entitlement: { type: 'string', multiple: true, default: [] },
       'public-key': { type: 'string', default: process.env.KEYGEN_PUBLIC_KEY || '' },
       fingerprint: { type: 'string', multiple: true, default: [] },
       component: { type: 'string', multiple: true, default: [] },
@@ -222,11 +223,16 @@ async function main() {
     if (hello.protocol !== PROTOCOL) console.error(`warning: agent speaks protocol ${hello.protocol}`);
     lease = await agent.call('lease.acquire', {
       app: values.app, app_version: values['app-version'], wait_ms: Number(values['wait-ms']), confirm: verify,
+      entitlements: values.entitlement,
     });
   } catch (e) {
     agent.close();
     if (e.code === 'PROCESS_LIMIT_EXCEEDED') {
       console.error(`no free seat: ${e.data.count} of ${e.data.limit} in use`);
+      return 5;
+    }
+    if (e.code === 'ENTITLEMENTS_MISSING') {
+      console.error(`the license lacks: ${(e.data.missing || []).join(', ')}`);
       return 5;
     }
     console.error(`refused: ${e.message}`);

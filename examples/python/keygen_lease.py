@@ -252,6 +252,8 @@ def main():
     ap.add_argument("--app", default="example-python")
     ap.add_argument("--app-version", default="1.0.0")
     ap.add_argument("--wait-ms", type=int, default=0)
+    ap.add_argument("--entitlement", action="append", default=[],
+                    help="entitlement code the license must hold (repeatable)")
     ap.add_argument("--public-key", default=os.environ.get("KEYGEN_PUBLIC_KEY", ""))
     ap.add_argument("--fingerprint", action="append", default=[])
     ap.add_argument("--component", action="append", default=[])
@@ -277,10 +279,13 @@ def main():
             print("warning: agent speaks protocol %s" % hello.get("protocol"), file=sys.stderr)
         lease = agent.call("lease.acquire", {
             "app": args.app, "app_version": args.app_version, "wait_ms": args.wait_ms,
-            "confirm": verify is not None})
+            "confirm": verify is not None, "entitlements": args.entitlement})
     except AgentError as e:
         if e.code == "PROCESS_LIMIT_EXCEEDED":
             print("no free seat: %s of %s in use" % (e.data.get("count"), e.data.get("limit")), file=sys.stderr)
+            return 5
+        if e.code == "ENTITLEMENTS_MISSING":
+            print("the license lacks: %s" % ", ".join(e.data.get("missing") or []), file=sys.stderr)
             return 5
         print("refused: %s" % e, file=sys.stderr)
         return 5 if e.code in ("LICENSE_INVALID", "NOT_ACTIVATED", "OFFLINE_EXPIRED") else 1
