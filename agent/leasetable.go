@@ -466,6 +466,7 @@ func (t *leaseTable) record(l *lease) cache.LeaseRecord {
 	return cache.LeaseRecord{
 		ID: l.id, ProcessID: l.processID, KeygenPID: l.keygenPID, App: l.app, AppVersion: l.appVersion,
 		User: l.user, Exe: l.exe, PID: l.pid, StartTime: l.start, Offline: l.offline, Created: l.created,
+		IntervalSeconds: int(l.interval / time.Second),
 	}
 }
 

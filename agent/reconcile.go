@@ -23,10 +23,19 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 	}
 	window := a.config().AdoptionWindow.D()
 	for _, r := range recs {
+		// The interval Keygen gave the process (issue 14 defect 5: a
+		// restored 60 s process must not be pinged every 600 s). Records
+		// from before the field existed fall back to the shortest interval
+		// Keygen allows, so the first pings come early; the first ping's
+		// answer then carries the real one (fireProcessHeartbeat).
+		interval := time.Duration(r.IntervalSeconds) * time.Second
+		if interval <= 0 {
+			interval = minProcessInterval
+		}
 		l := &lease{
 			id: r.ID, pid: r.PID, start: r.StartTime, exe: r.Exe, user: r.User, app: r.App, appVersion: r.AppVersion,
 			keygenPID: r.KeygenPID, processID: r.ProcessID, offline: r.Offline, created: r.Created,
-			conns: map[uint64]*ipc.Conn{}, interval: 600 * time.Second,
+			conns: map[uint64]*ipc.Conn{}, interval: interval,
 		}
 		if !a.procs.Alive(r.PID, r.StartTime) {
 			a.leases.restore(l, time.Time{})
