@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"encoding/json"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/internal/agenttest"
+	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
 
@@ -53,6 +56,92 @@ func TestDefect5_RestoredLeaseKeepsRealInterval(t *testing.T) {
 			if len(ps) != 1 || ps[0].ID != r.ProcessID || ps[0].Status != "ALIVE" {
 				t.Fatalf("after restart the lease's process was lost: %+v\nlogs:\n%s", ps, e.logs.String())
 			}
+		}
+	})
+}
+
+// Issue 14 defect 9: a parent acquires, forks ten children that keep its
+// connection, and exits; the children acquire over the inherited
+// connection while three other apps hold seats, limit 3. The parent's
+// connection is told its lease ended (PROCESS_EXITED), every child is
+// refused, and the apps told they hold a seat (and not told otherwise)
+// never outnumber the limit.
+func TestDefect9_InheritedConnectionNeverOutnumbersSeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const limit = 3
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(limit)}})
+		const parent = 400
+		var holders []*agenttest.Client
+		granted := map[string]bool{} // lease ids told OK and not revoked
+		for _, pid := range []int{parent, 401, 402} {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			r, _, err := c.Acquire(acquireParams())
+			if err != nil {
+				t.Fatal(err)
+			}
+			granted[r.LeaseID] = true
+			holders = append(holders, c)
+		}
+		inherited := holders[0]
+		e.procs.Exit(parent) // the children keep the parent's connection open
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		codes := map[string]int{}
+		for range 10 {
+			wg.Go(func() {
+				r, code, err := inherited.Acquire(acquireParams())
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					granted[r.LeaseID] = true
+				}
+				codes[code]++
+			})
+		}
+		wg.Wait()
+		synctest.Wait()
+		// A third app now takes the seat the parent freed.
+		e.procs.Spawn(403)
+		c3 := e.dial(agenttest.PeerFor(403))
+		defer c3.Close()
+		if r, _, err := c3.Acquire(acquireParams()); err == nil {
+			granted[r.LeaseID] = true
+		} else {
+			t.Errorf("the parent's seat was not freed: %v", err)
+		}
+		synctest.Wait()
+		revokedExited := 0
+		for done := false; !done; {
+			select {
+			case n := <-inherited.Notes():
+				if n.Method != ipc.NotifyLeaseRevoked {
+					continue
+				}
+				var r ipc.LeaseRevoked
+				if err := json.Unmarshal(n.Params, &r); err != nil {
+					t.Fatal(err)
+				}
+				delete(granted, r.LeaseID)
+				if r.Code == ipc.CodeProcessExited {
+					revokedExited++
+				}
+			default:
+				done = true
+			}
+		}
+		if len(granted) > limit {
+			t.Errorf("%d apps were told they hold a seat, limit %d (children: %v)", len(granted), limit, codes)
+		}
+		if codes[ipc.CodeProcessExited] != 10 {
+			t.Errorf("children's answers by code: %v, want 10 × %s", codes, ipc.CodeProcessExited)
+		}
+		if revokedExited == 0 {
+			t.Errorf("the inherited connection was never told the parent's lease ended")
+		}
+		if n := e.liveProcesses(); n > limit {
+			t.Errorf("%d Keygen processes, limit %d", n, limit)
 		}
 	})
 }

@@ -44,6 +44,13 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	if !a.isReady() {
 		return nil, ipc.Errorf(ipc.CodeStarting, "the agent is starting; retry shortly")
 	}
+	// The peer is the process that opened the connection, resolved once at
+	// accept. When it is gone, the caller is a process that inherited the
+	// connection (fork and exit): it gets no seat, neither a new one nor
+	// the dead process's (issue 14 defect 9).
+	if err := a.peerAlive(peer); err != nil {
+		return nil, err
+	}
 	key := procKey{peer.PID, peer.StartTime}
 	v := a.view()
 	if res := a.reuse(key, conn, v); res != nil {
@@ -65,7 +72,10 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	defer seat.cancel() // hands the seat on unless committed
 	if p.WaitMS > 0 {
 		// While this acquirer waited, the process may have got a lease on
-		// another connection, or the license may have changed.
+		// another connection, or exited, or the license may have changed.
+		if err := a.peerAlive(peer); err != nil {
+			return nil, err
+		}
 		v = a.view()
 		if res := a.reuse(key, conn, v); res != nil {
 			return res, nil
@@ -90,6 +100,16 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	}
 	a.log.Info("lease acquired", "lease", l.id, "pid", l.pid, "app", l.app, "process", lp.processID, "offline", lp.offline)
 	return acquireResult(lp, v, false), nil
+}
+
+// peerAlive refuses a caller whose process has exited.
+func (a *Agent) peerAlive(peer ipc.Peer) error {
+	if a.procs.Alive(peer.PID, peer.StartTime) {
+		return nil
+	}
+	return &ipc.Error{Code: ipc.CodeProcessExited,
+		Message: fmt.Sprintf("process %d, which opened this connection, has exited; a process that inherited the connection must connect itself", peer.PID),
+		Data:    map[string]any{"pid": peer.PID}}
 }
 
 // reuse gives the caller its existing lease back on conn, or returns nil.
@@ -459,7 +479,7 @@ func (a *Agent) watchLease(l *lease) {
 	ch, err := a.procs.WatchExit(ctx, l.pid, l.start)
 	if err != nil {
 		if !a.procs.Alive(l.pid, l.start) {
-			a.goOwned(func() { a.releaseLease(l.id, "the app's process has exited") })
+			a.goOwned(func() { a.processExited(l.id) })
 			return
 		}
 		a.log.Debug("cannot watch process exit; relying on the connection", "pid", l.pid, "err", err)
@@ -468,10 +488,17 @@ func (a *Agent) watchLease(l *lease) {
 	a.goOwned(func() {
 		select {
 		case <-ch:
-			a.releaseLease(l.id, "the app's process has exited")
+			a.processExited(l.id)
 		case <-ctx.Done():
 		}
 	})
+}
+
+// processExited ends the lease of a process that has exited. A connection
+// may outlive it (a child inherited it after a fork): whoever still reads
+// it is told, never left believing it holds a seat (issue 14 defect 9).
+func (a *Agent) processExited(id string) {
+	a.revokeLease(id, "the app's process has exited", ipc.CodeProcessExited)
 }
 
 // releaseLease ends a lease: its Keygen process is killed (or the kill is

@@ -189,6 +189,13 @@ const (
 	CodeUnsupportedVersion   = "UNSUPPORTED_VERSION"
 	CodeTimeout              = "TIMEOUT"
 	CodeStopping             = "STOPPING"
+	// CodeProcessExited: the calling process (or a lease's process) has
+	// exited, e.g. a child acquiring on a connection inherited from a
+	// parent that is gone.
+	CodeProcessExited = "PROCESS_EXITED"
+	// CodeLimitReduced: the license's process limit fell below the leases
+	// held; the newest leases are revoked with it.
+	CodeLimitReduced = "LIMIT_REDUCED"
 	// Protocol-level codes produced by the server itself.
 	CodeParseError      = "PARSE_ERROR"
 	CodeMethodNotFound  = "METHOD_NOT_FOUND"
@@ -226,6 +233,8 @@ var rpcCodes = map[string]int{
 	CodeTimeout:              -32010,
 	CodeBusy:                 -32011,
 	CodeStopping:             -32012,
+	CodeProcessExited:        -32013,
+	CodeLimitReduced:         -32014,
 }
 
 // RPCCode returns the JSON-RPC numeric code used on the wire for a stable
