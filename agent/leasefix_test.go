@@ -145,3 +145,48 @@ func TestDefect9_InheritedConnectionNeverOutnumbersSeats(t *testing.T) {
 		}
 	})
 }
+
+// When the policy's maxProcesses is lowered below the leases held, Keygen
+// keeps the processes it already counts (the limit is checked at creation),
+// so the agent ends the newest leases itself at the next validation, each
+// with lease.revoked LIMIT_REDUCED; the oldest keep theirs.
+func TestLimitLoweredRevokesNewest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(5)}})
+		var clients []*agenttest.Client
+		for pid := 500; pid < 505; pid++ {
+			e.procs.Spawn(pid)
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			if _, _, err := c.Acquire(acquireParams()); err != nil {
+				t.Fatal(err)
+			}
+			clients = append(clients, c)
+			time.Sleep(time.Second) // distinct creation times
+		}
+		e.srv.UpdatePolicy(e.policy.ID, func(p *devserver.Policy) { p.MaxProcesses = intp(2) })
+		time.Sleep(e.a.config().RevalidateInterval.D() + time.Minute)
+		synctest.Wait()
+		for i, c := range clients {
+			n, ok := c.NextNote(ipc.NotifyLeaseRevoked, time.Second)
+			switch {
+			case i < 2 && ok:
+				t.Errorf("lease %d of the oldest two was revoked: %s", i, n.Params)
+			case i >= 2 && !ok:
+				t.Errorf("lease %d of the newest three was not revoked", i)
+			case i >= 2:
+				var r ipc.LeaseRevoked
+				_ = json.Unmarshal(n.Params, &r)
+				if r.Code != ipc.CodeLimitReduced {
+					t.Errorf("lease %d revoked with %q, want %s", i, r.Code, ipc.CodeLimitReduced)
+				}
+			}
+		}
+		if n := e.liveProcesses(); n != 2 {
+			t.Errorf("%d Keygen processes, want 2", n)
+		}
+		if st := e.status(); st.Leases.Active != 2 {
+			t.Errorf("status: %d leases active, want 2", st.Leases.Active)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -429,6 +430,33 @@ func (t *leaseTable) liveIDs() []string {
 		if !l.releasing {
 			ids = append(ids, id)
 		}
+	}
+	return ids
+}
+
+// beyond returns the newest leases past the first limit (oldest first),
+// newest first; leases already being released are not counted.
+func (t *leaseTable) beyond(limit int) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	live := make([]*lease, 0, len(t.byID))
+	for _, l := range t.byID {
+		if !l.releasing {
+			live = append(live, l)
+		}
+	}
+	if len(live) <= limit {
+		return nil
+	}
+	sort.Slice(live, func(i, j int) bool {
+		if !live[i].created.Equal(live[j].created) {
+			return live[i].created.After(live[j].created)
+		}
+		return live[i].id > live[j].id
+	})
+	ids := make([]string, 0, len(live)-limit)
+	for _, l := range live[:len(live)-max(limit, 0)] {
+		ids = append(ids, l.id)
 	}
 	return ids
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -54,9 +55,12 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 	}
 }
 
-// reconcileServer kills Keygen processes of this machine that no lease
-// knows about (left by a lost cache or a crash), once per start.
+// reconcileServer runs after every successful validation. It first ends
+// the leases beyond a lowered process limit (enforceLimit); then, once per
+// start, it kills Keygen processes of this machine that no lease knows
+// about (left by a lost cache or a crash).
 func (a *Agent) reconcileServer(ctx context.Context) {
+	a.enforceLimit(a.view())
 	if a.leases.reconciledYet() {
 		return
 	}
@@ -86,6 +90,31 @@ func (a *Agent) reconcileServer(ctx context.Context) {
 		if err := a.killProcess(ctx, p.ID); err != nil {
 			a.log.Warn("killing orphan", "process", p.ID, "err", err)
 		}
+	}
+}
+
+// enforceLimit revokes the newest leases while more are held than the
+// process limit allows, e.g. after the policy's maxProcesses was lowered:
+// Keygen checks the limit only when a process is created
+// (machine_process.rb, `validate on: :create`), so the processes it
+// already counts stay alive and the agent must end the excess itself. The
+// apps told are the newest ones, with LIMIT_REDUCED.
+func (a *Agent) enforceLimit(v licenseView) {
+	if !v.Valid {
+		return // enforceView revokes everything
+	}
+	limit := a.effectiveLimit(v)
+	if limit == nil {
+		return
+	}
+	ids := a.leases.beyond(*limit)
+	if len(ids) == 0 {
+		return
+	}
+	a.log.Warn("the process limit is below the leases held; revoking the newest", "limit", *limit, "revoking", len(ids))
+	reason := fmt.Sprintf("the license's process limit was lowered to %d; the newest leases are ended", *limit)
+	for _, id := range ids {
+		a.revokeLease(id, reason, ipc.CodeLimitReduced)
 	}
 }
 
