@@ -190,3 +190,30 @@ func TestLimitLoweredRevokesNewest(t *testing.T) {
 		}
 	})
 }
+
+// The lease record is in the cache when lease.acquire answers, not only
+// queued for the background writer: a kill -9 right after the answer must
+// not lose it (chaos/TestKill9AgentWith100Leases). The writer is held up
+// here so that only a synchronous write can put the record there.
+func TestLeaseRecordDurableBeforeAcquireAnswers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(5)}})
+		block := make(chan struct{})
+		e.a.persist(func() error { <-block; return nil })
+		defer close(block)
+		e.procs.Spawn(600)
+		c := e.dial(agenttest.PeerFor(600))
+		defer c.Close()
+		r, _, err := c.Acquire(acquireParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := e.a.store.Leases()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 1 || recs[0].ID != r.LeaseID || recs[0].ProcessID != r.ProcessID {
+			t.Fatalf("cache holds %+v when acquire answered, want lease %s", recs, r.LeaseID)
+		}
+	})
+}

@@ -319,7 +319,17 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 			return nil, ipc.Errorf(ipc.CodeInternal, "queueing the offline lease: %v", err)
 		}
 	}
-	a.persistLease(l)
+	// The record is durable before lease.acquire answers: after a kill -9
+	// right after the answer, the restarted agent still knows the lease,
+	// so the app re-claims it (same lease, same Keygen process) instead of
+	// getting a new one. One bbolt commit per acquire; BENCHMARKS.md
+	// measures it. Later changes (a re-spawn's process id, the release)
+	// still go through the background writer: losing one of those only
+	// costs a ping that finds the process gone, or a stale record whose app
+	// is gone at the next start.
+	if err := a.store.PutLease(a.leases.record(l)); err != nil {
+		a.log.Error("writing the lease record; a restart will not re-adopt this lease", "lease", l.id, "err", err)
+	}
 	return l, nil
 }
 
