@@ -217,3 +217,73 @@ func TestLeaseRecordDurableBeforeAcquireAnswers(t *testing.T) {
 		}
 	})
 }
+
+// secondAgent is another agent (its own data directory, so its own cache
+// and agent id) for the same license on the same machine as e: a system
+// and a per-user agent, or two installs.
+func (e *env) secondAgent() *env {
+	dir := e.t.(*testing.T).TempDir()
+	e2 := &env{noWatch: true, t: e.t, srv: e.srv, policy: e.policy, license: e.license, dir: dir, fp: e.fp,
+		procs: e.procs, logs: &agenttest.SyncBuffer{}, cfg: e.cfg}
+	e2.cfg.DataDir = dir
+	return e2
+}
+
+// Issue 14 defect 8: two agents for one license on one machine do not
+// reap each other's Keygen processes as orphans; each reports the other in
+// status.
+func TestDefect8_TwoAgentsDoNotReapEachOther(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(5)}})
+		var procsA []string
+		for pid := 700; pid < 702; pid++ {
+			a.procs.Spawn(pid)
+			c := a.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			r, _, err := c.Acquire(acquireParams())
+			if err != nil {
+				t.Fatal(err)
+			}
+			procsA = append(procsA, r.ProcessID)
+		}
+		b := a.secondAgent()
+		b.start()
+		defer b.stop()
+		b.waitFor("second agent active", func() bool { return b.status().State == string(StateActive) })
+		synctest.Wait()
+		alive := func(id string) bool {
+			for _, p := range a.srv.Processes() {
+				if p.ID == id && p.Status == "ALIVE" {
+					return true
+				}
+			}
+			return false
+		}
+		for _, id := range procsA {
+			if !alive(id) {
+				t.Fatalf("the second agent killed the first one's process %s\nlogs:\n%s", id, b.logs.String())
+			}
+		}
+		if o := b.status().OtherAgents; len(o) != 1 || o[0].Processes != 2 {
+			t.Errorf("second agent's status: other agents %+v, want one with 2 processes", o)
+		}
+		a.procs.Spawn(702)
+		cb := b.dial(agenttest.PeerFor(702))
+		defer cb.Close()
+		rb, _, err := cb.Acquire(acquireParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// At its next validation the first agent sees the second.
+		time.Sleep(a.a.config().RevalidateInterval.D() + time.Minute)
+		synctest.Wait()
+		if o := a.status().OtherAgents; len(o) != 1 || o[0].Processes != 1 {
+			t.Errorf("first agent's status: other agents %+v, want one with 1 process", o)
+		}
+		for _, id := range append(procsA, rb.ProcessID) {
+			if !alive(id) {
+				t.Errorf("process %s lost while both agents ran", id)
+			}
+		}
+	})
+}

@@ -314,7 +314,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 		l.offline = true
 	}
 	if l.offline {
-		payload, _ := json.Marshal(l.processMetadata())
+		payload, _ := json.Marshal(l.processMetadata(a.agentID()))
 		if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxSpawn, LeaseID: l.id, Payload: payload, Created: a.now()}); err != nil {
 			return nil, ipc.Errorf(ipc.CodeInternal, "queueing the offline lease: %v", err)
 		}
@@ -350,10 +350,12 @@ const (
 	outboxRetry = 30 * time.Second
 )
 
-func (l *lease) processMetadata() map[string]any {
+// processMetadata is the metadata of l's Keygen process; agentID marks
+// the agent that owns it (instance.go).
+func (l *lease) processMetadata(agentID string) map[string]any {
 	md := map[string]any{
 		"leaseId": l.id, "pid": l.pid, "app": l.app, "appVersion": l.appVersion,
-		"executable": l.exe, "user": l.user,
+		"executable": l.exe, "user": l.user, "agentId": agentID,
 	}
 	if len(l.metadata) > 0 {
 		md["appMetadata"] = l.metadata
@@ -372,7 +374,7 @@ func (a *Agent) spawnProcess(ctx context.Context, l *lease) (*keygen.Process, er
 	spawn := func() error {
 		return a.call(ctx, budget.PrioritySpawn, func(ctx context.Context, c *keygen.Client) error {
 			var err error
-			proc, err = c.SpawnProcess(ctx, mid, l.keygenPID, l.processMetadata())
+			proc, err = c.SpawnProcess(ctx, mid, l.keygenPID, l.processMetadata(a.agentID()))
 			return err
 		})
 	}
@@ -412,6 +414,13 @@ func (a *Agent) resolvePIDTaken(ctx context.Context, machineID string, l *lease)
 		if id, _ := p.Metadata["leaseId"].(string); id == l.id && p.Status != "DEAD" {
 			a.log.Info("adopting this lease's existing Keygen process", "lease", l.id, "process", p.ID)
 			return &procs[i], nil
+		}
+		if owner, own := ownedBy(p.Metadata, a.agentID()); !own && p.Status != "DEAD" {
+			// The same OS process holds a seat from another agent on this
+			// machine: that one is not ours to kill.
+			return nil, &ipc.Error{Code: ipc.CodeLicenseInvalid,
+				Message: "this process already holds a seat from another keygen-agent on this machine (" + owner + ")",
+				Data:    map[string]any{"reason": "PID_TAKEN", "agent_id": owner}}
 		}
 		a.log.Info("stale Keygen process holds this pid; killing it", "pid", l.keygenPID, "process", p.ID)
 		if err := a.killProcess(ctx, p.ID); err != nil {

@@ -114,6 +114,11 @@ type leaseTable struct {
 	// reconciled is set once the server's process list was compared with
 	// the table after a start.
 	reconciled bool
+	// others are the other agents last seen holding Keygen processes on
+	// this machine, by agent id: their process counts.
+	others map[string]int
+	// instance is this agent's id (agentID); it has its own lock.
+	instance instance
 }
 
 func newLeaseTable() *leaseTable {
@@ -496,6 +501,25 @@ func (t *leaseTable) record(l *lease) cache.LeaseRecord {
 		User: l.user, Exe: l.exe, PID: l.pid, StartTime: l.start, Offline: l.offline, Created: l.created,
 		IntervalSeconds: int(l.interval / time.Second),
 	}
+}
+
+// setOthers records the other agents seen on this machine.
+func (t *leaseTable) setOthers(others map[string]int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.others = others
+}
+
+// otherAgents lists the other agents seen on this machine, by id.
+func (t *leaseTable) otherAgents() []ipc.OtherAgent {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []ipc.OtherAgent
+	for id, n := range t.others {
+		out = append(out, ipc.OtherAgent{AgentID: id, Processes: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].AgentID < out[j].AgentID })
+	return out
 }
 
 // learnedInterval is the heartbeat interval Keygen gave the last spawn;

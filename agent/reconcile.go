@@ -55,15 +55,15 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 	}
 }
 
-// reconcileServer runs after every successful validation. It first ends
-// the leases beyond a lowered process limit (enforceLimit); then, once per
-// start, it kills Keygen processes of this machine that no lease knows
-// about (left by a lost cache or a crash).
+// reconcileServer runs after every successful validation. It ends the
+// leases beyond a lowered process limit (enforceLimit), lists this
+// machine's Keygen processes to see whether another agent serves this
+// license here (reported in status), and, once per start, kills the
+// processes of this agent that no lease knows about (left by a lost cache
+// or a crash). Another agent's processes are never killed: that agent
+// heartbeats them, and Keygen culls them if it is gone.
 func (a *Agent) reconcileServer(ctx context.Context) {
 	a.enforceLimit(a.view())
-	if a.leases.reconciledYet() {
-		return
-	}
 	mid := a.machineID()
 	if mid == "" {
 		return
@@ -77,9 +77,23 @@ func (a *Agent) reconcileServer(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	self := a.agentID()
+	others := map[string]int{}
+	for _, p := range procs {
+		if owner, own := ownedBy(p.Metadata, self); !own && p.Status != "DEAD" {
+			others[owner]++
+		}
+	}
+	if len(others) > 0 {
+		a.log.Warn("another keygen-agent serves this license on this machine; both share its process limit", "agents", len(others))
+	}
+	a.leases.setOthers(others)
+	if a.leases.reconciledYet() {
+		return
+	}
 	known, spawning := a.leases.markReconciled()
 	for _, p := range procs {
-		if known[p.ID] || known["pid:"+p.PID] {
+		if _, own := ownedBy(p.Metadata, self); !own || known[p.ID] || known["pid:"+p.PID] {
 			continue
 		}
 		if spawning {

@@ -78,6 +78,16 @@ type Status struct {
 	OfflineUntil    *time.Time        `json:"offline_until,omitempty"`
 	Leases          LeaseUsage        `json:"leases"`
 	HardwareChanges []ComponentChange `json:"hardware_changes,omitempty"`
+	// OtherAgents are other keygen-agent instances seen holding Keygen
+	// processes on this machine for this license (a system and a per-user
+	// agent, or two installs): they share the machine's process limit.
+	OtherAgents []OtherAgent `json:"other_agents,omitempty"`
+}
+
+// OtherAgent is another agent instance in a [Status].
+type OtherAgent struct {
+	AgentID   string `json:"agent_id"`
+	Processes int    `json:"processes"` // its Keygen processes on this machine
 }
 
 // LicenseInfo describes the license in a [Status].
