@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,13 +15,16 @@ import (
 	"github.com/keygen-agent/keygen-agent/agent/heartbeat"
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
 
-// Version is the agent version reported in agent.hello and sent in the
-// Keygen User-Agent; cmd sets it.
-var Version = "dev"
+// Version is the agent's version, owned by internal/version (set there at
+// link time), reported in agent.hello, the machine's metadata and the
+// Keygen User-Agent.
+var Version = version.Get()
 
 // Fingerprinter computes this machine's identity. *fingerprint.Cache
 // satisfies it.
@@ -200,7 +202,8 @@ func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
 		Environment:    cfg.Environment,
 		APIVersion:     cfg.APIVersion,
 		LicenseKey:     licenseKey,
-		UserAgent:      "keygen-agent/" + Version,
+		Token:          a.bearerToken(),
+		AgentVersion:   Version,
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
 		OnResponse:     a.observeResponse,
@@ -342,7 +345,7 @@ func (a *Agent) init(ctx context.Context) error {
 	store := a.deps.Store
 	if store == nil {
 		var err error
-		store, err = cache.Open(filepath.Join(cfg.DataDir, "agent.db"), cache.Options{Logger: a.log, Now: a.now})
+		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now})
 		if err != nil {
 			return fmt.Errorf("opening cache: %w", err)
 		}
@@ -407,7 +410,7 @@ var errBudgetWait = fmt.Errorf("the request budget is exhausted: %w", context.De
 
 // call runs one Keygen API call at priority p under the shared budget.
 func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
-	return f(context.WithValue(ctx, priorityKey{}, p), a.client())
+	return a.authenticated(context.WithValue(ctx, priorityKey{}, p), f)
 }
 
 // withMaxBudgetWait bounds how long calls made with ctx wait for the

@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 // Config is the agent's configuration. It is read from one TOML file, then
@@ -42,6 +45,11 @@ type Config struct {
 	// LicenseKey is the license this machine runs under. It may also be
 	// given later with `keygen-agent activate KEY` (stored in the cache).
 	LicenseKey string `toml:"license_key"`
+	// LicenseToken is a license (activation) token. When set, every call
+	// that needs a login (activation, heartbeats, processes, check-outs)
+	// sends it as a bearer token: what a policy with Keygen's default
+	// authenticationStrategy TOKEN requires. Validation keeps using the key.
+	LicenseToken string `toml:"license_token"`
 
 	// AppID keys every fingerprint HMAC; defaults to Product.
 	AppID string `toml:"app_id"`
@@ -82,6 +90,13 @@ type Config struct {
 
 	LogLevel  string `toml:"log_level"`  // debug, info, warn, error
 	LogFormat string `toml:"log_format"` // text or json
+
+	// Policy settings a license cannot read by default (it lacks
+	// policy.read): used only when the policy is not readable. The
+	// defaults are the strict choices.
+	ProcessLeasingStrategy    string `toml:"process_leasing_strategy"`
+	OverageStrategy           string `toml:"overage_strategy"`
+	ComponentMatchingStrategy string `toml:"component_matching_strategy"`
 }
 
 // RateLimitConfig is the request budget: at most PerShort requests in every
@@ -119,12 +134,255 @@ const DefaultAPIURL = "https://api.keygen.sh"
 // "bad config, do not restart" code on them.
 var ErrConfig = errors.New("invalid configuration")
 
-// EnvVars lists the environment variables Load reads, in the order applied.
-var EnvVars = []string{
-	"KEYGEN_ACCOUNT", "KEYGEN_PRODUCT", "KEYGEN_LICENSE_KEY", "KEYGEN_PUBLIC_KEY",
-	"KEYGEN_API_URL", "KEYGEN_ENVIRONMENT", "KEYGEN_AGENT_SOCKET", "KEYGEN_AGENT_DATA_DIR",
-	"KEYGEN_AGENT_APP_ID",
+// field describes one configuration setting. The table below is the only
+// list of settings: merging, environment variables, defaults, validation,
+// live reload, `run --help` and the README's table are all derived from it.
+type field struct {
+	key     string // TOML key; "table.key" inside a table
+	env     string // environment variable, "" if none
+	def     string // default, parsed like the environment value; "" for none
+	defDoc  string // default as documented, when not def itself
+	restart bool   // a live reload keeps the running value and warns
+	client  bool   // a live change rebuilds the Keygen client
+	secret  bool   // never printed
+	noZero  bool   // an explicit 0 in the file is an error (0 cannot mean "default" there)
+	check   string // what validation accepts, in words
+	ptr     func(*Config) any
+	valid   func(*Config) string // "" when fine
 }
+
+var (
+	reUUID       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	reAPIVersion = regexp.MustCompile(`^v?[0-9]+\.[0-9]+$`)
+)
+
+// MinCertificateTTL is Keygen's floor for a check-out's ttl: a shorter one
+// is 400 CHECKOUT_TTL_INVALID (machine_checkout_service.rb).
+const MinCertificateTTL = time.Hour
+
+func nonNegative(key string, d func(*Config) Duration) func(*Config) string {
+	return func(c *Config) string {
+		if d(c) < 0 {
+			return key + " must not be negative"
+		}
+		return ""
+	}
+}
+
+func positiveDur(key string, d func(*Config) Duration) func(*Config) string {
+	return func(c *Config) string {
+		if d(c) <= 0 {
+			return key + " must be positive"
+		}
+		return ""
+	}
+}
+
+func positiveInt(key string, n func(*Config) int) func(*Config) string {
+	return func(c *Config) string {
+		if n(c) < 1 {
+			return key + " must be at least 1"
+		}
+		return ""
+	}
+}
+
+func oneOf(key string, v func(*Config) string, allowed ...string) func(*Config) string {
+	return func(c *Config) string {
+		if slices.Contains(allowed, v(c)) {
+			return ""
+		}
+		return key + " must be one of " + strings.Join(allowed, ", ")
+	}
+}
+
+var fields = []field{
+	{key: "account", env: "KEYGEN_ACCOUNT", restart: true, check: "required",
+		ptr: func(c *Config) any { return &c.Account },
+		valid: func(c *Config) string {
+			if c.Account == "" {
+				return "account is required (config key account or KEYGEN_ACCOUNT)"
+			}
+			return ""
+		}},
+	{key: "product", env: "KEYGEN_PRODUCT", check: "the product's id (a UUID), not its name or slug",
+		ptr: func(c *Config) any { return &c.Product },
+		valid: func(c *Config) string {
+			if c.Product != "" && !reUUID.MatchString(c.Product) {
+				return fmt.Sprintf("product %q must be the product's id (a UUID such as 2f0d…-…): Keygen compares the product scope with the id, so a name or slug makes every validation PRODUCT_SCOPE_MISMATCH", c.Product)
+			}
+			return ""
+		}},
+	{key: "environment", env: "KEYGEN_ENVIRONMENT", client: true, check: "a Keygen environment code or id",
+		ptr: func(c *Config) any { return &c.Environment }},
+	{key: "api_url", env: "KEYGEN_API_URL", def: DefaultAPIURL, restart: true, check: "an http(s) URL",
+		ptr: func(c *Config) any { return &c.APIURL },
+		valid: func(c *Config) string {
+			if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return fmt.Sprintf("api_url %q is not an http(s) URL", c.APIURL)
+			}
+			return ""
+		}},
+	{key: "api_version", env: "KEYGEN_API_VERSION", defDoc: "1.7", client: true, check: "MAJOR.MINOR",
+		ptr: func(c *Config) any { return &c.APIVersion },
+		valid: func(c *Config) string {
+			if c.APIVersion != "" && !reAPIVersion.MatchString(c.APIVersion) {
+				return fmt.Sprintf("api_version %q is not MAJOR.MINOR", c.APIVersion)
+			}
+			return ""
+		}},
+	{key: "public_key", env: "KEYGEN_PUBLIC_KEY", restart: true, check: "required unless insecure_skip_verify; Ed25519 (hex, base64 or PEM)",
+		ptr: func(c *Config) any { return &c.PublicKey },
+		valid: func(c *Config) string {
+			if c.PublicKey == "" && !c.Insecure {
+				return "public_key is required to verify Keygen's signatures (config key public_key or KEYGEN_PUBLIC_KEY)"
+			}
+			return ""
+		}},
+	{key: "rsa_public_key", restart: true, check: "SPKI PEM; only for rsa-* machine files",
+		ptr: func(c *Config) any { return &c.RSAPublicKey }},
+	{key: "ecdsa_public_key", restart: true, check: "SPKI PEM; only for ecdsa-p256 machine files",
+		ptr: func(c *Config) any { return &c.ECDSAPublicKey }},
+	{key: "insecure_skip_verify", def: "false", client: true, check: "true or false; tests only",
+		ptr: func(c *Config) any { return &c.Insecure }},
+	{key: "license_key", env: "KEYGEN_LICENSE_KEY", secret: true, check: "`activate KEY` overrides it",
+		ptr: func(c *Config) any { return &c.LicenseKey }},
+	{key: "license_token", env: "KEYGEN_LICENSE_TOKEN", secret: true, client: true, check: "a license token (activ-…); `activate --token` overrides it",
+		ptr: func(c *Config) any { return &c.LicenseToken }},
+	{key: "app_id", env: "KEYGEN_AGENT_APP_ID", defDoc: "product, else account", restart: true, check: "keys the fingerprint",
+		ptr: func(c *Config) any { return &c.AppID }},
+	{key: "data_dir", env: "KEYGEN_AGENT_DATA_DIR", defDoc: "per OS", restart: true, check: "required",
+		ptr: func(c *Config) any { return &c.DataDir },
+		valid: func(c *Config) string {
+			if c.DataDir == "" {
+				return "data_dir is required (config key data_dir, --data-dir or KEYGEN_AGENT_DATA_DIR)"
+			}
+			return ""
+		}},
+	{key: "socket", env: "KEYGEN_AGENT_SOCKET", defDoc: "per OS", restart: true, check: "a path (a named pipe on Windows)",
+		ptr: func(c *Config) any { return &c.Socket }},
+	{key: "socket_group", restart: true, check: "a group name",
+		ptr: func(c *Config) any { return &c.SocketGroup }},
+	{key: "admin_group", restart: true, check: "a group name",
+		ptr: func(c *Config) any { return &c.AdminGroup }},
+	{key: "import_dir", defDoc: "data_dir/import", restart: true, check: "a directory",
+		ptr: func(c *Config) any { return &c.ImportDir }},
+	{key: "certificate_algorithm", def: "aes-256-gcm+ed25519", check: "a Keygen machine-file algorithm",
+		ptr: func(c *Config) any { return &c.Algorithm }},
+	{key: "certificate_ttl", defDoc: "Keygen's (1 month)", check: "0 or at least 1h",
+		ptr: func(c *Config) any { return &c.CertificateTTL },
+		valid: func(c *Config) string {
+			if d := c.CertificateTTL.D(); d != 0 && d < MinCertificateTTL {
+				return fmt.Sprintf("certificate_ttl %v is under Keygen's floor of 1h (every check-out would be CHECKOUT_TTL_INVALID)", d)
+			}
+			return ""
+		}},
+	{key: "offline_grace", def: "72h", check: "not negative",
+		ptr:   func(c *Config) any { return &c.OfflineGrace },
+		valid: nonNegative("offline_grace", func(c *Config) Duration { return c.OfflineGrace })},
+	{key: "strict_offline", def: "false", check: "true or false",
+		ptr: func(c *Config) any { return &c.StrictOffline }},
+	{key: "revalidate_interval", def: "10m", noZero: true, check: "at least 1m",
+		ptr: func(c *Config) any { return &c.RevalidateInterval },
+		valid: func(c *Config) string {
+			if c.RevalidateInterval.D() < time.Minute {
+				return "revalidate_interval must be at least 1m"
+			}
+			return ""
+		}},
+	{key: "clock_tolerance", def: "10m", check: "not negative",
+		ptr:   func(c *Config) any { return &c.ClockTolerance },
+		valid: nonNegative("clock_tolerance", func(c *Config) Duration { return c.ClockTolerance })},
+	{key: "adoption_window", def: "60s", check: "not negative",
+		ptr:   func(c *Config) any { return &c.AdoptionWindow },
+		valid: nonNegative("adoption_window", func(c *Config) Duration { return c.AdoptionWindow })},
+	{key: "heartbeat_fraction", def: "0.5", noZero: true, check: "in (0.05, 0.8]",
+		ptr: func(c *Config) any { return &c.HeartbeatFraction },
+		valid: func(c *Config) string {
+			// Written so that NaN fails: every comparison with NaN is false.
+			if !(c.HeartbeatFraction > 0.05 && c.HeartbeatFraction <= 0.8) {
+				return "heartbeat_fraction must be in (0.05, 0.8]"
+			}
+			return ""
+		}},
+	{key: "rate_limit.short_window", def: "30s", restart: true, noZero: true, check: "positive",
+		ptr:   func(c *Config) any { return &c.RateLimit.Short },
+		valid: positiveDur("rate_limit.short_window", func(c *Config) Duration { return c.RateLimit.Short })},
+	{key: "rate_limit.short_limit", def: "60", restart: true, noZero: true, check: "at least 1",
+		ptr:   func(c *Config) any { return &c.RateLimit.PerShort },
+		valid: positiveInt("rate_limit.short_limit", func(c *Config) int { return c.RateLimit.PerShort })},
+	{key: "rate_limit.long_window", def: "5m", restart: true, noZero: true, check: "positive",
+		ptr:   func(c *Config) any { return &c.RateLimit.Long },
+		valid: positiveDur("rate_limit.long_window", func(c *Config) Duration { return c.RateLimit.Long })},
+	{key: "rate_limit.long_limit", def: "500", restart: true, noZero: true, check: "at least 1",
+		ptr:   func(c *Config) any { return &c.RateLimit.PerLong },
+		valid: positiveInt("rate_limit.long_limit", func(c *Config) int { return c.RateLimit.PerLong })},
+	{key: "log_level", def: "info", check: "debug, info, warn or error",
+		ptr:   func(c *Config) any { return &c.LogLevel },
+		valid: oneOf("log_level", func(c *Config) string { return c.LogLevel }, "debug", "info", "warn", "error")},
+	{key: "log_format", def: "text", restart: true, check: "text or json",
+		ptr:   func(c *Config) any { return &c.LogFormat },
+		valid: oneOf("log_format", func(c *Config) string { return c.LogFormat }, "text", "json")},
+	{key: "process_leasing_strategy", def: "PER_MACHINE", check: "PER_MACHINE, PER_LICENSE or PER_USER; used when the policy is not readable",
+		ptr: func(c *Config) any { return &c.ProcessLeasingStrategy },
+		valid: oneOf("process_leasing_strategy", func(c *Config) string { return c.ProcessLeasingStrategy },
+			"PER_MACHINE", "PER_LICENSE", "PER_USER")},
+	{key: "overage_strategy", def: "NO_OVERAGE", check: "a Keygen overage strategy; used when the policy is not readable",
+		ptr: func(c *Config) any { return &c.OverageStrategy },
+		valid: oneOf("overage_strategy", func(c *Config) string { return c.OverageStrategy },
+			"NO_OVERAGE", "ALWAYS_ALLOW_OVERAGE", "ALLOW_1_25X_OVERAGE", "ALLOW_1_5X_OVERAGE", "ALLOW_2X_OVERAGE")},
+	{key: "component_matching_strategy", def: "MATCH_ALL", check: "MATCH_ANY, MATCH_TWO, MATCH_MOST or MATCH_ALL; used when the policy is not readable",
+		ptr: func(c *Config) any { return &c.ComponentMatchingStrategy },
+		valid: oneOf("component_matching_strategy", func(c *Config) string { return c.ComponentMatchingStrategy },
+			"MATCH_ANY", "MATCH_TWO", "MATCH_MOST", "MATCH_ALL")},
+}
+
+// value returns the field's value in c (addressable, settable).
+func (f field) value(c *Config) reflect.Value { return reflect.ValueOf(f.ptr(c)).Elem() }
+
+// parse sets the field in c from its text form (environment or default).
+func (f field) parse(c *Config, s string) error {
+	switch p := f.ptr(c).(type) {
+	case *string:
+		*p = s
+	case *bool:
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", f.key, s)
+		}
+		*p = v
+	case *Duration:
+		if err := p.UnmarshalText([]byte(s)); err != nil {
+			return fmt.Errorf("%s: %q is not a duration such as 90s or 12h", f.key, s)
+		}
+	case *int:
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not an integer", f.key, s)
+		}
+		*p = v
+	case *float64:
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a number", f.key, s)
+		}
+		*p = v
+	default:
+		return fmt.Errorf("%s: unsupported field type %T", f.key, p)
+	}
+	return nil
+}
+
+// EnvVars lists the environment variables Load reads, in the order applied.
+var EnvVars = func() []string {
+	var out []string
+	for _, f := range fields {
+		if f.env != "" {
+			out = append(out, f.env)
+		}
+	}
+	return out
+}()
 
 // ParseConfig decodes a TOML document. Unknown keys are returned as warnings,
 // not errors, so an older agent accepts a newer config.
@@ -137,6 +395,17 @@ func ParseConfig(data []byte) (Config, []string, error) {
 	var warnings []string
 	for _, k := range md.Undecoded() {
 		warnings = append(warnings, fmt.Sprintf("unknown config key %q ignored", k.String()))
+	}
+	// An explicit 0 where 0 cannot mean "the default" is a mistake, not a
+	// request for the default.
+	var problems []string
+	for _, f := range fields {
+		if f.noZero && md.IsDefined(strings.Split(f.key, ".")...) && f.value(&c).IsZero() {
+			problems = append(problems, f.key+" must not be 0 ("+f.check+")")
+		}
+	}
+	if len(problems) > 0 {
+		return Config{}, warnings, fmt.Errorf("%w: %s", ErrConfig, strings.Join(problems, "; "))
 	}
 	return c, warnings, nil
 }
@@ -165,7 +434,7 @@ func Load(o LoadOptions) (Config, []string, error) {
 		case err == nil:
 			c, warnings, err = ParseConfig(data)
 			if err != nil {
-				return Config{}, nil, fmt.Errorf("%s: %w", o.File, err)
+				return Config{}, warnings, fmt.Errorf("%s: %w", o.File, err)
 			}
 		case errors.Is(err, os.ErrNotExist) && !o.FileRequired:
 		default:
@@ -176,16 +445,16 @@ func Load(o LoadOptions) (Config, []string, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	env := Config{
-		Account:     getenv("KEYGEN_ACCOUNT"),
-		Product:     getenv("KEYGEN_PRODUCT"),
-		LicenseKey:  getenv("KEYGEN_LICENSE_KEY"),
-		PublicKey:   getenv("KEYGEN_PUBLIC_KEY"),
-		APIURL:      getenv("KEYGEN_API_URL"),
-		Environment: getenv("KEYGEN_ENVIRONMENT"),
-		Socket:      getenv("KEYGEN_AGENT_SOCKET"),
-		DataDir:     getenv("KEYGEN_AGENT_DATA_DIR"),
-		AppID:       getenv("KEYGEN_AGENT_APP_ID"),
+	var env Config
+	for _, f := range fields {
+		if f.env == "" {
+			continue
+		}
+		if v := getenv(f.env); v != "" {
+			if err := f.parse(&env, v); err != nil {
+				return Config{}, warnings, fmt.Errorf("%w: %s: %v", ErrConfig, f.env, err)
+			}
+		}
 	}
 	c = merge(c, env)
 	c = merge(c, o.Override)
@@ -199,61 +468,23 @@ func Load(o LoadOptions) (Config, []string, error) {
 	return c, warnings, nil
 }
 
-// merge returns base with every non-zero string, bool, number and duration
-// field of top copied over it.
+// merge returns base with every non-zero field of top copied over it.
 func merge(base, top Config) Config {
-	str := func(dst *string, v string) {
-		if v != "" {
-			*dst = v
+	for _, f := range fields {
+		if v := f.value(&top); !v.IsZero() {
+			f.value(&base).Set(v)
 		}
 	}
-	dur := func(dst *Duration, v Duration) {
-		if v != 0 {
-			*dst = v
-		}
-	}
-	str(&base.Account, top.Account)
-	str(&base.Product, top.Product)
-	str(&base.Environment, top.Environment)
-	str(&base.APIURL, top.APIURL)
-	str(&base.APIVersion, top.APIVersion)
-	str(&base.PublicKey, top.PublicKey)
-	str(&base.RSAPublicKey, top.RSAPublicKey)
-	str(&base.ECDSAPublicKey, top.ECDSAPublicKey)
-	str(&base.LicenseKey, top.LicenseKey)
-	str(&base.AppID, top.AppID)
-	str(&base.DataDir, top.DataDir)
-	str(&base.Socket, top.Socket)
-	str(&base.SocketGroup, top.SocketGroup)
-	str(&base.AdminGroup, top.AdminGroup)
-	str(&base.ImportDir, top.ImportDir)
-	str(&base.Algorithm, top.Algorithm)
-	str(&base.LogLevel, top.LogLevel)
-	str(&base.LogFormat, top.LogFormat)
-	dur(&base.CertificateTTL, top.CertificateTTL)
-	dur(&base.OfflineGrace, top.OfflineGrace)
-	dur(&base.RevalidateInterval, top.RevalidateInterval)
-	dur(&base.ClockTolerance, top.ClockTolerance)
-	dur(&base.AdoptionWindow, top.AdoptionWindow)
-	dur(&base.RateLimit.Short, top.RateLimit.Short)
-	dur(&base.RateLimit.Long, top.RateLimit.Long)
-	if top.RateLimit.PerShort != 0 {
-		base.RateLimit.PerShort = top.RateLimit.PerShort
-	}
-	if top.RateLimit.PerLong != 0 {
-		base.RateLimit.PerLong = top.RateLimit.PerLong
-	}
-	if top.HeartbeatFraction != 0 {
-		base.HeartbeatFraction = top.HeartbeatFraction
-	}
-	base.Insecure = base.Insecure || top.Insecure
-	base.StrictOffline = base.StrictOffline || top.StrictOffline
 	return base
 }
 
 func (c *Config) applyDefaults() {
-	if c.APIURL == "" {
-		c.APIURL = DefaultAPIURL
+	for _, f := range fields {
+		if f.def != "" && f.value(c).IsZero() {
+			if err := f.parse(c, f.def); err != nil {
+				panic("agent: config table default: " + err.Error()) // a bug in the table, caught by every test
+			}
+		}
 	}
 	if c.AppID == "" {
 		c.AppID = c.Product
@@ -262,82 +493,19 @@ func (c *Config) applyDefaults() {
 		c.AppID = c.Account
 	}
 	if c.ImportDir == "" && c.DataDir != "" {
-		c.ImportDir = filepath.Join(c.DataDir, "import")
-	}
-	if c.Algorithm == "" {
-		c.Algorithm = "aes-256-gcm+ed25519"
-	}
-	if c.OfflineGrace == 0 {
-		c.OfflineGrace = Duration(72 * time.Hour)
-	}
-	if c.RevalidateInterval == 0 {
-		c.RevalidateInterval = Duration(10 * time.Minute)
-	}
-	if c.ClockTolerance == 0 {
-		c.ClockTolerance = Duration(10 * time.Minute)
-	}
-	if c.AdoptionWindow == 0 {
-		c.AdoptionWindow = Duration(60 * time.Second)
-	}
-	if c.HeartbeatFraction == 0 {
-		c.HeartbeatFraction = 0.5
-	}
-	if c.RateLimit.Short == 0 {
-		c.RateLimit.Short = Duration(30 * time.Second)
-	}
-	if c.RateLimit.PerShort == 0 {
-		c.RateLimit.PerShort = 60
-	}
-	if c.RateLimit.Long == 0 {
-		c.RateLimit.Long = Duration(5 * time.Minute)
-	}
-	if c.RateLimit.PerLong == 0 {
-		c.RateLimit.PerLong = 500
-	}
-	if c.LogLevel == "" {
-		c.LogLevel = "info"
-	}
-	if c.LogFormat == "" {
-		c.LogFormat = "text"
+		c.ImportDir = paths.ImportDir(c.DataDir)
 	}
 }
 
-// Validate reports the first problem that makes the configuration unusable.
+// Validate reports every problem that makes the configuration unusable.
 func (c *Config) Validate() error {
 	var problems []string
-	if c.Account == "" {
-		problems = append(problems, "account is required (config key account or KEYGEN_ACCOUNT)")
-	}
-	if c.PublicKey == "" && !c.Insecure {
-		problems = append(problems, "public_key is required to verify Keygen's signatures (config key public_key or KEYGEN_PUBLIC_KEY)")
-	}
-	if c.DataDir == "" {
-		problems = append(problems, "data_dir is required (config key data_dir, --data-dir or KEYGEN_AGENT_DATA_DIR)")
-	}
-	if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		problems = append(problems, fmt.Sprintf("api_url %q is not an http(s) URL", c.APIURL))
-	}
-	if c.HeartbeatFraction <= 0.05 || c.HeartbeatFraction > 0.8 {
-		problems = append(problems, "heartbeat_fraction must be in (0.05, 0.8]")
-	}
-	if c.OfflineGrace < 0 {
-		problems = append(problems, "offline_grace must not be negative")
-	}
-	if c.RevalidateInterval.D() < time.Minute {
-		problems = append(problems, "revalidate_interval must be at least 1m")
-	}
-	if c.RateLimit.PerShort < 1 || c.RateLimit.PerLong < 1 {
-		problems = append(problems, "rate_limit limits must be positive")
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		problems = append(problems, "log_level must be debug, info, warn or error")
-	}
-	switch c.LogFormat {
-	case "text", "json":
-	default:
-		problems = append(problems, "log_format must be text or json")
+	for _, f := range fields {
+		if f.valid != nil {
+			if p := f.valid(c); p != "" {
+				problems = append(problems, p)
+			}
+		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(problems, "; "))
@@ -345,40 +513,95 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// restartOnlyChanges lists the settings whose change is ignored by a live
-// reload (they need a restart), by TOML key.
-func restartOnlyChanges(old, new Config) []string {
+// restartOnlyChanges lists the settings whose change a live reload does not
+// apply (they need a restart), by TOML key, and puts their running values
+// back into new.
+func restartOnlyChanges(old Config, new *Config) []string {
 	var keys []string
-	add := func(changed bool, key string) {
-		if changed {
-			keys = append(keys, key)
+	for _, f := range fields {
+		if !f.restart {
+			continue
+		}
+		o, n := f.value(&old), f.value(new)
+		if !reflect.DeepEqual(o.Interface(), n.Interface()) {
+			keys = append(keys, f.key)
+			n.Set(o)
 		}
 	}
-	add(old.DataDir != new.DataDir, "data_dir")
-	add(old.Socket != new.Socket, "socket")
-	add(old.SocketGroup != new.SocketGroup, "socket_group")
-	add(old.AdminGroup != new.AdminGroup, "admin_group")
-	add(old.Account != new.Account, "account")
-	add(old.APIURL != new.APIURL, "api_url")
-	add(old.PublicKey != new.PublicKey, "public_key")
-	add(old.AppID != new.AppID, "app_id")
-	add(old.RateLimit != new.RateLimit, "rate_limit")
 	sort.Strings(keys)
 	return keys
 }
 
+// clientChanges reports whether a reload changed a setting the Keygen
+// client is built from.
+func clientChanges(old, new Config) bool {
+	for _, f := range fields {
+		if f.client && !reflect.DeepEqual(f.value(&old).Interface(), f.value(&new).Interface()) {
+			return true
+		}
+	}
+	return false
+}
+
 // Redacted returns a printable summary with secrets masked.
 func (c Config) Redacted() map[string]string {
-	return map[string]string{
-		"account":        c.Account,
-		"product":        c.Product,
-		"api_url":        c.APIURL,
-		"license_key":    RedactKey(c.LicenseKey),
-		"data_dir":       c.DataDir,
-		"socket":         c.Socket,
-		"offline_grace":  c.OfflineGrace.D().String(),
-		"strict_offline": strconv.FormatBool(c.StrictOffline),
+	out := map[string]string{}
+	for _, f := range fields {
+		v := f.value(&c)
+		if v.IsZero() {
+			continue
+		}
+		s := fmt.Sprint(v.Interface())
+		if d, ok := v.Interface().(Duration); ok {
+			s = d.D().String()
+		}
+		if f.secret {
+			s = RedactKey(s)
+		}
+		out[f.key] = s
 	}
+	return out
+}
+
+// ConfigField documents one setting, for `run --help` and the README.
+type ConfigField struct {
+	Key, Env, Default string
+	// Reload is "live" or "restart".
+	Reload     string
+	Validation string
+}
+
+// ConfigFields lists every setting in the order of the README's table.
+func ConfigFields() []ConfigField {
+	out := make([]ConfigField, 0, len(fields))
+	for _, f := range fields {
+		cf := ConfigField{Key: f.key, Env: f.env, Default: f.def, Reload: "live", Validation: f.check}
+		if f.defDoc != "" {
+			cf.Default = f.defDoc
+		}
+		if f.restart {
+			cf.Reload = "restart"
+		}
+		out = append(out, cf)
+	}
+	return out
+}
+
+// ConfigTableMarkdown is the README's configuration table.
+func ConfigTableMarkdown() string {
+	var b strings.Builder
+	b.WriteString("| key | environment | default | on reload | accepted values |\n")
+	b.WriteString("|---|---|---|---|---|\n")
+	cell := func(s string) string {
+		if s == "" {
+			return "–"
+		}
+		return strings.ReplaceAll(s, "|", `\|`)
+	}
+	for _, f := range ConfigFields() {
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | %s |\n", f.Key, cell(f.Env), cell(f.Default), f.Reload, cell(f.Validation))
+	}
+	return b.String()
 }
 
 // RedactKey masks a license key for logs: only a short prefix and the

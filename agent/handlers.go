@@ -8,6 +8,7 @@ import (
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
 	"github.com/keygen-agent/keygen-agent/cache"
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
@@ -33,6 +34,9 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		}
 		if p.WaitMS < 0 {
 			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
+		}
+		if err := checkLeaseMetadata(p.Metadata); err != nil {
+			return nil, err
 		}
 		return a.acquire(ctx, p)
 	})
@@ -131,7 +135,7 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 	if err := a.needReady(); err != nil {
 		return nil, err
 	}
-	if err := a.setLicenseKey(p.Key); err != nil {
+	if err := a.setLicense(p.Key, p.Token); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "storing the license key: %v", err)
 	}
 	if err := a.requestSync(ctx); err != nil && !errors.Is(err, errActivationRefused) {
@@ -186,7 +190,7 @@ func (a *Agent) handleDeactivate(ctx context.Context, _ json.RawMessage) (any, e
 		if offline(err) {
 			return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; the machine was not deactivated: %v", err)
 		}
-		return nil, mapKeygenError(err)
+		return nil, explainKeygenError("the machine was not deactivated", err)
 	}
 	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "%v", err)
@@ -279,7 +283,7 @@ func (s *connSet) broadcast(method string, params any) {
 type osProcesses struct{}
 
 func (osProcesses) WatchExit(ctx context.Context, pid int, start uint64) (<-chan struct{}, error) {
-	return ipc.WatchExit(ctx, pid, start)
+	return procwatch.WatchExit(ctx, pid, start)
 }
 
-func (osProcesses) Alive(pid int, start uint64) bool { return ipc.ProcessAlive(pid, start) }
+func (osProcesses) Alive(pid int, start uint64) bool { return procwatch.Alive(pid, start) }

@@ -59,10 +59,24 @@ func (a *Agent) licenseLoop(ctx context.Context) {
 			reply = nil
 		}
 		var wait time.Duration
-		if err != nil && offline(err) {
+		a.lic.mu.Lock()
+		if errors.Is(err, errAuthRefused) {
+			a.lic.authRefusals++
+		} else {
+			a.lic.authRefusals = 0
+		}
+		refusals := a.lic.authRefusals
+		a.lic.mu.Unlock()
+		switch {
+		case err != nil && offline(err):
 			wait = backoff
 			backoff = min(backoff*2, 5*time.Minute)
-		} else {
+		case refusals > 0:
+			// Retrying a refused credential at every revalidation only
+			// repeats the refusal: back off until the credential changes.
+			backoff = minBackoff
+			wait = jitter(authBackoff(a.config().RevalidateInterval.D(), refusals), 0.1)
+		default:
 			backoff = minBackoff
 			wait = jitter(a.config().RevalidateInterval.D(), 0.1)
 		}
@@ -139,7 +153,10 @@ func (a *Agent) sync(ctx context.Context) error {
 			if offline(err) {
 				a.log.Warn("Keygen unreachable; using the cached machine file", "err", err)
 				a.goOffline(err)
-			} else {
+			} else if !errors.Is(err, errAuthRefused) {
+				if rerr := a.refusal(err, licenseView{Online: true}); rerr != nil {
+					err = rerr
+				}
 				a.log.Warn("license sync failed", "err", err)
 			}
 			return err
@@ -156,7 +173,12 @@ func (a *Agent) sync(ctx context.Context) error {
 func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error) {
 	cfg := a.config()
 	fp := a.fp.Load()
-	opts := keygen.ValidateOptions{Fingerprint: fp.Fingerprint, Product: cfg.Product}
+	// Every scope the agent knows: a policy may require any of them
+	// (license_validation_service.rb).
+	opts := keygen.ValidateOptions{Fingerprint: fp.Fingerprint, Product: cfg.Product, Environment: cfg.Environment}
+	if rec, _ := a.store.Machine(); rec != nil && rec.Fingerprint == fp.Fingerprint && rec.ID != "" {
+		opts.Machine = rec.ID
+	}
 	for _, c := range fp.Components {
 		opts.Components = append(opts.Components, c.Fingerprint)
 	}
@@ -182,23 +204,26 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 			Detail: "Keygen does not know this license key"})
 		return false, nil
 	}
+	base := licenseView{Online: true, License: v.License}
 	switch v.Code {
 	case "NO_MACHINE", "NO_MACHINES", "FINGERPRINT_SCOPE_MISMATCH":
-		return true, a.activate(ctx, v.License)
-	case "HEARTBEAT_NOT_STARTED":
-		return true, a.pingMachine(ctx)
-	case "HEARTBEAT_DEAD":
-		// The machine's heartbeat died (the agent was stopped longer than
-		// the window). Keygen will not revive it: replace the activation.
-		a.log.Warn("machine heartbeat is dead; re-activating this machine")
-		err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-			return c.DeactivateMachine(ctx, fp.Fingerprint)
-		})
-		if err != nil && !errors.Is(err, keygen.ErrNotFound) {
-			return false, err
+		return true, a.refusalOr(a.activate(ctx, v.License), base)
+	case "MACHINE_SCOPE_REQUIRED", "MACHINE_SCOPE_MISMATCH":
+		if opts.Machine == "" {
+			// Keygen checks the machine scope before the fingerprint: a
+			// policy requiring it answers this before NO_MACHINE.
+			return true, a.refusalOr(a.activate(ctx, v.License), base)
 		}
-		_ = a.store.DeleteMachine()
-		return true, nil
+		if v.Code == "MACHINE_SCOPE_MISMATCH" {
+			// The recorded machine is gone (deleted or culled): forget it.
+			_ = a.store.DeleteMachine()
+			a.setMachine(nil)
+			return true, nil
+		}
+	case "HEARTBEAT_NOT_STARTED":
+		return true, a.refusalOr(a.pingMachine(ctx), base)
+	case "HEARTBEAT_DEAD":
+		return true, a.refusalOr(a.reviveMachine(ctx), base)
 	case "COMPONENTS_SCOPE_MISMATCH":
 		a.setView(licenseView{State: StateHardwareChanged, Code: v.Code, Online: true, License: v.License,
 			Detail:  "this machine's hardware no longer matches its activation: " + v.Detail,
@@ -220,22 +245,34 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 			view.State = StateInvalid
 		}
 	}
+	if remedy := Explain(v.Code); remedy != "" && !view.Valid {
+		view.Detail = v.Detail + ": " + remedy
+	}
 	if !view.Valid {
 		a.setView(view)
 		return false, nil
 	}
 	if err := a.ensureMachine(ctx, v.License); err != nil {
-		return false, err
+		return false, a.refusalOr(err, view)
 	}
 	if err := a.ensureCertificate(ctx, v.License, false); err != nil {
 		if offline(err) {
 			return false, err
 		}
+		if rerr := a.refusal(err, view); rerr != nil {
+			return false, rerr
+		}
 		a.log.Warn("machine file check-out failed; offline use is limited to the last good file", "err", err)
 	}
 	a.fillFromCertificate(&view)
+	if view.Machine == nil {
+		view.Machine = a.lastMachine()
+	}
 	if rec, _ := a.store.Machine(); rec != nil && view.Machine == nil {
 		view.Machine = &keygen.Machine{ID: rec.ID, Fingerprint: rec.Fingerprint}
+	}
+	if view.Policy == nil {
+		view.Policy, view.PolicyAssumed = a.assumedPolicy(view.Machine, view.License), true
 	}
 	a.setView(view)
 	a.scheduleMachineHeartbeat(view)
@@ -296,10 +333,22 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 			m, err = c.Machine(ctx, fp.Fingerprint)
 			return err
 		})
+		if errors.Is(err, keygen.ErrNotFound) || errors.Is(err, keygen.ErrAccessDenied) {
+			// Taken, yet not this license's (lookups are scoped to the
+			// bearer: Keygen answers 404, some servers 403): the policy's
+			// uniqueness strategy spans licenses and another license holds
+			// this fingerprint.
+			a.setView(licenseView{State: StateInvalid, Code: "FINGERPRINT_TAKEN_ELSEWHERE", Online: true, License: lic,
+				Detail: remedyFingerprintElsewhere})
+			return errActivationRefused
+		}
 		if err != nil {
 			return err
 		}
 	default:
+		if rerr := a.refusal(err, licenseView{Online: true, License: lic}); rerr != nil {
+			return rerr
+		}
 		var kerr *keygen.Error
 		if errors.As(err, &kerr) {
 			a.setView(licenseView{State: StateInvalid, Code: kerr.Code, Online: true, License: lic,
@@ -308,6 +357,7 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 		}
 		return err
 	}
+	a.setMachine(m)
 	return a.recordMachine(m, lic.ID)
 }
 
@@ -324,7 +374,8 @@ func (a *Agent) recordMachine(m *keygen.Machine, licenseID string) error {
 // ensureMachine makes sure the cache knows this machine's Keygen id.
 func (a *Agent) ensureMachine(ctx context.Context, lic *keygen.License) error {
 	rec, err := a.store.Machine()
-	if err == nil && rec != nil && rec.Fingerprint == a.fp.Load().Fingerprint && rec.LicenseID == lic.ID && rec.ID != "" {
+	if err == nil && rec != nil && rec.Fingerprint == a.fp.Load().Fingerprint && rec.LicenseID == lic.ID && rec.ID != "" &&
+		a.lastMachine() != nil {
 		return nil
 	}
 	var m *keygen.Machine
@@ -336,7 +387,60 @@ func (a *Agent) ensureMachine(ctx context.Context, lic *keygen.License) error {
 	if err != nil {
 		return err
 	}
+	a.setMachine(m)
 	return a.recordMachine(m, lic.ID)
+}
+
+// setMachine remembers the machine record read from Keygen.
+func (a *Agent) setMachine(m *keygen.Machine) {
+	a.lic.mu.Lock()
+	a.lic.machine = m
+	a.lic.mu.Unlock()
+}
+
+func (a *Agent) lastMachine() *keygen.Machine {
+	a.lic.mu.Lock()
+	defer a.lic.mu.Unlock()
+	return a.lic.machine
+}
+
+// refusalOr is refusal(err, v) when err is an authentication or login
+// refusal, else err.
+func (a *Agent) refusalOr(err error, v licenseView) error {
+	if err == nil {
+		return nil
+	}
+	if rerr := a.refusal(err, v); rerr != nil {
+		return rerr
+	}
+	return err
+}
+
+// reviveMachine answers HEARTBEAT_DEAD. A ping resurrects the machine when
+// the policy's heartbeatResurrectionStrategy allows it
+// (machines/actions/heartbeats_controller.rb), keeping its id, its
+// processes' history and, under an activation token, the token's
+// activation count. Only when Keygen answers MACHINE_HEARTBEAT_DEAD is the
+// activation replaced (deactivate, then activate on the next validation).
+func (a *Agent) reviveMachine(ctx context.Context) error {
+	err := a.pingMachine(ctx)
+	if err == nil {
+		a.log.Info("machine heartbeat was dead; Keygen resurrected the machine")
+		return nil
+	}
+	if !errors.Is(err, keygen.ErrHeartbeatDead) && !errors.Is(err, keygen.ErrNotFound) {
+		return err
+	}
+	a.log.Warn("machine heartbeat is dead and the policy does not resurrect it; re-activating this machine")
+	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		return c.DeactivateMachine(ctx, a.fp.Load().Fingerprint)
+	})
+	if err != nil && !errors.Is(err, keygen.ErrNotFound) {
+		return err
+	}
+	_ = a.store.DeleteMachine()
+	a.setMachine(nil)
+	return nil
 }
 
 func (a *Agent) machineID() string {
@@ -350,7 +454,10 @@ func (a *Agent) machineID() string {
 // pingMachine sends one machine heartbeat.
 func (a *Agent) pingMachine(ctx context.Context) error {
 	return a.call(ctx, budget.PriorityPing, func(ctx context.Context, c *keygen.Client) error {
-		_, err := c.PingMachine(ctx, a.fp.Load().Fingerprint)
+		m, err := c.PingMachine(ctx, a.fp.Load().Fingerprint)
+		if err == nil {
+			a.setMachine(m)
+		}
 		return err
 	})
 }
@@ -369,17 +476,36 @@ func (a *Agent) scheduleMachineHeartbeat(v licenseView) {
 	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, rand.Float64))
 }
 
+// machineHeartbeatInterval is the machine's heartbeat window, 0 when none
+// is required. The machine record carries both (machine_serializer.rb:
+// requireHeartbeat, heartbeatDuration, Keygen's 600 s default applied), so
+// the policy, which a license may not read, is only a fallback.
 func (a *Agent) machineHeartbeatInterval(v licenseView) time.Duration {
+	m := v.Machine
+	if m == nil || m.HeartbeatDuration == 0 {
+		if lm := a.lastMachine(); lm != nil {
+			m = lm
+		}
+	}
 	required := v.License != nil && v.License.RequireHeartbeat
 	if v.Policy != nil && v.Policy.RequireHeartbeat {
+		required = true
+	}
+	if m != nil && m.RequireHeartbeat {
 		required = true
 	}
 	if !required {
 		return 0
 	}
-	secs := 600
-	if v.Policy != nil && v.Policy.HeartbeatDuration != nil {
+	secs := 0
+	if m != nil {
+		secs = m.HeartbeatDuration
+	}
+	if secs == 0 && v.Policy != nil && v.Policy.HeartbeatDuration != nil {
 		secs = *v.Policy.HeartbeatDuration
+	}
+	if secs == 0 {
+		secs = 600 // Keygen's HEARTBEAT_TTL (machine.rb)
 	}
 	return time.Duration(secs) * time.Second
 }
@@ -459,15 +585,9 @@ func (a *Agent) ensureCertificate(ctx context.Context, lic *keygen.License, forc
 	opts := keygen.CheckoutOptions{
 		Algorithm: cfg.Algorithm,
 		Encrypt:   true,
-		Include:   []string{"license", "license.entitlements", "license.policy", "components"},
 		TTL:       cfg.CertificateTTL.D(),
 	}
-	var co *keygen.Checkout
-	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-		var err error
-		co, err = c.CheckoutMachine(ctx, a.fp.Load().Fingerprint, opts)
-		return err
-	})
+	co, err := a.checkout(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -520,6 +640,9 @@ func (a *Agent) fillFromCertificate(v *licenseView) {
 	}
 	if ds.Machine != nil {
 		v.Machine = ds.Machine
+	}
+	if v.Policy == nil {
+		v.Policy, v.PolicyAssumed = a.assumedPolicy(v.Machine, v.License), true
 	}
 }
 
@@ -601,6 +724,9 @@ func (a *Agent) fillDataset(v *licenseView, ds *keygen.Dataset) {
 		return
 	}
 	v.License, v.Policy, v.Machine = ds.License, ds.Policy, ds.Machine
+	if v.Policy == nil {
+		v.Policy, v.PolicyAssumed = a.assumedPolicy(v.Machine, v.License), true
+	}
 	v.Entitlements = entitlementCodes(ds.Entitlements)
 	v.CertExpiry, v.CertIssued = ds.Expiry, ds.Issued
 	a.advanceWatermark(ds.Issued)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/internal/agenttest"
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
@@ -45,7 +46,7 @@ func TestRealChildExitKillsProcess(t *testing.T) {
 		t.Skip("no sleep binary:", err)
 	}
 	defer cmd.Process.Kill()
-	st, err := ipc.ProcessStartTime(cmd.Process.Pid)
+	st, err := procwatch.StartTime(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ const (
 	StateExpired         State = "expired"          // the license has expired
 	StateSuspended       State = "suspended"        // the license is suspended or its owner banned
 	StateInvalid         State = "invalid"          // any other refusal from Keygen
+	StateAuthRefused     State = "auth_refused"     // Keygen refused the agent's credential (LICENSE_NOT_ALLOWED, TOKEN_NOT_ALLOWED, a bad token); see Detail
 	StateClockTampered   State = "clock_tampered"   // the local clock is behind trusted time
 	StateError           State = "error"            // the agent could not initialise (cache, fingerprint)
 )
@@ -37,12 +38,15 @@ type licenseView struct {
 	Online       bool
 	License      *keygen.License
 	Policy       *keygen.Policy
-	Machine      *keygen.Machine
-	Entitlements []string
-	CertExpiry   *time.Time
-	CertIssued   time.Time
-	OfflineUntil *time.Time
-	Changes      []ipc.ComponentChange
+	// PolicyAssumed: the license may not read its policy; Policy holds
+	// the machine record's heartbeat settings and the config's strategies.
+	PolicyAssumed bool
+	Machine       *keygen.Machine
+	Entitlements  []string
+	CertExpiry    *time.Time
+	CertIssued    time.Time
+	OfflineUntil  *time.Time
+	Changes       []ipc.ComponentChange
 }
 
 // licenseState guards the current view, the trusted-time watermark and the
@@ -56,6 +60,17 @@ type licenseState struct {
 	// clockBehind is set when the local clock was found behind the
 	// watermark by more than the tolerance.
 	clockBehind time.Duration
+
+	// keyAuthOnly: the policy refused the token; authenticate with the key.
+	keyAuthOnly bool
+	// authRefusals counts consecutive syncs ended by errAuthRefused.
+	authRefusals int
+	// refused holds the check-out includes Keygen refused (nil: not loaded).
+	refused map[string]bool
+	// machine is the last machine record read from Keygen (activation,
+	// lookup, ping): it carries requireHeartbeat, heartbeatDuration and
+	// maxProcesses, which a license may read without policy.read.
+	machine *keygen.Machine
 }
 
 func (l *licenseState) setWatermark(t time.Time) {

@@ -170,15 +170,22 @@ func (a *Agent) Reload() {
 	}
 	a.cfgMu.Lock()
 	old := a.cfg
-	keep := restartOnlyChanges(old, nc)
 	// Settings that need a restart keep their running values.
-	nc.DataDir, nc.Socket, nc.SocketGroup, nc.AdminGroup = old.DataDir, old.Socket, old.SocketGroup, old.AdminGroup
-	nc.Account, nc.APIURL, nc.PublicKey, nc.AppID, nc.RateLimit = old.Account, old.APIURL, old.PublicKey, old.AppID, old.RateLimit
-	nc.RSAPublicKey, nc.ECDSAPublicKey, nc.ImportDir = old.RSAPublicKey, old.ECDSAPublicKey, old.ImportDir
+	keep := restartOnlyChanges(old, &nc)
 	a.cfg = nc
 	a.cfgMu.Unlock()
 	if len(keep) > 0 {
 		a.log.Warn("config changes that need a restart were not applied", "keys", strings.Join(keep, ","))
+	}
+	if clientChanges(old, nc) && nc.LicenseKey == old.LicenseKey {
+		// A new token, environment or API version: rebuild the client and
+		// sync at once (an agent backing off after a refusal retries now).
+		a.rebuildClient()
+		a.goOwned(func() {
+			if err := a.requestSync(a.ctx()); err != nil && !errors.Is(err, context.Canceled) {
+				a.log.Warn("sync after config change", "err", err)
+			}
+		})
 	}
 	if a.deps.LogLevel != nil {
 		var lvl slog.Level

@@ -1,7 +1,7 @@
 package fingerprint
 
 // Matching strategies, as named by Keygen's machineMatchingStrategy and
-// componentMatchingStrategy policy attributes (KEYGEN.md §6).
+// componentMatchingStrategy policy attributes (keygen-api app/models/policy.rb).
 const (
 	MatchAny  = "MATCH_ANY"
 	MatchTwo  = "MATCH_TWO"

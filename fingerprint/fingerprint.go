@@ -23,7 +23,7 @@ import (
 const DefaultIdentityEnv = "KEYGEN_AGENT_MACHINE_ID"
 
 // MaxComponents is Keygen's limit on components sent inline with an
-// activation (KEYGEN.md §6); more give 422 "too many records".
+// activation; more give 422 "too many records".
 const MaxComponents = 20
 
 // Component names. Disks and NICs are numbered after sorting by fingerprint,

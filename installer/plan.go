@@ -9,21 +9,22 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/kardianos/service"
+
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 // Service identity.
 const (
-	ServiceName        = "keygen-agent"
+	ServiceName        = paths.Name
 	ServiceDisplayName = "Keygen Agent"
 	ServiceDescription = "Keygen licensing agent: validates this machine's license and grants seats to local apps"
 	// SocketName is the socket's file name inside the socket directory.
-	SocketName = "agent.sock"
+	SocketName = paths.SocketName
 	// ConfigName is the config file's name inside the config directory.
-	ConfigName = "agent.toml"
+	ConfigName = paths.ConfigName
 	// ExitBadConfig is the daemon's "bad configuration, do not restart" exit
 	// code; the unit carries it as RestartPreventExitStatus.
 	ExitBadConfig = 3
@@ -44,14 +45,9 @@ type Options struct {
 	// Args are the arguments the service passes; default
 	// ["run", "--config", ConfigPath].
 	Args []string
-	// ConfigPath, DataDir and SocketDir default per OS and mode:
-	//
-	//	linux   /etc/keygen-agent/agent.toml, /var/lib/keygen-agent, /run/keygen-agent
-	//	        user: $XDG_CONFIG_HOME/keygen-agent/agent.toml, $XDG_STATE_HOME/keygen-agent,
-	//	        $XDG_RUNTIME_DIR/keygen-agent (else /tmp/keygen-agent-UID, as package ipc)
-	//	darwin  /Library/Application Support/keygen-agent/agent.toml, …/keygen-agent/data, /var/run/keygen-agent
-	//	        user: ~/Library/Application Support/keygen-agent/{agent.toml,data,agent.sock}
-	//	windows %ProgramData%\keygen-agent\agent.toml, %ProgramData%\keygen-agent\data (named pipe, no socket dir)
+	// ConfigPath, DataDir and SocketDir default per OS and mode to the
+	// layout of internal/paths (its package comment has the table); a
+	// named pipe has no socket directory.
 	ConfigPath, DataDir, SocketDir string
 	// Group is the group allowed to use the socket (system mode only).
 	Group string
@@ -266,51 +262,34 @@ func (l layout) isAbs(p string) bool {
 	return strings.HasPrefix(p, "/")
 }
 
+// defaultLayout is internal/paths' layout of goos plus the service
+// manager's files.
 func defaultLayout(goos string, user bool, home string, getenv func(string) string) (layout, error) {
 	const n = ServiceName
-	env := func(k, def string) string {
-		if v := getenv(k); v != "" && strings.HasPrefix(v, "/") {
-			return v
-		}
-		return def
-	}
 	switch goos {
-	case "linux":
-		if !user {
-			return layout{configPath: "/etc/" + n + "/" + ConfigName, dataDir: "/var/lib/" + n, socketDir: "/run/" + n,
-				serviceFile: "/etc/systemd/system/" + n + ".service"}, nil
-		}
-		l := layout{
-			configPath:  path.Join(env("XDG_CONFIG_HOME", path.Join(home, ".config")), n, ConfigName),
-			dataDir:     path.Join(env("XDG_STATE_HOME", path.Join(home, ".local/state")), n),
-			serviceFile: path.Join(home, ".config/systemd/user", n+".service"),
-		}
-		l.socketDir = path.Join("/tmp", n+"-"+strconv.Itoa(os.Getuid()))
-		if rt := env("XDG_RUNTIME_DIR", ""); rt != "" {
-			l.socketDir = path.Join(rt, n)
-		}
-		return l, nil
-	case "darwin":
-		if !user {
-			base := "/Library/Application Support/" + n
-			return layout{configPath: base + "/" + ConfigName, dataDir: base + "/data", socketDir: "/var/run/" + n,
-				serviceFile: "/Library/LaunchDaemons/" + n + ".plist", logDir: "/Library/Logs/" + n}, nil
-		}
-		base := path.Join(home, "Library/Application Support", n)
-		return layout{configPath: base + "/" + ConfigName, dataDir: base + "/data", socketDir: base,
-			serviceFile: path.Join(home, "Library/LaunchAgents", n+".plist"), logDir: path.Join(home, "Library/Logs", n)}, nil
+	case "linux", "darwin":
 	case "windows":
 		if user {
 			return layout{}, fmt.Errorf("per-user service on windows: %w (Windows services need an administrator; install system-wide)", ErrUnsupported)
 		}
-		pd := getenv("ProgramData")
-		if pd == "" {
-			pd = `C:\ProgramData`
-		}
-		base := pd + `\` + n
-		return layout{windows: true, configPath: base + `\` + ConfigName, dataDir: base + `\data`}, nil
+	default:
+		return layout{}, fmt.Errorf("os %q: %w", goos, ErrUnsupported)
 	}
-	return layout{}, fmt.Errorf("os %q: %w", goos, ErrUnsupported)
+	d := paths.For(goos, user, paths.Env{Home: home, Getenv: getenv, UID: os.Getuid()})
+	l := layout{windows: d.Windows, configPath: d.ConfigFile, dataDir: d.DataDir, socketDir: d.SocketDir}
+	switch {
+	case goos == "linux" && user:
+		l.serviceFile = path.Join(home, ".config/systemd/user", n+".service")
+	case goos == "linux":
+		l.serviceFile = "/etc/systemd/system/" + n + ".service"
+	case goos == "darwin" && user:
+		l.serviceFile = path.Join(home, "Library/LaunchAgents", n+".plist")
+		l.logDir = path.Join(home, "Library/Logs", n)
+	case goos == "darwin":
+		l.serviceFile = "/Library/LaunchDaemons/" + n + ".plist"
+		l.logDir = "/Library/Logs/" + n
+	}
+	return l, nil
 }
 
 // platform fills the OS-specific options and renders the service file.

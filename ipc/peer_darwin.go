@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 )
 
 // peerCredentials reads LOCAL_PEERTOKEN, the client's audit token as the
@@ -52,7 +54,7 @@ func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
 			p.Admin = true
 		}
 	}
-	p.StartTime, _ = ProcessStartTime(p.PID)
+	p.StartTime, _ = procwatch.StartTime(p.PID)
 	p.Exe = processExe(p.PID)
 	return p, nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 )
 
 // peerCredentials reads SO_PEERCRED (the process that called connect) and
@@ -35,12 +37,12 @@ func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
 	p := Peer{PID: int(cred.Pid), UID: strconv.FormatUint(uint64(cred.Uid), 10), GID: strconv.FormatUint(uint64(cred.Gid), 10)}
 	p.Admin = cred.Uid == 0 || (adminGID >= 0 && int(cred.Gid) == adminGID)
 	if p.PID > 0 {
-		p.StartTime, _ = ProcessStartTime(p.PID)
+		p.StartTime, _ = procwatch.StartTime(p.PID)
 		p.Exe, _ = os.Readlink("/proc/" + strconv.Itoa(p.PID) + "/exe")
 		if !p.Admin && adminGID >= 0 && p.StartTime != 0 {
 			groups, err := procGroups(p.PID)
 			// Re-check the start time so a recycled PID cannot lend its groups.
-			if st, _ := ProcessStartTime(p.PID); err == nil && st == p.StartTime {
+			if st, _ := procwatch.StartTime(p.PID); err == nil && st == p.StartTime {
 				for _, g := range groups {
 					if g == adminGID {
 						p.Admin = true

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 )
 
 func TestPeerCredentialsAreTheCaller(t *testing.T) {
@@ -28,7 +30,7 @@ func TestPeerCredentialsAreTheCaller(t *testing.T) {
 	if p.Admin != (os.Getuid() == 0) {
 		t.Errorf("Admin %v for uid %d", p.Admin, os.Getuid())
 	}
-	if st, err := ProcessStartTime(os.Getpid()); err != nil || p.StartTime != st {
+	if st, err := procwatch.StartTime(os.Getpid()); err != nil || p.StartTime != st {
 		t.Errorf("StartTime %d, want %d (%v)", p.StartTime, st, err)
 	}
 	if exe, _ := os.Executable(); p.Exe != "" && p.Exe != exe {

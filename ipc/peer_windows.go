@@ -5,6 +5,8 @@ import (
 	"net"
 
 	"golang.org/x/sys/windows"
+
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 )
 
 // peerCredentials asks the pipe for the client's process ID, then opens the
@@ -25,7 +27,7 @@ func peerCredentials(nc net.Conn, _ int) (Peer, error) {
 		return Peer{}, fmt.Errorf("open client process %d: %w", pid, err)
 	}
 	defer windows.CloseHandle(h)
-	p.StartTime, _ = handleStartTime(h)
+	p.StartTime, _ = procwatch.StartTime(int(pid)) // the open handle h keeps pid from being reused
 	p.Exe = handleExe(h)
 	var tok windows.Token
 	if err := windows.OpenProcessToken(h, windows.TOKEN_QUERY|windows.TOKEN_DUPLICATE, &tok); err != nil {

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/keygen-agent/keygen-agent/internal/procwatch"
 )
 
 func TestPeerCredentialsAreTheCaller(t *testing.T) {
@@ -19,7 +21,7 @@ func TestPeerCredentialsAreTheCaller(t *testing.T) {
 	if !strings.HasPrefix(p.UID, "S-1-") {
 		t.Errorf("UID %q is not a SID", p.UID)
 	}
-	if st, err := ProcessStartTime(os.Getpid()); err != nil || p.StartTime != st {
+	if st, err := procwatch.StartTime(os.Getpid()); err != nil || p.StartTime != st {
 		t.Errorf("StartTime %d, want %d (%v)", p.StartTime, st, err)
 	}
 	t.Logf("peer %+v", p)

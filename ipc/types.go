@@ -146,6 +146,9 @@ type ReleaseParams struct {
 // ActivateParams are the params of license.activate.
 type ActivateParams struct {
 	Key string `json:"key"`
+	// Token is an optional license token for policies that require token
+	// authentication (Keygen's default); never logged.
+	Token string `json:"token,omitempty"`
 }
 
 // ImportParams are the params of license.import: a license or machine file.

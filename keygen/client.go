@@ -11,9 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/keygen-agent/keygen-agent/internal/version"
 )
 
 // DefaultBaseURL is Keygen Cloud.
@@ -40,8 +41,15 @@ type Config struct {
 	// RSAPublicKey and ECDSAPublicKey (SPKI PEM) are only needed for
 	// rsa-* and ecdsa-p256 certificates; see [Client.PublicKeys].
 	RSAPublicKey, ECDSAPublicKey string
-	UserAgent                    string // vendor prefix, e.g. "acme-cad/4.2"
-	AgentVersion                 string // version in the User-Agent; default from build info
+	// UserAgent is an optional vendor prefix, e.g. "acme-cad/4.2", put
+	// before the agent's own product token: the header reads
+	// "[prefix ]keygen-agent/<AgentVersion> go/<ver> <os>/<arch>". The
+	// agent itself sets no prefix: its own name belongs in the product
+	// token that follows, not here.
+	UserAgent string
+	// AgentVersion is the agent's version in the User-Agent; default
+	// version.Get (internal/version).
+	AgentVersion string
 	// HTTPClient defaults to one with a 10s dial and 30s overall timeout
 	// and the proxy from the environment. Redirects are never followed.
 	HTTPClient *http.Client
@@ -156,10 +164,7 @@ func authHeader(key, token string) string {
 
 func userAgent(prefix, ver string) string {
 	if ver == "" {
-		ver = "dev"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			ver = bi.Main.Version
-		}
+		ver = version.Get()
 	}
 	ua := fmt.Sprintf("keygen-agent/%s go/%s %s/%s", ver, strings.TrimPrefix(runtime.Version(), "go"), runtime.GOOS, runtime.GOARCH)
 	if prefix = strings.TrimSpace(prefix); prefix != "" {
@@ -214,9 +219,12 @@ type request struct {
 	body     any        // JSON-encoded when non-nil
 	unsigned bool       // root-level route (no account): Keygen cannot sign it
 	noAcct   bool       // path is below /v1, not below the account
-	// anonymousKey drops license-key authorization (validate-key needs
-	// none, and a stale configured key would turn it into a 401).
-	anonymousKey bool
+	// anonymous drops authorization: validate-key needs none (the key in
+	// the body is the credential), and a configured key or token Keygen
+	// refuses (stale, expired, or not allowed by the policy's
+	// authenticationStrategy: concerns/authentication.rb raises even on
+	// the optional login of validate_by_key) would turn it into a 401/403.
+	anonymous bool
 }
 
 // response is a verified, successful answer.
@@ -255,7 +263,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	if c.env != "" {
 		h.Set("Keygen-Environment", c.env)
 	}
-	if c.auth != "" && !(r.anonymousKey && strings.HasPrefix(c.auth, "License ")) {
+	if c.auth != "" && !r.anonymous {
 		h.Set("Authorization", c.auth)
 	}
 	if c.verify && !r.unsigned {

@@ -32,9 +32,24 @@ var (
 	ErrLicenseSuspended     = sentinel("keygen: license suspended")
 	ErrLicenseExpired       = sentinel("keygen: license expired")
 	ErrLicenseNotAllowed    = sentinel("keygen: license authentication not allowed")
-	ErrLicenseInvalid       = sentinel("keygen: license key invalid")
-	ErrTokenInvalid         = sentinel("keygen: token invalid")
-	ErrForbidden            = sentinel("keygen: access denied")
+	ErrTokenNotAllowed      = sentinel("keygen: token authentication not allowed")
+	// ErrAuthNotAllowed matches both LICENSE_NOT_ALLOWED and
+	// TOKEN_NOT_ALLOWED: the policy's authenticationStrategy refuses the
+	// credential that was sent (concerns/authentication.rb).
+	ErrAuthNotAllowed = sentinel("keygen: authentication strategy not allowed by policy")
+	// ErrLoginRefused: the credential is known but its license (or owner)
+	// may not log in: LICENSE_SUSPENDED, LICENSE_BANNED, LICENSE_EXPIRED
+	// (under REVOKE_ACCESS) or USER_BANNED, answered with 403 on every
+	// authenticated route (concerns/authentication.rb). Retrying does not
+	// help.
+	ErrLoginRefused = sentinel("keygen: license may not log in")
+	// ErrAccessDenied is a 403 without a code: the bearer lacks a
+	// permission (application_controller.rb's ActionPolicy::Unauthorized),
+	// for example policy.read for an include of license.policy.
+	ErrAccessDenied   = sentinel("keygen: access denied (missing permission)")
+	ErrLicenseInvalid = sentinel("keygen: license key invalid")
+	ErrTokenInvalid   = sentinel("keygen: token invalid")
+	ErrForbidden      = sentinel("keygen: access denied")
 )
 
 // Sentinels for failures that are not API answers.
@@ -122,6 +137,17 @@ func (e *Error) Is(target error) bool {
 		return e.Code == "LICENSE_EXPIRED"
 	case ErrLicenseNotAllowed:
 		return e.Code == "LICENSE_NOT_ALLOWED"
+	case ErrTokenNotAllowed:
+		return e.Code == "TOKEN_NOT_ALLOWED"
+	case ErrAuthNotAllowed:
+		return e.Code == "LICENSE_NOT_ALLOWED" || e.Code == "TOKEN_NOT_ALLOWED"
+	case ErrLoginRefused:
+		switch e.Code {
+		case "LICENSE_SUSPENDED", "LICENSE_BANNED", "LICENSE_EXPIRED", "USER_BANNED":
+			return e.Status == 403
+		}
+	case ErrAccessDenied:
+		return e.Status == 403 && e.Code == ""
 	case ErrLicenseInvalid:
 		return e.Code == "LICENSE_INVALID" || e.Code == "LICENSE_BANNED"
 	case ErrTokenInvalid:

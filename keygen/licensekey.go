@@ -9,7 +9,7 @@ import (
 // VerifyLicenseKey verifies an ED25519_SIGN license key,
 // "key/<b64url(data)>.<b64url(sig)>", and returns its signed data: the
 // embedded JSON as is, or, for a custom non-JSON key seed, that seed as a
-// JSON string. The data is frozen at key creation (KEYGEN.md §3); it is not
+// JSON string. The data is frozen at key creation (keygen-api app/models/license.rb); it is not
 // the license's current state.
 //
 // Errors wrap ErrCertMalformed (not a signed key), ErrCertUnsupported (no

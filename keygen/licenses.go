@@ -46,6 +46,12 @@ func (o ValidateOptions) scope() map[string]any {
 	if o.Policy != "" {
 		s["policy"] = o.Policy
 	}
+	if o.Machine != "" {
+		s["machine"] = o.Machine
+	}
+	if o.Environment != "" {
+		s["environment"] = o.Environment
+	}
 	if len(s) == 0 {
 		return nil
 	}
@@ -61,12 +67,13 @@ func newNonce() int64 {
 }
 
 // ValidateKey validates a license key (POST /licenses/actions/validate-key).
-// The key travels in the body; a configured license key is not sent as
-// Authorization (a bearer token is).
+// The key travels in the body and no Authorization is sent: neither a
+// configured license key nor a token, which Keygen would check (and could
+// refuse) although the validation needs no login.
 // An unknown key is a Validation with Valid false and code NOT_FOUND, not an
 // error.
 func (c *Client) ValidateKey(ctx context.Context, key string, o ValidateOptions) (*Validation, error) {
-	return c.validate(ctx, request{path: "/licenses/actions/validate-key", anonymousKey: true}, validateMeta{Key: key, Scope: o.scope()})
+	return c.validate(ctx, request{path: "/licenses/actions/validate-key", anonymous: true}, validateMeta{Key: key, Scope: o.scope()})
 }
 
 // Validate validates a license by id (POST /licenses/{id}/actions/validate).

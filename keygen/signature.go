@@ -11,7 +11,7 @@ import (
 )
 
 // verifyResponse checks Keygen-Signature, Digest and Date of a response to
-// req (KEYGEN.md §2) and returns the signed Date.
+// req (keygen-api app/controllers/concerns/signature_headers.rb) and returns the signed Date.
 func (c *Client) verifyResponse(req *http.Request, h http.Header, body []byte) (time.Time, error) {
 	digest := strings.TrimSpace(h.Get("Digest"))
 	if digest == "" {

@@ -68,6 +68,10 @@ type ValidateOptions struct {
 	Fingerprint                            string
 	Fingerprints, Components, Entitlements []string
 	Product, Policy                        string
+	// Machine is the machine's id; Environment the Keygen environment
+	// (code or id). Both count for policies that require those scopes
+	// (license_validation_service.rb).
+	Machine, Environment string
 }
 
 // Validation is the outcome of a validation. Decide on Valid and use Code

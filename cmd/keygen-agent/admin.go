@@ -62,7 +62,8 @@ func printStatusJSON(e *env) func(json.RawMessage) {
 }
 
 func runActivate(e *env) int {
-	fs, socket, asJSON := adminFlags(e, "activate", "KEY", "Activate this machine with a license key. The key may also come from KEYGEN_LICENSE_KEY\nor from stdin with KEY '-' (keeps it out of the shell history).", "print the resulting status as JSON")
+	fs, socket, asJSON := adminFlags(e, "activate", "KEY", "Activate this machine with a license key. The key may also come from KEYGEN_LICENSE_KEY\nor from stdin with KEY '-' (keeps it out of the shell history). Under a policy with Keygen's default\nauthenticationStrategy TOKEN, also give a license token (--token, or KEYGEN_LICENSE_TOKEN; --token - reads it\nfrom stdin). The agent keeps both in its cache (mode 0600) and never logs them.", "print the resulting status as JSON")
+	token := fs.String("token", "", "license token for policies requiring token authentication (default KEYGEN_LICENSE_TOKEN)")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
@@ -75,11 +76,19 @@ func runActivate(e *env) int {
 	if key == "" {
 		key = e.getenv("KEYGEN_LICENSE_KEY")
 	}
-	if key == "" || fs.NArg() > 1 {
+	if key == "" || fs.NArg() > 1 || (key == "-" && *token == "-") {
 		fs.Usage()
 		return exitUsage
 	}
-	return adminCall(e, *socket, ipc.MethodActivate, ipc.ActivateParams{Key: key}, *asJSON, printStatusJSON(e))
+	tok := *token
+	if tok == "-" {
+		b, _ := io.ReadAll(io.LimitReader(e.stdin, 64<<10))
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		tok = e.getenv("KEYGEN_LICENSE_TOKEN")
+	}
+	return adminCall(e, *socket, ipc.MethodActivate, ipc.ActivateParams{Key: key, Token: tok}, *asJSON, printStatusJSON(e))
 }
 
 func runDeactivate(e *env) int {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -28,7 +29,7 @@ const dialTimeout = 5 * time.Second
 func dialAgent(e *env, path string) (*ipc.Client, int) {
 	ctx, cancel := context.WithTimeout(e.ctx, dialTimeout)
 	defer cancel()
-	c, err := ipc.DialOptions(ctx, ipc.ClientOptions{Path: path, App: "keygen-agent-cli", AppVersion: Version})
+	c, err := ipc.DialOptions(ctx, ipc.ClientOptions{Path: path, App: "keygen-agent-cli", AppVersion: version.Get()})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "keygen-agent: cannot reach the agent at %s: is it running? (%v)\n", path, errMessage(err))
 		return nil, exitUnavailable

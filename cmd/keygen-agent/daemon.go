@@ -7,12 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -48,21 +46,17 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 	deps.Logger, deps.LogLevel = o.logger, o.logLevel
 	deps.HTTPClient = o.httpClient
 	deps.ConfigFile, deps.ConfigLoad = o.configFile, o.configLoad
-	agent.Version = Version
 	a, err := agent.New(cfg, deps)
 	if err != nil {
 		return err
 	}
-	if dir := filepath.Dir(socket); !strings.HasPrefix(socket, `\\.\pipe\`) {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("socket directory: %w", err)
-		}
-	}
+	// ipc.Listen creates the socket directory and gives it socket_group,
+	// also when the service manager made it.
 	ln, err := ipc.Listen(socket, ipc.ListenOptions{Group: cfg.SocketGroup})
 	if err != nil {
 		return fmt.Errorf("%w on %s: %v", errListen, socket, err)
 	}
-	o.logger.Info("keygen-agent listening", "socket", socket, "version", Version)
+	o.logger.Info("keygen-agent listening", "socket", socket, "version", version.Get())
 	o.logger.Info("configuration", "effective", cfg.Redacted())
 	if o.ready != nil {
 		o.ready(socket)

@@ -15,8 +15,13 @@ func init() {
 }
 
 const devHelp = `When ready, dev prints exactly one JSON line on stdout with the keys socket, api_url, account,
-product, policy, license_id, license_key, public_key, admin_token and data_dir, then next steps on
-stderr. Ctrl-C stops the agent (its leases are killed) and the dev server, and removes the temporary
+product, policy, license_id, license_key, license_token, public_key, admin_token and data_dir, then
+next steps on stderr.
+
+By default the demo is what a vendor most likely has in Keygen: a policy with TOKEN authentication
+(the license key validates but cannot log in; the agent is given the demo's license token) and a
+license with Keygen's default permissions (no policy.read: the agent assumes the policy-only
+settings from its config). --auth-strategy LICENSE or MIXED and --license-permissions all loosen it. Ctrl-C stops the agent (its leases are killed) and the dev server, and removes the temporary
 data directory unless --data-dir was given.
 
 exit codes:
@@ -34,11 +39,18 @@ func runDev(e *env) int {
 	dataDir := fs.String("data-dir", "", "agent data directory (default: a new temporary directory)")
 	socket := fs.String("socket", "", "agent socket (default: inside the temporary directory)")
 	logLevel := fs.String("log-level", "info", "agent log level")
+	authStrategy := fs.String("auth-strategy", "TOKEN", "the demo policy's authenticationStrategy: TOKEN (Keygen's default), LICENSE, MIXED or NONE")
+	perms := fs.String("license-permissions", "default", "the demo license's permissions: default (Keygen's), all, or a comma-separated list")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
 	if *hb < 60 {
 		fmt.Fprintln(e.stderr, "keygen-agent: --heartbeat-duration must be at least 60 (Keygen's minimum)")
+		return exitUsage
+	}
+	permList, err := devserver.ParsePermissions(*perms)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "keygen-agent: --license-permissions: %v\n", err)
 		return exitUsage
 	}
 	log, lv := newLogger(e.stderr, "text", *logLevel)
@@ -49,8 +61,8 @@ func runDev(e *env) int {
 		return exitFailure
 	}
 	defer srv.Close()
-	// LICENSE auth and every permission until the agent speaks with license tokens.
-	do := devserver.DemoOptions{HeartbeatDuration: *hb, Leasing: *leasing, Strict: *strict, AuthenticationStrategy: "LICENSE", Permissions: devserver.LicensePermissions}
+	do := devserver.DemoOptions{HeartbeatDuration: *hb, Leasing: *leasing, Strict: *strict,
+		AuthenticationStrategy: *authStrategy, Permissions: permList}
 	if *maxProcs > 0 {
 		do.MaxProcesses = maxProcs
 	}
@@ -75,14 +87,14 @@ func runDev(e *env) int {
 	}
 	cfg := agent.Config{
 		Account: srv.AccountID(), Product: demo.Product.ID, PublicKey: srv.PublicKeyHex(), APIURL: srv.URL(),
-		LicenseKey: demo.License.Key, DataDir: dir, Socket: sock, ImportDir: filepath.Join(dir, "import"),
+		LicenseKey: demo.License.Key, LicenseToken: demo.LicenseToken, DataDir: dir, Socket: sock, ImportDir: filepath.Join(dir, "import"),
 		LogLevel: *logLevel,
 	}
 	ready := func(socket string) {
 		line := map[string]string{
 			"socket": socket, "api_url": srv.URL(), "account": srv.AccountID(), "product": demo.Product.ID,
 			"policy": demo.Policy.ID, "license_id": demo.License.ID, "license_key": demo.License.Key,
-			"public_key": srv.PublicKeyHex(), "admin_token": srv.AdminToken(), "data_dir": dir,
+			"license_token": demo.LicenseToken, "public_key": srv.PublicKeyHex(), "admin_token": srv.AdminToken(), "data_dir": dir,
 		}
 		b, _ := json.Marshal(line)
 		fmt.Fprintf(e.stdout, "%s\n", b)

@@ -17,6 +17,8 @@ import (
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
@@ -29,7 +31,9 @@ const doctorHelp = `Each check prints one line: "ok|warn|fail  CHECK: WHAT", fol
 The configuration is read like "run" reads it: flags > KEYGEN_* environment variables > config file.
 Checks: config, config-perms, data-dir-perms, cache-perms (unix), socket, service, clock, keygen
 (GET /v1/ping), signature (a signed validate-key with the configured license key and public key),
-fingerprint (two reads agree), certificate (license state, last sync, offline window).
+auth (GET /me with the license token, else the key: explains LICENSE_NOT_ALLOWED, TOKEN_NOT_ALLOWED,
+suspended/banned/expired licenses and required scopes), settings (which policy settings were read and
+which are assumed from the config), fingerprint (two reads agree), certificate (license state, last sync, offline window).
 Every network check is bounded by --timeout.
 
 exit codes:
@@ -70,11 +74,8 @@ type doctor struct {
 
 func runDoctor(e *env) int {
 	fs := newFlagSet(e, "doctor", "", "Diagnose this machine's agent: one line per check, with the fix for each problem.", doctorHelp)
-	defaults, _ := installer.NewPlan(installer.Options{Getenv: e.getenv})
-	defConfig, defData := "", ""
-	if defaults != nil {
-		defConfig, defData = defaults.ConfigPath, defaults.DataDir
-	}
+	defaults := paths.System()
+	defConfig, defData := defaults.ConfigFile, defaults.DataDir
 	configFile := fs.String("config", defConfig, "config file (TOML), as given to run")
 	socket := fs.String("socket", "", "the agent's socket or named pipe (default: "+ipc.EnvSocket+", else the config's socket, else the OS default)")
 	dataDir := fs.String("data-dir", "", "data directory (default: from the config, else "+defData+")")
@@ -98,7 +99,8 @@ func runDoctor(e *env) int {
 	add(d.checkService())
 	// Keygen first: the clock check uses the ping's Date header.
 	kg := d.checkKeygen()
-	add(d.checkClock(), kg, d.checkSignature(), d.checkFingerprint(), d.checkCertificate())
+	auth, settings := d.checkAuth()
+	add(d.checkClock(), kg, d.checkSignature(), auth, settings, d.checkFingerprint(), d.checkCertificate())
 
 	failed := false
 	for _, c := range checks {
@@ -185,7 +187,7 @@ func (d *doctor) checkSocket() doctorCheck {
 	c := doctorCheck{Check: "socket"}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	cl, err := ipc.DialOptions(ctx, ipc.ClientOptions{Path: d.socket, App: "keygen-agent-doctor", AppVersion: Version})
+	cl, err := ipc.DialOptions(ctx, ipc.ClientOptions{Path: d.socket, App: "keygen-agent-doctor", AppVersion: version.Get()})
 	if err != nil {
 		c.Status, c.Detail = checkFail, errMessage(err)
 		c.Fix = "start the agent (keygen-agent start, or keygen-agent run in a terminal), or pass --socket PATH / set " + ipc.EnvSocket
@@ -372,7 +374,7 @@ func (t *dateCapture) last() time.Time {
 func (d *doctor) keygenConfig(publicKey string, hc *http.Client) keygen.Config {
 	return keygen.Config{BaseURL: d.cfg.APIURL, Account: d.cfg.Account, Environment: d.cfg.Environment,
 		APIVersion: d.cfg.APIVersion, PublicKey: publicKey, RSAPublicKey: d.cfg.RSAPublicKey,
-		ECDSAPublicKey: d.cfg.ECDSAPublicKey, HTTPClient: hc, AgentVersion: Version,
+		ECDSAPublicKey: d.cfg.ECDSAPublicKey, HTTPClient: hc, AgentVersion: version.Get(),
 		// The clock check reports drift; here only the signature matters.
 		MaxClockDrift: -1}
 }

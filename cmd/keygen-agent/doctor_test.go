@@ -16,6 +16,7 @@ import (
 	"github.com/kardianos/service"
 	"github.com/keygen-agent/keygen-agent/installer"
 	"github.com/keygen-agent/keygen-agent/internal/agenttest"
+	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
 
@@ -138,6 +139,7 @@ func TestDoctorAgainstDev(t *testing.T) {
 	vars := map[string]string{
 		"KEYGEN_API_URL": info["api_url"], "KEYGEN_ACCOUNT": info["account"], "KEYGEN_PUBLIC_KEY": info["public_key"],
 		"KEYGEN_LICENSE_KEY": info["license_key"], "KEYGEN_PRODUCT": info["product"],
+		"KEYGEN_LICENSE_TOKEN": info["license_token"],
 	}
 	// The agent activates in the background: wait until it is active.
 	var checks map[string]doctorCheck
@@ -161,12 +163,12 @@ func TestDoctorAgainstDev(t *testing.T) {
 			t.Errorf("%s failed: %+v", name, c)
 		}
 	}
-	for _, name := range []string{"config", "socket", "keygen", "signature", "clock", "fingerprint", "certificate"} {
+	for _, name := range []string{"config", "socket", "keygen", "signature", "auth", "settings", "clock", "fingerprint", "certificate"} {
 		if c, ok := checks[name]; !ok || c.Status != checkOK {
 			t.Errorf("%s: %+v, want ok", name, c)
 		}
 	}
-	if s := checks["socket"].Detail; !strings.Contains(s, "agent "+Version) || !strings.Contains(s, "state ") {
+	if s := checks["socket"].Detail; !strings.Contains(s, "agent "+version.Get()) || !strings.Contains(s, "state ") {
 		t.Errorf("socket detail %q lacks the agent version and state", s)
 	}
 	if s := checks["certificate"].Detail; !strings.Contains(s, "state active") || !strings.Contains(s, "last sync") {
@@ -180,8 +182,13 @@ func TestDoctorAgainstDev(t *testing.T) {
 			t.Errorf("%s: %+v", name, c)
 		}
 	}
-	if strings.Contains(out, info["license_key"]) {
-		t.Error("the report contains the license key")
+	if strings.Contains(out, info["license_key"]) || strings.Contains(out, info["license_token"]) {
+		t.Error("the report contains the license key or token")
+	}
+	// dev's demo is Keygen's defaults: no policy.read, so the policy-only
+	// settings are assumed.
+	if s := checks["settings"].Detail; !strings.Contains(s, "assumed") {
+		t.Errorf("settings detail %q", s)
 	}
 
 	// The text form: one line per check, status first.

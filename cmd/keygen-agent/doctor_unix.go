@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/keygen-agent/keygen-agent/agent"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 // checkPermissions checks the modes of the config file, the data directory
@@ -24,7 +24,7 @@ func (d *doctor) checkPermissions() []doctorCheck {
 	}
 	out = append(out, checkMode("data-dir-perms", dataDir, true, 0o700,
 		"the agent creates it at its first start; keygen-agent install creates it with mode 0700"))
-	out = append(out, checkMode("cache-perms", filepath.Join(dataDir, "agent.db"), false, 0o600,
+	out = append(out, checkMode("cache-perms", paths.CacheFile(dataDir), false, 0o600,
 		"the agent creates it at its first start"))
 	return out
 }

@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/fingerprint"
-	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 func init() {
@@ -56,10 +55,7 @@ func runFingerprint(e *env) int {
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	explain := fs.Bool("explain", false, "compare with the components recorded at activation and say why sources were skipped")
 	appID := fs.String("app-id", "", "vendor app ID keying the HMACs (default: see below)")
-	defData := ""
-	if p, err := installer.NewPlan(installer.Options{Getenv: e.getenv}); err == nil && p != nil {
-		defData = p.DataDir
-	}
+	defData := paths.System().DataDir
 	if v := e.getenv("KEYGEN_AGENT_DATA_DIR"); v != "" {
 		defData = v
 	}
@@ -143,7 +139,7 @@ func loadRecorded(ctx context.Context, file, dataDir string) ([]fingerprint.Comp
 	if dataDir == "" {
 		return nil, "", errors.New("no data directory: pass --data-dir or --recorded")
 	}
-	path := filepath.Join(dataDir, "agent.db")
+	path := paths.CacheFile(dataDir)
 	if _, err := os.Stat(path); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, path, nil

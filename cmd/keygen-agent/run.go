@@ -6,35 +6,53 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 func init() {
 	register(verb{name: "run", summary: "run the agent in the foreground (what the OS service executes)", run: runRun})
 }
 
-const runHelp = `Configuration precedence: flags > KEYGEN_* environment variables > config file > defaults.
-Environment: KEYGEN_ACCOUNT, KEYGEN_PRODUCT, KEYGEN_LICENSE_KEY, KEYGEN_PUBLIC_KEY, KEYGEN_API_URL,
-KEYGEN_ENVIRONMENT, KEYGEN_AGENT_SOCKET, KEYGEN_AGENT_DATA_DIR, KEYGEN_AGENT_APP_ID.
-
+// runHelp is generated from the agent's field table, like the README's.
+func runHelp() string {
+	var b strings.Builder
+	b.WriteString("Configuration precedence: flags > KEYGEN_* environment variables > config file > defaults.\n")
+	b.WriteString("Settings (config key, environment variable, default; \"restart\": a live reload does not apply it):\n")
+	for _, f := range agent.ConfigFields() {
+		fmt.Fprintf(&b, "  %-28s", f.Key)
+		if f.Env != "" {
+			fmt.Fprintf(&b, " %-24s", f.Env)
+		} else {
+			fmt.Fprintf(&b, " %-24s", "")
+		}
+		if f.Default != "" {
+			fmt.Fprintf(&b, " default %s;", f.Default)
+		}
+		if f.Reload == "restart" {
+			b.WriteString(" restart;")
+		}
+		fmt.Fprintf(&b, " %s\n", f.Validation)
+	}
+	b.WriteString(`
 exit codes:
   0  stopped cleanly (SIGINT/SIGTERM or service stop)
   1  the agent failed at run time (the service manager restarts it)
   2  bad flags
   3  bad configuration, the socket is taken, or another agent holds the cache: fix it; do not restart
      (under launchd the agent exits 0 instead, since launchd restarts every non-zero exit; under the
-     Windows SCM it reports service-specific exit code 3)`
+     Windows SCM it reports service-specific exit code 3)`)
+	return b.String()
+}
 
 func runRun(e *env) int {
-	fs := newFlagSet(e, "run", "", "Run the agent in the foreground until interrupted.", runHelp)
-	defaults, _ := installer.NewPlan(installer.Options{Getenv: e.getenv})
-	defConfig, defData := "", ""
-	if defaults != nil {
-		defConfig, defData = defaults.ConfigPath, defaults.DataDir
-	}
+	fs := newFlagSet(e, "run", "", "Run the agent in the foreground until interrupted.", runHelp())
+	defaults := paths.System()
+	defConfig, defData := defaults.ConfigFile, defaults.DataDir
 	configFile := fs.String("config", defConfig, "config file (TOML); a missing default file is not an error")
 	dataDir := fs.String("data-dir", "", "data directory (cache); default from the config, else "+defData)
 	socket := fs.String("socket", "", "socket path (named pipe on Windows); default from the config, else the OS default")

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/keygen-agent/keygen-agent/agent"
 	"io"
 	"strings"
 	"time"
@@ -64,6 +65,9 @@ func printStatus(w io.Writer, st *ipc.Status) {
 	row("state", "%s (%s, %s)", st.State, valid, online)
 	if st.Code != "" || st.Detail != "" {
 		row("detail", "%s", strings.TrimSpace(st.Code+" "+st.Detail))
+	}
+	if fix := agent.Explain(st.Code); fix != "" && !st.Valid && !strings.Contains(st.Detail, fix) {
+		row("fix", "%s", fix)
 	}
 	if l := st.License; l != nil {
 		row("license", "%s", strings.TrimSpace(l.ID+" "+l.Name))

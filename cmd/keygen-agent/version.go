@@ -4,27 +4,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"runtime"
-	"runtime/debug"
-)
 
-// Version is the agent's version, set at build time with
-// -ldflags "-X main.Version=1.2.3".
-var Version = "dev"
+	"github.com/keygen-agent/keygen-agent/internal/version"
+)
 
 func init() {
 	register(verb{name: "version", summary: "print the agent's version", run: runVersion})
 }
 
+// runVersion prints version.Get, the one version the agent reports
+// everywhere (set at link time in internal/version).
 func runVersion(e *env) int {
 	fs := newFlagSet(e, "version", "", "Print the agent's version, Go version and platform.", "")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
-	info := map[string]string{"version": Version, "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && Version == "dev" {
-		info["module"] = bi.Main.Version
-	}
+	info := map[string]string{"version": version.Get(), "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH}
 	if *asJSON {
 		_ = json.NewEncoder(e.stdout).Encode(info)
 		return exitOK

@@ -25,7 +25,7 @@ type checkoutOpts struct {
 }
 
 // checkoutOptions merges query and POST meta options (meta wins) and
-// validates them (KEYGEN.md §1.1).
+// validates them (keygen-api app/services/abstract_checkout_service.rb).
 func (c *call) checkoutOptions(kind, scheme string) (checkoutOpts, *apiError) {
 	q := c.r.URL.Query()
 	var (

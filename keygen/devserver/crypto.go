@@ -113,7 +113,7 @@ func (k *keys) sign(alg string, data []byte) []byte {
 }
 
 // schemeSigningAlg maps a policy scheme to the certificate signing part
-// (KEYGEN.md §1.3).
+// (keygen-api app/services/abstract_checkout_service.rb).
 func schemeSigningAlg(scheme string) string {
 	switch scheme {
 	case "RSA_2048_PKCS1_PSS_SIGN_V2", "RSA_2048_PKCS1_PSS_SIGN":
@@ -150,7 +150,7 @@ type certEnvelope struct {
 	Alg string `json:"alg"`
 }
 
-// certificate builds a license or machine file (KEYGEN.md §1.2-§1.4).
+// certificate builds a license or machine file (keygen-api app/services/abstract_checkout_service.rb).
 // kind is "license" or "machine"; alg is the full algorithm; secret is the
 // AES key material (license key, or license key + fingerprint).
 func (k *keys) certificate(kind, alg string, payload []byte, secret string) (string, error) {
@@ -192,7 +192,7 @@ func (k *keys) certificate(kind, alg string, payload []byte, secret string) (str
 	return "-----BEGIN " + label + "-----\n" + encode64(env) + "-----END " + label + "-----\n", nil
 }
 
-// signingString is the Keygen-Signature signing string (KEYGEN.md §2.1).
+// signingString is the Keygen-Signature signing string (keygen-api app/controllers/concerns/signature_headers.rb).
 func signingString(method, target, host, date, digest string) string {
 	return "(request-target): " + strings.ToLower(method) + " " + target + "\n" +
 		"host: " + host + "\n" +
@@ -206,7 +206,7 @@ func bodyDigest(body []byte) string {
 }
 
 // licenseKey generates a key for a new license per its policy's scheme
-// (KEYGEN.md §3). Schemes that this server cannot express (legacy encrypt)
+// (keygen-api app/models/license.rb, generate_*_key!). Schemes that this server cannot express (legacy encrypt)
 // get a random key.
 func (k *keys) licenseKey(scheme, account, product string, pol *Policy, lic *License) string {
 	var sigAlg string

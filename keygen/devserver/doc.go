@@ -8,7 +8,7 @@
 //
 // It owns one account with its own Ed25519, RSA-2048 (generated on first
 // use) and ECDSA-P256 keys and serves Keygen's JSON:API routes, with Keygen's
-// error envelope and codes (see ../shared/KEYGEN.md), under
+// error envelope and codes (keygen-api app/controllers/application_controller.rb), under
 // /v1/accounts/{account}/... and the single-tenant /v1/... form:
 //
 //	GET  /v1/ping                                 (no account, unsigned)
@@ -32,7 +32,8 @@
 // without its port, or with it under [Options.SignHostWithPort] for
 // keygen-go; Keygen-Accept-Signature selects ed25519, rsa-pss-sha256,
 // rsa-sha256 or ecdsa-p256); 429s, injected 5xx and unknown accounts are
-// not. Check-out certificates follow KEYGEN.md §1 byte for byte.
+// not. Check-out certificates follow Keygen's byte for byte (keygen-api
+// app/services/abstract_checkout_service.rb).
 //
 // It keeps the heartbeat clock of machines and processes on [Options.Now],
 // culls dead ones every [Options.CullInterval] (2 minutes by default, on a

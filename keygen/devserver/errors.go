@@ -7,7 +7,7 @@ import (
 )
 
 // apiError is one Keygen error object, rendered in the {"errors":[...]}
-// envelope (KEYGEN.md §9.1).
+// envelope (keygen-api app/controllers/application_controller.rb).
 type apiError struct {
 	Status int
 	Title  string

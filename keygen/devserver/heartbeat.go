@@ -17,7 +17,7 @@ func (s *Server) machinePolicy(m *machine) *Policy {
 	return &Policy{}
 }
 
-// machineStatus is Machine#heartbeat_status (KEYGEN.md §5.3).
+// machineStatus is Machine#heartbeat_status (keygen-api app/models/machine.rb).
 func (s *Server) machineStatus(m *machine, now time.Time) string {
 	pol := s.machinePolicy(m)
 	d := pol.heartbeatDuration()

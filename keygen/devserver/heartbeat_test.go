@@ -177,7 +177,7 @@ func TestMachineHeartbeat(t *testing.T) {
 }
 
 // TestMachineNeverPingedDies: a required-heartbeat machine that never pings
-// is DEAD after heartbeatDuration and then culled (KEYGEN.md §0 item 11).
+// is DEAD after heartbeatDuration and then culled (keygen-api app/workers/machine_heartbeat_worker.rb).
 func TestMachineNeverPingedDies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newTestServer(t, Options{})

@@ -333,7 +333,7 @@ func (s *Server) dispatch(c *call, r, r2 *http.Request) (err error) {
 	return c.err
 }
 
-// signResponse adds Date, Digest and Keygen-Signature (KEYGEN.md §2.1).
+// signResponse adds Date, Digest and Keygen-Signature (keygen-api app/controllers/concerns/signature_headers.rb).
 func (s *Server) signResponse(h http.Header, r *http.Request, alg string, body []byte, now time.Time, f Faults) {
 	date := now.Add(f.DateSkew).UTC().Format(http.TimeFormat)
 	digest := bodyDigest(body)

@@ -346,7 +346,7 @@ func containsStr(xs []string, v string) bool {
 }
 
 // machineLimits enforces machine, core, memory and disk limits at
-// activation (KEYGEN.md §5.1).
+// activation (keygen-api app/models/machine.rb).
 func (s *Server) machineLimits(l *License, m *machine) *apiError {
 	pol := s.licensePolicy(l)
 	scope := "license"

@@ -15,7 +15,7 @@ type Product struct {
 	Created  time.Time
 }
 
-// PolicySpec holds every policy attribute of Keygen (KEYGEN.md §8.2). Zero
+// PolicySpec holds every policy attribute of Keygen (keygen-api app/models/policy.rb). Zero
 // values take Keygen's defaults for new policies; [Server.CreatePolicy]
 // stores the effective values.
 type PolicySpec struct {

@@ -5,7 +5,7 @@ import (
 	"net/http"
 )
 
-// processLimit checks maxProcesses for a new process on m (KEYGEN.md §7.1):
+// processLimit checks maxProcesses for a new process on m (keygen-api app/models/machine_process.rb):
 // existing rows (dead ones too, until culled) + 1 against the limit of the
 // policy's leasing strategy, with overage.
 func (s *Server) processLimit(l *License, m *machine) *apiError {

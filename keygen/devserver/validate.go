@@ -107,7 +107,8 @@ type verdict struct {
 
 func v(valid bool, detail, code string) verdict { return verdict{valid, detail, code} }
 
-// validate is LicenseValidationService (KEYGEN.md §4.3): the first failing
+// validate is LicenseValidationService (keygen-api
+// app/services/license_validation_service.rb): the first failing
 // check wins. quick skips every scope check.
 func (s *Server) validate(l *License, sc *scope, quick bool, now time.Time) verdict {
 	if l == nil {
@@ -448,7 +449,8 @@ func (s *Server) validateScopes(l *License, pol *Policy, sc *scope, machines []*
 	return verdict{}, false
 }
 
-// validationReply renders the validation document (KEYGEN.md §4.2).
+// validationReply renders the validation document (keygen-api
+// app/controllers/api/v1/licenses/actions/validations_controller.rb).
 func (c *call) validationReply(l *License, doc *reqDoc, sc *scope, quick bool) (*reply, error) {
 	var nonce *int64
 	if !quick {

@@ -1,4 +1,4 @@
-package ipc
+package procwatch
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ProcessStartTime returns an opaque start time of pid (microseconds since
+// StartTime returns an opaque start time of pid (microseconds since
 // the epoch from kern.proc.pid), so a recycled PID can be told apart.
-func ProcessStartTime(pid int) (uint64, error) {
+func StartTime(pid int) (uint64, error) {
 	kp, err := unix.SysctlKinfoProc("kern.proc.pid", pid)
 	if err != nil {
 		return 0, err
@@ -23,9 +23,9 @@ func ProcessStartTime(pid int) (uint64, error) {
 	return uint64(tv.Sec)*1e6 + uint64(tv.Usec), nil
 }
 
-// ProcessAlive reports whether pid is running and, if startTime is not 0,
+// Alive reports whether pid is running and, if startTime is not 0,
 // is the same process that had that start time.
-func ProcessAlive(pid int, startTime uint64) bool {
+func Alive(pid int, startTime uint64) bool {
 	if pid <= 0 {
 		return false
 	}
@@ -68,7 +68,7 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 		return ch, nil
 	}
 	// Registered first, checked second: an exit in between still fires.
-	if !ProcessAlive(pid, startTime) {
+	if !Alive(pid, startTime) {
 		unix.Close(kq)
 		close(ch)
 		return ch, nil
@@ -97,7 +97,7 @@ func pollExit(ctx context.Context, pid int, startTime uint64, ch chan struct{}) 
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if !ProcessAlive(pid, startTime) {
+		if !Alive(pid, startTime) {
 			close(ch)
 			return
 		}

@@ -1,4 +1,4 @@
-package ipc
+package procwatch
 
 import (
 	"context"
@@ -36,16 +36,16 @@ func procStat(pid int) (state string, start uint64, err error) {
 	return f[0], start, nil
 }
 
-// ProcessStartTime returns an opaque start time of pid, stable for the
+// StartTime returns an opaque start time of pid, stable for the
 // life of the process, so a recycled PID can be told apart.
-func ProcessStartTime(pid int) (uint64, error) {
+func StartTime(pid int) (uint64, error) {
 	_, st, err := procStat(pid)
 	return st, err
 }
 
-// ProcessAlive reports whether pid is running (not a zombie) and, if
+// Alive reports whether pid is running (not a zombie) and, if
 // startTime is not 0, is the same process that had that start time.
-func ProcessAlive(pid int, startTime uint64) bool {
+func Alive(pid int, startTime uint64) bool {
 	if pid <= 0 {
 		return false
 	}
@@ -76,7 +76,7 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 		return ch, nil
 	}
 	// The pidfd pins the process; check it is the one we mean.
-	if !ProcessAlive(pid, startTime) {
+	if !Alive(pid, startTime) {
 		unix.Close(fd)
 		close(ch)
 		return ch, nil
@@ -121,7 +121,7 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if !ProcessAlive(pid, startTime) {
+				if !Alive(pid, startTime) {
 					exited()
 					_ = f.SetReadDeadline(time.Unix(1, 0))
 					return
@@ -140,7 +140,7 @@ func pollExit(ctx context.Context, pid int, startTime uint64, ch chan struct{}) 
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if !ProcessAlive(pid, startTime) {
+		if !Alive(pid, startTime) {
 			close(ch)
 			return
 		}

@@ -1,10 +1,12 @@
-package ipc
+package procwatch
 
 import (
+	"context"
 	"io"
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // TestMain doubles as a helper child process: with KGA_HELPER=block it
@@ -35,14 +37,14 @@ func startHelper(t *testing.T) (*exec.Cmd, io.WriteCloser) {
 func TestWatchExit(t *testing.T) {
 	cmd, stdin := startHelper(t)
 	pid := cmd.Process.Pid
-	st, err := ProcessStartTime(pid)
+	st, err := StartTime(pid)
 	if err != nil || st == 0 {
 		t.Fatalf("start time %d %v", st, err)
 	}
-	if !ProcessAlive(pid, st) || !ProcessAlive(pid, 0) {
+	if !Alive(pid, st) || !Alive(pid, 0) {
 		t.Fatal("live child reported dead")
 	}
-	if ProcessAlive(pid, st+1) {
+	if Alive(pid, st+1) {
 		t.Fatal("start time mismatch reported as the same process")
 	}
 	ch, err := WatchExit(t.Context(), pid, st)
@@ -57,7 +59,7 @@ func TestWatchExit(t *testing.T) {
 	stdin.Close()
 	within(t, ch, "exit notification")
 	_ = cmd.Wait()
-	if ProcessAlive(pid, st) {
+	if Alive(pid, st) {
 		t.Error("reaped child reported alive")
 	}
 	// Already gone, or a different start time: closed at once.
@@ -89,4 +91,23 @@ func TestWatchExitCancel(t *testing.T) {
 		t.Fatal("channel closed on cancel")
 	default:
 	}
+}
+
+// within fails the test if ch does not become ready within a generous
+// bound; it guards against hangs, it does not time behaviour.
+func within[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+func testContext(t testing.TB) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx, cancel
 }

@@ -2,43 +2,11 @@ package ipc
 
 import (
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 )
-
-// TestDeps keeps the daemon out of apps that import the client.
-func TestDeps(t *testing.T) {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("go tool not available")
-	}
-	banned := []string{
-		"github.com/keygen-agent/keygen-agent/agent",
-		"github.com/keygen-agent/keygen-agent/cache",
-		"github.com/keygen-agent/keygen-agent/keygen",
-		"go.etcd.io/bbolt",
-		"github.com/shirou/gopsutil",
-		"github.com/kardianos/service",
-	}
-	for _, goos := range []string{"linux", "darwin", "windows"} {
-		cmd := exec.Command(gobin, "list", "-deps", ".")
-		cmd.Env = append(os.Environ(), "GOOS="+goos, "CGO_ENABLED=0")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list (%s): %v\n%s", goos, err, out)
-		}
-		for _, dep := range strings.Fields(string(out)) {
-			for _, b := range banned {
-				if dep == b || strings.HasPrefix(dep, b+"/") {
-					t.Errorf("GOOS=%s: ipc imports %s", goos, dep)
-				}
-			}
-		}
-	}
-}
 
 // TestMethodsDocumented checks the method constants against the lists in
 // docs/protocol.md (headings "### `name`" under "## Methods" and

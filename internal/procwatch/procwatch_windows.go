@@ -1,4 +1,4 @@
-package ipc
+package procwatch
 
 import (
 	"context"
@@ -16,9 +16,9 @@ func handleStartTime(h windows.Handle) (uint64, error) {
 	return uint64(created.HighDateTime)<<32 | uint64(created.LowDateTime), nil
 }
 
-// ProcessStartTime returns an opaque start time of pid (its creation
+// StartTime returns an opaque start time of pid (its creation
 // FILETIME), so a recycled PID can be told apart.
-func ProcessStartTime(pid int) (uint64, error) {
+func StartTime(pid int) (uint64, error) {
 	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
 	if err != nil {
 		return 0, err
@@ -50,9 +50,9 @@ func openLive(pid int, startTime uint64) (windows.Handle, bool) {
 	return h, true
 }
 
-// ProcessAlive reports whether pid is running and, if startTime is not 0,
+// Alive reports whether pid is running and, if startTime is not 0,
 // is the same process that had that start time.
-func ProcessAlive(pid int, startTime uint64) bool {
+func Alive(pid int, startTime uint64) bool {
 	h, ok := openLive(pid, startTime)
 	if ok {
 		windows.CloseHandle(h)

@@ -2,35 +2,10 @@ package devserver
 
 import (
 	"bytes"
-	"go/parser"
-	gotoken "go/token"
 	"log/slog"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 )
-
-// TestDeps: the dev server stays independent of the client it tests and
-// of the agent.
-func TestDeps(t *testing.T) {
-	files, _ := filepath.Glob("*.go")
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(gotoken.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range af.Imports {
-			p, _ := strconv.Unquote(imp.Path.Value)
-			if strings.HasPrefix(p, "github.com/keygen-agent/keygen-agent") {
-				t.Errorf("%s imports %s", f, p)
-			}
-		}
-	}
-}
 
 // TestLogsRedactSecrets runs a flow with debug logging and checks that no
 // license key or token reaches the log.
