@@ -111,6 +111,7 @@ type Agent struct {
 
 	lic    licenseState
 	leases *leaseTable
+	ev     evidenceState
 	conns  connSet
 
 	syncNow chan chan error

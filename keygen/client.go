@@ -229,8 +229,9 @@ type request struct {
 
 // response is a verified, successful answer.
 type response struct {
-	body []byte
-	info ResponseInfo
+	body   []byte
+	info   ResponseInfo
+	signed *SignedResponse // what the signature covers; see evidence.go
 }
 
 // do sends r and returns a 2xx response, or a classified error.
@@ -335,7 +336,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 
 	switch {
 	case st >= 200 && st < 300:
-		return &response{body: raw, info: info}, nil
+		return &response{body: raw, info: info, signed: signedResponse(req, resp.Header, raw, info)}, nil
 	case st >= 400:
 		return nil, decodeAPIError(st, raw, info.RequestID)
 	default:
