@@ -165,6 +165,14 @@ type ReleaseParams struct {
 	LeaseID string `json:"lease_id"`
 }
 
+// DeactivateParams are the params of license.deactivate.
+type DeactivateParams struct {
+	// Offline: when Keygen cannot be reached, drop this machine's license
+	// state anyway and deactivate it in Keygen once it is reachable again.
+	// Without it an unreachable Keygen fails the call and changes nothing.
+	Offline bool `json:"offline,omitempty"`
+}
+
 // ActivateParams are the params of license.activate.
 type ActivateParams struct {
 	Key string `json:"key"`
