@@ -117,6 +117,8 @@ type Agent struct {
 
 	syncNow chan chan error
 	wake    chan struct{}
+	// kick asks the license loop for a sync without waiting for it.
+	kick chan struct{}
 	// stopping is set when Run begins its shutdown.
 	stopping atomic.Bool
 	// halt bounds the Keygen calls that end leases; cancelled when the
@@ -162,6 +164,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		ready:    make(chan struct{}),
 		watching: make(chan struct{}),
 		syncNow:  make(chan chan error),
+		kick:     make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		procs:    deps.Processes,
 	}
@@ -198,6 +201,11 @@ func (a *Agent) client() *keygen.Client {
 }
 
 func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
+	return a.newClientFor(licenseKey, a.bearerToken())
+}
+
+// newClientFor builds a Keygen client for a license key and bearer token.
+func (a *Agent) newClientFor(licenseKey, token string) (*keygen.Client, error) {
 	cfg := a.config()
 	kc := keygen.Config{
 		BaseURL:        cfg.APIURL,
@@ -205,7 +213,7 @@ func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
 		Environment:    cfg.Environment,
 		APIVersion:     cfg.APIVersion,
 		LicenseKey:     licenseKey,
-		Token:          a.bearerToken(),
+		Token:          token,
 		AgentVersion:   Version,
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
@@ -287,7 +295,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 
 	if err := a.init(loopCtx); err != nil {
 		a.initErr = err
-		a.setView(licenseView{State: StateError, Code: "INIT_FAILED", Detail: err.Error()})
+		a.fire(evInitFailed, licenseView{State: StateError, Code: "INIT_FAILED", Detail: err.Error()})
 		close(a.ready)
 		close(a.watching)
 		a.stopping.Store(true)
@@ -413,7 +421,9 @@ var errBudgetWait = fmt.Errorf("the request budget is exhausted: %w", context.De
 
 // call runs one Keygen API call at priority p under the shared budget.
 func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
-	return a.authenticated(context.WithValue(ctx, priorityKey{}, p), f)
+	err := a.authenticated(context.WithValue(ctx, priorityKey{}, p), f)
+	a.observeAnswer(err)
+	return err
 }
 
 // withMaxBudgetWait bounds how long calls made with ctx wait for the

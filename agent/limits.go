@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"slices"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -12,11 +11,6 @@ import (
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
-
-// Reason code carried by lease.revoked when a changed license (a lowered
-// max processes, a stricter overage strategy) leaves fewer seats than
-// leases: the newest leases go first.
-const RevokeLimitLowered = "LIMIT_LOWERED"
 
 // metaOtherSeats persists the seats other machines hold against this
 // machine's process limit (PER_LICENSE / PER_USER leasing), so that the
@@ -312,7 +306,7 @@ func (a *Agent) applyLimitChange() {
 	}
 	a.log.Info("process limit changed", "limit", fmtLimit(lim))
 	a.conns.broadcast(ipc.NotifyLicenseChanged, a.status())
-	a.enforceLimit()
+	a.enforceLimit(a.view())
 }
 
 func fmtLimit(p *int) string {
@@ -320,28 +314,4 @@ func fmtLimit(p *int) string {
 		return "unlimited"
 	}
 	return strconv.Itoa(*p)
-}
-
-// enforceLimit revokes the newest leases while more are held than the
-// effective limit allows, each holder told with RevokeLimitLowered.
-func (a *Agent) enforceLimit() {
-	lim := a.effectiveLimit(a.view())
-	if lim == nil {
-		return
-	}
-	infos := a.leases.infos()
-	excess := len(infos) - *lim
-	if excess <= 0 {
-		return
-	}
-	sort.Slice(infos, func(i, j int) bool {
-		if !infos[i].Since.Equal(infos[j].Since) {
-			return infos[i].Since.After(infos[j].Since)
-		}
-		return infos[i].LeaseID > infos[j].LeaseID
-	})
-	a.log.Warn("the process limit fell below the leases held; revoking the newest", "limit", *lim, "leases", len(infos), "revoking", excess)
-	for _, l := range infos[:excess] {
-		a.revokeLease(l.LeaseID, "the license's process limit was lowered to "+strconv.Itoa(*lim), RevokeLimitLowered)
-	}
 }

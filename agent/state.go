@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/ipc"
@@ -71,6 +72,8 @@ type licenseState struct {
 	// lookup, ping): it carries requireHeartbeat, heartbeatDuration and
 	// maxProcesses, which a license may read without policy.read.
 	machine *keygen.Machine
+	// badTransitions counts view changes missing from lifecycleTable.
+	badTransitions atomic.Int64
 }
 
 func (l *licenseState) setWatermark(t time.Time) {
@@ -148,7 +151,18 @@ func (a *Agent) view() licenseView {
 
 // setView replaces the license view and, when what apps see changed, tells
 // every connected app with license.changed (enforceView revokes leases).
+// It is fire with the event inferred from v (authz.go's refusals: a
+// verdict, or a refused credential).
 func (a *Agent) setView(v licenseView) {
+	ev := evVerdict
+	if v.State == StateAuthRefused {
+		ev = evAuthRefused
+	}
+	a.fire(ev, v)
+}
+
+// applyView stores v and broadcasts license.changed when it matters.
+func (a *Agent) applyView(v licenseView) {
 	a.lic.mu.Lock()
 	old := a.lic.view
 	a.lic.view = v
@@ -226,5 +240,6 @@ func (a *Agent) status() *ipc.Status {
 	st.Leases = a.leaseUsage(v)
 	st.HardwareChanges = v.Changes
 	st.NextCheckIn = a.nextCheckIn(v)
+	st.OtherAgents = a.leases.otherAgents()
 	return st
 }

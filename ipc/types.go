@@ -84,6 +84,16 @@ type Status struct {
 	NextCheckIn     *time.Time        `json:"next_check_in,omitempty"`
 	Leases          LeaseUsage        `json:"leases"`
 	HardwareChanges []ComponentChange `json:"hardware_changes,omitempty"`
+	// OtherAgents are other keygen-agent instances seen holding Keygen
+	// processes on this machine for this license (a system and a per-user
+	// agent, or two installs): they share the machine's process limit.
+	OtherAgents []OtherAgent `json:"other_agents,omitempty"`
+}
+
+// OtherAgent is another agent instance in a [Status].
+type OtherAgent struct {
+	AgentID   string `json:"agent_id"`
+	Processes int    `json:"processes"` // its Keygen processes on this machine
 }
 
 // LicenseInfo describes the license in a [Status].
@@ -162,6 +172,14 @@ type ReleaseParams struct {
 	LeaseID string `json:"lease_id"`
 }
 
+// DeactivateParams are the params of license.deactivate.
+type DeactivateParams struct {
+	// Offline: when Keygen cannot be reached, drop this machine's license
+	// state anyway and deactivate it in Keygen once it is reachable again.
+	// Without it an unreachable Keygen fails the call and changes nothing.
+	Offline bool `json:"offline,omitempty"`
+}
+
 // ActivateParams are the params of license.activate.
 type ActivateParams struct {
 	Key string `json:"key"`
@@ -221,6 +239,13 @@ const (
 	CodeUnsupportedVersion   = "UNSUPPORTED_VERSION"
 	CodeTimeout              = "TIMEOUT"
 	CodeStopping             = "STOPPING"
+	// CodeProcessExited: the calling process (or a lease's process) has
+	// exited, e.g. a child acquiring on a connection inherited from a
+	// parent that is gone.
+	CodeProcessExited = "PROCESS_EXITED"
+	// CodeLimitReduced: the license's process limit fell below the leases
+	// held; the newest leases are revoked with it.
+	CodeLimitReduced = "LIMIT_REDUCED"
 	// CodeEntitlementsMissing: lease.acquire asked for entitlements the
 	// license does not hold; data.missing lists them.
 	CodeEntitlementsMissing = "ENTITLEMENTS_MISSING"
@@ -261,7 +286,9 @@ var rpcCodes = map[string]int{
 	CodeTimeout:              -32010,
 	CodeBusy:                 -32011,
 	CodeStopping:             -32012,
-	CodeEntitlementsMissing:  -32013,
+	CodeProcessExited:        -32013,
+	CodeLimitReduced:         -32014,
+	CodeEntitlementsMissing:  -32015,
 }
 
 // RPCCode returns the JSON-RPC numeric code used on the wire for a stable
