@@ -280,7 +280,12 @@ func (a *Agent) deepCheck(ctx context.Context, v licenseView) {
 		a.log.Warn("refreshing the machine file", "err", err)
 		return
 	}
-	nv := a.view()
+	a.lic.mu.Lock()
+	nv := a.lic.view // the stored view, not view()'s time-evaluated copy
+	a.lic.mu.Unlock()
+	if !nv.Online || !nv.Valid {
+		return
+	}
 	a.fillFromCertificate(&nv)
 	a.setView(nv)
 }
