@@ -784,8 +784,10 @@ func (m *modelRun) check() *violation {
 		return &violation{inv: "I4", key: "status-valid-after-signed-invalid-" + onlineWord(st.Online),
 			msg: fmt.Sprintf("Keygen said %s (signed) %v ago and the status is %s valid=%v online=%v", code, time.Since(at), st.State, st.Valid, st.Online)}
 	}
-	// I6: under a signature fault the agent learns nothing new.
-	if m.sigStart != nil && st.Online && st.State != string(StateClockTampered) && (st.State != m.sigStart.State || st.Valid != m.sigStart.Valid) {
+	// I6: under a signature fault the agent learns nothing new. Falling
+	// back to an earlier signed invalid verdict is not new: it was signed.
+	inv, _, _ := m.v.get()
+	if m.sigStart != nil && !(inv && !st.Valid) && st.Online && st.State != string(StateClockTampered) && (st.State != m.sigStart.State || st.Valid != m.sigStart.Valid) {
 		return &violation{inv: "I6", key: "unsigned-answer-trusted", msg: fmt.Sprintf("under %s the status went from %s/%v to %s/%v online", m.fault, m.sigStart.State, m.sigStart.Valid, st.State, st.Valid)}
 	}
 	// I3: running apps holding leases on a valid license keep them.
