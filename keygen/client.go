@@ -86,7 +86,7 @@ type ResponseInfo struct {
 	// caller trusts it only once the nonce matched (Validation.Date).
 	NonceBound bool
 	RateLimit  RateLimit
-	RequestID    string
+	RequestID  string
 }
 
 // Client is a Keygen API client. It is immutable and safe for concurrent
