@@ -78,6 +78,18 @@ type Status struct {
 	OfflineUntil    *time.Time        `json:"offline_until,omitempty"`
 	Leases          LeaseUsage        `json:"leases"`
 	HardwareChanges []ComponentChange `json:"hardware_changes,omitempty"`
+	// ClockSkew is set when the local clock differs from Keygen's by more
+	// than the agent's clock tolerance: a warning, never a lock-out online.
+	ClockSkew *ClockSkew `json:"clock_skew,omitempty"`
+}
+
+// ClockSkew describes how far the local clock is from Keygen's, learned
+// from the last license validation.
+type ClockSkew struct {
+	// Seconds is Keygen's clock minus the local clock: positive when the
+	// local clock is behind.
+	Seconds float64 `json:"seconds"`
+	Detail  string  `json:"detail"`
 }
 
 // LicenseInfo describes the license in a [Status].
