@@ -112,6 +112,7 @@ type Agent struct {
 	lic    licenseState
 	clock  *agentClock
 	leases *leaseTable
+	ev     evidenceState
 	conns  connSet
 
 	syncNow chan chan error

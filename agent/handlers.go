@@ -38,7 +38,11 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if err := checkLeaseMetadata(p.Metadata); err != nil {
 			return nil, err
 		}
-		return a.acquire(ctx, p)
+		res, err := a.acquire(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return a.withEvidence(ctx, res, p.Confirm)
 	})
 	m.Register(ipc.MethodRelease, ipc.PermAny, func(ctx context.Context, raw json.RawMessage) (any, error) {
 		var p ipc.ReleaseParams

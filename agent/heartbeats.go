@@ -95,7 +95,8 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 	}
 	key := schedKey{kind: schedPing, lease: id}
 	err := a.call(ctx, budget.PriorityPing, func(ctx context.Context, c *keygen.Client) error {
-		_, err := c.PingProcess(ctx, lp.processID)
+		p, err := c.PingProcess(ctx, lp.processID)
+		a.recordProof(id, p, false)
 		return err
 	})
 	switch {
@@ -135,6 +136,7 @@ func (a *Agent) respawn(ctx context.Context, l *lease) bool {
 		return false
 	}
 	a.leases.setProcess(l, proc.ID, 0)
+	a.recordProof(l.id, proc, true)
 	a.persistLease(l)
 	return true
 }

@@ -258,6 +258,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 			return nil, ctx.Err()
 		case err == nil:
 			l.processID = proc.ID
+			a.recordProof(l.id, proc, false)
 			if proc.Interval > 0 {
 				l.interval = time.Duration(proc.Interval) * time.Second
 				a.leases.learnInterval(l.interval)
@@ -500,6 +501,7 @@ func (a *Agent) releaseLease(id, reason string) bool {
 		a.dropQueuedSpawn(id)
 	}
 	a.persist(func() error { return a.store.DeleteLease(id) })
+	a.dropProof(id)
 	a.leases.remove(l)
 	a.log.Info("lease released", "lease", id, "pid", l.pid, "reason", reason)
 	return true

@@ -265,6 +265,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 		}
 		a.log.Warn("machine file check-out failed; offline use is limited to the last good file", "err", err)
 	}
+	a.ensureEvidenceFile(ctx)
 	a.fillFromCertificate(&view)
 	if view.Machine == nil {
 		view.Machine = a.lastMachine()

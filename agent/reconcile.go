@@ -113,6 +113,7 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 			switch {
 			case err == nil:
 				lp := a.leases.setProcess(l, proc.ID, time.Duration(proc.Interval)*time.Second)
+				a.recordProof(l.id, proc, true)
 				a.persistLease(l)
 				_ = a.store.Ack(e.Seq)
 				a.schedulePing(l.id, lp.interval)

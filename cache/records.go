@@ -83,6 +83,9 @@ const (
 const (
 	CertMachine = "machine"
 	CertLicense = "license"
+	// CertEvidence is the unencrypted machine file (without the license)
+	// that the agent hands apps as lease evidence.
+	CertEvidence = "machine-evidence"
 )
 
 // ErrInvalidArgument is returned for an unusable argument (empty id, unknown
@@ -167,7 +170,7 @@ func (s *Store) DeleteMachine() error {
 
 func certKey(kind string) ([]byte, error) {
 	switch kind {
-	case CertMachine, CertLicense:
+	case CertMachine, CertLicense, CertEvidence:
 		return []byte(kind), nil
 	}
 	return nil, fmt.Errorf("%w: certificate kind %q (want %q or %q)", ErrInvalidArgument, kind, CertMachine, CertLicense)

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/keygen-agent/keygen-agent/leaseverify"
 )
 
 // EnvSocket names the environment variable that overrides the default
@@ -46,6 +48,11 @@ type ClientOptions struct {
 	OnVersionMismatch func(HelloResult)
 	// OnReconnect is called after a reconnect, once leases were re-acquired.
 	OnReconnect func()
+	// Verify, when set, makes Acquire ask for confirmed evidence and check
+	// it with [VerifyLease] before returning the lease: a lease that does
+	// not verify is released and its *leaseverify.Error returned. Set at
+	// least PublicKey and Fingerprints (or Components).
+	Verify *leaseverify.Options
 	// ServerUsers lists further accounts (uid numbers on unix, SIDs on
 	// Windows) the agent may run as. By default a client talks only to an
 	// agent running as root (LocalSystem) or as the client's own user, and
@@ -462,9 +469,20 @@ func (c *Client) Acquire(ctx context.Context, p AcquireParams) (*Lease, error) {
 	if p.AppVersion == "" {
 		p.AppVersion = c.opts.AppVersion
 	}
+	if c.opts.Verify != nil {
+		p.Confirm = true
+	}
 	var r AcquireResult
 	if err := c.Call(ctx, MethodAcquire, p, &r); err != nil {
 		return nil, err
+	}
+	if c.opts.Verify != nil {
+		if _, err := VerifyLease(&r, *c.opts.Verify); err != nil {
+			if r.LeaseID != "" {
+				_ = c.Call(ctx, MethodRelease, ReleaseParams{LeaseID: r.LeaseID}, nil)
+			}
+			return nil, err
+		}
 	}
 	l := &Lease{ID: r.LeaseID, ProcessID: r.ProcessID, Entitlements: r.Entitlements,
 		HeartbeatInterval: r.HeartbeatInterval, Offline: r.Offline,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/keygen-agent/keygen-agent/leaseverify"
 )
 
 // ProtocolVersion is the protocol's major version. Changes within a major
@@ -27,6 +29,7 @@ const (
 	MethodLeasesRelease  = "leases.release"
 	NotifyLicenseChanged = "license.changed"
 	NotifyLeaseRevoked   = "lease.revoked"
+	NotifyLeaseConfirmed = "lease.confirmed"
 )
 
 // Methods lists every request method of the protocol (not notifications).
@@ -37,7 +40,7 @@ var Methods = []string{
 }
 
 // Notifications lists every server-to-client notification of the protocol.
-var Notifications = []string{NotifyLicenseChanged, NotifyLeaseRevoked}
+var Notifications = []string{NotifyLicenseChanged, NotifyLeaseRevoked, NotifyLeaseConfirmed}
 
 // Peer is what the kernel says about the process at the other end of a
 // connection. It is resolved once at accept and never taken from a request.
@@ -128,6 +131,10 @@ type AcquireParams struct {
 	AppVersion string         `json:"app_version,omitempty"`
 	Metadata   map[string]any `json:"metadata,omitempty"`
 	WaitMS     int64          `json:"wait_ms,omitempty"`
+	// Confirm asks the agent to answer only once Keygen has confirmed the
+	// lease (evidence "signed"), or with evidence "offline" when Keygen is
+	// unreachable; never with "pending".
+	Confirm bool `json:"confirm,omitempty"`
 }
 
 // AcquireResult is the result of lease.acquire.
@@ -138,6 +145,21 @@ type AcquireResult struct {
 	Offline           bool     `json:"offline"`
 	Entitlements      []string `json:"entitlements"`
 	Reused            bool     `json:"reused"`
+	// Evidence is Keygen's signed proof of the lease, for the app to check
+	// with the account's public key (docs/protocol.md, "Verifying a
+	// lease"). Nil from agents that predate it.
+	Evidence *Evidence `json:"evidence,omitempty"`
+}
+
+// Evidence is the evidence object of a lease; see package leaseverify.
+type Evidence = leaseverify.Evidence
+
+// LeaseConfirmed is the params of the lease.confirmed notification: Keygen
+// confirmed a lease that was answered with pending evidence.
+type LeaseConfirmed struct {
+	LeaseID   string    `json:"lease_id"`
+	ProcessID string    `json:"process_id"`
+	Evidence  *Evidence `json:"evidence"`
 }
 
 // ReleaseParams are the params of lease.release and leases.release.

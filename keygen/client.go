@@ -251,8 +251,9 @@ type request struct {
 
 // response is a verified, successful answer.
 type response struct {
-	body []byte
-	info ResponseInfo
+	body   []byte
+	info   ResponseInfo
+	signed *SignedResponse // what the signature covers; see evidence.go
 	// sent and received are local clock readings (Config.Now) around the
 	// HTTP exchange, for a nonce-bound answer's clock offset.
 	sent, received time.Time
@@ -362,7 +363,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 
 	switch {
 	case st >= 200 && st < 300:
-		return &response{body: raw, info: info, sent: sent, received: received}, nil
+		return &response{body: raw, info: info, signed: signedResponse(req, resp.Header, raw, info), sent: sent, received: received}, nil
 	case st >= 400:
 		return nil, decodeAPIError(st, raw, info.RequestID)
 	default:

@@ -222,7 +222,11 @@ func (c *Client) KillProcess(ctx context.Context, id string) error {
 }
 
 func (c *Client) process(ctx context.Context, r request) (*Process, error) {
-	d, err := c.doc(ctx, r)
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	d, err := decodeDocument(resp.body)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +234,11 @@ func (c *Client) process(ctx context.Context, r request) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	return toProcess(res)
+	p, err := toProcess(res)
+	if err == nil {
+		p.Signed = resp.signed
+	}
+	return p, err
 }
 
 // MachineProcesses lists a machine's processes.

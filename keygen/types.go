@@ -37,6 +37,9 @@ type Process struct {
 	LastHeartbeat, NextHeartbeat          *time.Time
 	Metadata                              map[string]any
 	Created                               time.Time
+	// Signed is the response this process was read from, as Keygen sent
+	// it (spawn, read and ping); nil for processes read from a list.
+	Signed *SignedResponse
 }
 
 // Component is a Keygen machine component.
