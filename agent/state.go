@@ -173,6 +173,7 @@ func (a *Agent) status() *ipc.Status {
 	a.lic.mu.Unlock()
 	st.Leases = a.leaseUsage(v)
 	st.HardwareChanges = v.Changes
+	st.OtherAgents = a.leases.otherAgents()
 	st.ClockSkew = a.clockSkew()
 	return st
 }
