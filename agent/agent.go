@@ -110,6 +110,7 @@ type Agent struct {
 	api   *keygen.Client // authenticated with the current license key
 
 	lic    licenseState
+	clock  *agentClock
 	leases *leaseTable
 	ev     evidenceState
 	conns  connSet
@@ -170,6 +171,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if a.procs == nil {
 		a.procs = osProcesses{}
 	}
+	a.clock = newAgentClock(a.now)
 	a.budget = budget.New(budget.Config{
 		Windows: []budget.Window{
 			{Limit: cfg.RateLimit.PerShort, Period: cfg.RateLimit.Short.D()},
@@ -216,6 +218,7 @@ func (a *Agent) newClientFor(licenseKey, token string) (*keygen.Client, error) {
 		AgentVersion:   Version,
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
+		TrustedNow:     a.clock.now,
 		OnResponse:     a.observeResponse,
 		BeforeRequest:  a.beforeRequest,
 		RSAPublicKey:   cfg.RSAPublicKey,
@@ -237,7 +240,9 @@ func (a *Agent) observeResponse(info keygen.ResponseInfo) {
 	}
 	obs.RetryAfter = info.RateLimit.RetryAfter
 	a.budget.Observe(obs)
-	if info.Verified && !info.Date.IsZero() {
+	// A nonce-bound answer (a validation) is taken once its nonce matched:
+	// observeValidation.
+	if info.Verified && !info.NonceBound && !info.Date.IsZero() {
 		a.advanceWatermark(info.Date)
 	}
 }
@@ -365,9 +370,7 @@ func (a *Agent) init(ctx context.Context) error {
 		a.log.Error("cache was corrupt and has been set aside; starting clean and re-fetching from Keygen",
 			"moved_to", r.QuarantinedTo, "reason", r.Reason)
 	}
-	if wm, err := store.Watermark(); err == nil {
-		a.lic.setWatermark(wm)
-	}
+	a.loadClock()
 	if ls, err := store.LastSync(); err == nil {
 		a.lic.mu.Lock()
 		a.lic.lastSync = ls
@@ -391,7 +394,6 @@ func (a *Agent) init(ctx context.Context) error {
 	a.apiMu.Lock()
 	a.api = api
 	a.apiMu.Unlock()
-	a.advanceWatermark(a.now())
 	return nil
 }
 
@@ -420,7 +422,12 @@ var errBudgetWait = fmt.Errorf("the request budget is exhausted: %w", context.De
 
 // call runs one Keygen API call at priority p under the shared budget.
 func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
-	err := a.authenticated(context.WithValue(ctx, priorityKey{}, p), f)
+	ctx = context.WithValue(ctx, priorityKey{}, p)
+	err := a.authenticated(ctx, f)
+	if dateOutOfWindow(err) && a.relearnClock(ctx) {
+		// The local clock moved since the last validation: relearned, retry.
+		err = a.authenticated(ctx, f)
+	}
 	a.observeAnswer(err)
 	return err
 }

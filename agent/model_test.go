@@ -87,10 +87,19 @@ var knownViolations = map[string]string{
 	// restoreLeases hands restored leases back (reuse) before any
 	// validation, whatever the last signed verdict said.
 	"I4/granted-after-signed-invalid-reused": "a restored lease is handed back after a signed refusal (restoreLeases/reuse)",
-	// item 6: the watermark follows the local clock and skewed Dates.
-	"I3/lease-revoked-clock_tampered":                        "a clock set back, or a skewed Date, revokes leases online (item 6)",
-	"I5/state-clock_tampered-CLOCK_TAMPERED-want-valid-true": "clock_tampered online with a correct clock (item 6)",
-	"I3/lease-revoked-offline_expired":                       "offline_expired early: a wrong clock or an older imported file (item 6, import)",
+	// item 6 (clock_tampered online) is fixed (agent/clock.go); what remains:
+	"I3/lease-revoked-offline_expired": "offline_expired early: a wrong clock or an older imported file (item 6, import)",
+	// Found once item 6 let a deactivate succeed under a skewed Date (seed
+	// 1): activate with the right key while Keygen is unreachable fails,
+	// yet the key is kept and the agent activates when Keygen is back; the
+	// model counts the machine as deactivated (items 1-2: what a failed
+	// activate leaves behind).
+	"I5/state-active-VALID-want-valid-false": "a failed activate (Keygen unreachable) still activates later (items 1-2)",
+	// Seed 10, after item 6's fix: an agent restarted just before the
+	// bad-signature fault, under a latency fault, went starting -> invalid
+	// online; not diagnosed to the end (likely a validation in flight when
+	// the fault began, answered with its genuine signature).
+	"I6/unsigned-answer-trusted": "restart then bad-signature under latency: starting -> invalid online (undiagnosed)",
 	// item 9: a dead peer's inherited connection gets a lease.
 	"I2/dead-peer-granted": "a forked child on its dead parent's connection is granted a lease (item 9)",
 	// restoreLeases and the schedulers mix clocks: adoption deadlines are

@@ -83,12 +83,23 @@ func (c *Client) Validate(ctx context.Context, licenseID string, o ValidateOptio
 
 func (c *Client) validate(ctx context.Context, r request, m validateMeta) (*Validation, error) {
 	m.Nonce = newNonce()
-	r.method, r.body = http.MethodPost, map[string]any{"meta": m}
-	d, err := c.doc(ctx, r)
+	r.method, r.body, r.nonceBound = http.MethodPost, map[string]any{"meta": m}, true
+	resp, err := c.do(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	return decodeValidation(d, m.Nonce)
+	d, err := decodeDocument(resp.body)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeValidation(d, m.Nonce)
+	if err != nil {
+		return nil, err
+	}
+	if resp.info.Verified {
+		v.Date, v.Sent, v.Received = resp.info.Date, resp.sent, resp.received
+	}
+	return v, nil
 }
 
 func decodeValidation(d *document, nonce int64) (*Validation, error) {
