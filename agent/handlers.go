@@ -32,8 +32,8 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if err := decodeParams(raw, &p); err != nil {
 			return nil, err
 		}
-		if p.WaitMS < 0 {
-			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
+		if err := checkAcquireParams(&p); err != nil {
+			return nil, err
 		}
 		return a.acquire(ctx, p)
 	})

@@ -1,0 +1,42 @@
+package agent
+
+import (
+	"encoding/json"
+
+	"github.com/keygen-agent/keygen-agent/ipc"
+)
+
+// Limits on what one lease.acquire may make the agent hold (and send to
+// Keygen with the process). The ipc server bounds lines, queues and
+// requests in flight per user; these bound the fields themselves.
+const (
+	// MaxMetadataBytes is the largest lease.acquire metadata, as JSON.
+	MaxMetadataBytes = 4 << 10
+	// MaxAppField is the longest app or app_version string.
+	MaxAppField = 256
+	// MaxWaitMS is the longest wait_ms honoured; longer waits are cut to it.
+	MaxWaitMS = 5 * 60 * 1000
+)
+
+// checkAcquireParams rejects oversized fields with INVALID_REQUEST and cuts
+// wait_ms to MaxWaitMS.
+func checkAcquireParams(p *ipc.AcquireParams) error {
+	if p.WaitMS < 0 {
+		return ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
+	}
+	if p.WaitMS > MaxWaitMS {
+		p.WaitMS = MaxWaitMS
+	}
+	if len(p.App) > MaxAppField || len(p.AppVersion) > MaxAppField {
+		return &ipc.Error{Code: ipc.CodeInvalidRequest, Message: "app and app_version must be at most 256 bytes",
+			Data: map[string]any{"max": MaxAppField}}
+	}
+	if p.Metadata != nil {
+		b, err := json.Marshal(p.Metadata)
+		if err != nil || len(b) > MaxMetadataBytes {
+			return &ipc.Error{Code: ipc.CodeInvalidRequest, Message: "metadata must be at most 4 KiB of JSON",
+				Data: map[string]any{"max": MaxMetadataBytes}}
+		}
+	}
+	return nil
+}
