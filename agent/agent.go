@@ -349,7 +349,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 	if d, ok := ctx.Value(maxWaitKey{}).(time.Duration); ok && d > 0 {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		if err := a.budget.Wait(wctx, p); err != nil {
+		if err := a.budget.WaitAs(wctx, p, budgetOwner(ctx)); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -357,7 +357,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 		}
 		return nil
 	}
-	return a.budget.Wait(ctx, p)
+	return a.budget.WaitAs(ctx, p, budgetOwner(ctx))
 }
 
 // go runs f on a goroutine owned by the agent: Run waits for it.

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 
 	"github.com/keygen-agent/keygen-agent/ipc"
@@ -39,4 +40,15 @@ func checkAcquireParams(p *ipc.AcquireParams) error {
 		}
 	}
 	return nil
+}
+
+// budgetOwner is whose share of the request budget a Keygen request made
+// with ctx uses: the uid of the local peer whose request it serves (the
+// ipc server puts the peer in every handler's context), or "" for the
+// agent's own work (pings, revalidations, replays).
+func budgetOwner(ctx context.Context) string {
+	if p, ok := ipc.PeerFromContext(ctx); ok {
+		return "uid:" + p.UID
+	}
+	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -173,6 +174,7 @@ func (w *window) remove(t time.Time) {
 }
 
 type waiter struct {
+	owner   string
 	prio    Priority
 	seq     uint64
 	index   int // in the heap; -1 when out of it
@@ -215,9 +217,15 @@ func (h *waiterHeap) Pop() any {
 type Budget struct {
 	now func() time.Time
 
-	mu          sync.Mutex
-	windows     []window
-	waiters     waiterHeap
+	mu      sync.Mutex
+	windows []window
+	// Waiters, per owner. Pings go first whoever waits; otherwise owners
+	// take turns (round robin over ring from next), and each owner's
+	// waiters go by priority, then first come first served.
+	owners      map[string]*waiterHeap
+	ring        []string // owners with waiters, in arrival order
+	next        int      // ring index of the owner whose turn is next
+	nwait       int
 	seq         uint64
 	sent        uint64
 	pausedUntil time.Time
@@ -227,7 +235,7 @@ type Budget struct {
 
 // New returns a Budget for c.
 func New(c Config) *Budget {
-	b := &Budget{now: c.Now}
+	b := &Budget{now: c.Now, owners: map[string]*waiterHeap{}}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -279,23 +287,77 @@ func (b *Budget) record(now time.Time) {
 // dispatchLocked grants slots to the waiters in order while the windows
 // allow, then arms the timer for the head waiter if one remains.
 func (b *Budget) dispatchLocked() {
-	if len(b.waiters) == 0 {
+	if b.nwait == 0 {
 		b.disarmLocked()
 		return
 	}
 	now := b.now()
-	for len(b.waiters) > 0 {
+	for b.nwait > 0 {
 		at := b.allowedAt(now)
 		if at.After(now) {
 			b.armLocked(now, at)
 			return
 		}
-		w := heap.Pop(&b.waiters).(*waiter)
+		w := b.popLocked()
 		b.record(now)
 		w.granted, w.at = true, now
 		close(w.ready)
 	}
 	b.disarmLocked()
+}
+
+func (b *Budget) pushLocked(w *waiter) {
+	h := b.owners[w.owner]
+	if h == nil {
+		h = &waiterHeap{}
+		b.owners[w.owner] = h
+		b.ring = append(b.ring, w.owner)
+	}
+	heap.Push(h, w)
+	b.nwait++
+}
+
+// popLocked takes the next waiter: the oldest ping if any waits, else the
+// first waiter of the owner whose turn it is.
+func (b *Budget) popLocked() *waiter {
+	turn := b.next % len(b.ring)
+	var ping *waiter
+	for i, o := range b.ring {
+		if w := (*b.owners[o])[0]; w.prio == PriorityPing && (ping == nil || w.seq < ping.seq) {
+			ping, turn = w, i
+		}
+	}
+	o := b.ring[turn]
+	w := heap.Pop(b.owners[o]).(*waiter)
+	b.nwait--
+	if ping == nil {
+		b.next = turn + 1
+	}
+	if b.owners[o].Len() == 0 {
+		b.dropOwnerLocked(turn)
+	}
+	return w
+}
+
+// dropOwnerLocked removes ring[i], an owner left without waiters.
+func (b *Budget) dropOwnerLocked(i int) {
+	delete(b.owners, b.ring[i])
+	b.ring = append(b.ring[:i], b.ring[i+1:]...)
+	if b.next > i {
+		b.next--
+	}
+	if len(b.ring) == 0 || b.next >= len(b.ring) {
+		b.next = 0
+	}
+}
+
+func (b *Budget) removeLocked(w *waiter) {
+	h := b.owners[w.owner]
+	heap.Remove(h, w.index)
+	b.nwait--
+	if h.Len() == 0 {
+		b.dropOwnerLocked(slices.Index(b.ring, w.owner))
+	}
 }
 
 func (b *Budget) armLocked(now, at time.Time) {
@@ -325,17 +387,27 @@ func (b *Budget) onTimer() {
 	b.mu.Unlock()
 }
 
-// Wait blocks until one request may be sent under every window and no
-// server-imposed pause is in force, and records it as sent. Waiters are served
-// strictly by priority, then first come first served. If ctx ends first, the
-// waiter is removed and Wait returns ctx.Err() with nothing recorded; Wait
-// returns nil exactly when a slot was recorded for the caller.
+// Wait is WaitAs for the agent's own requests (owner "").
 func (b *Budget) Wait(ctx context.Context, p Priority) error {
+	return b.WaitAs(ctx, p, "")
+}
+
+// WaitAs blocks until one request may be sent under every window and no
+// server-imposed pause is in force, and records it as sent. owner says on
+// whose behalf the request is made: "" for the agent's own work, a user id
+// for work a local user asked for. Waiting pings go first; otherwise the
+// owners with waiters take turns, so one user looping requests delays
+// another user (or the agent's revalidations) by at most one request per
+// other waiting owner. One owner's waiters are served by priority, then
+// first come first served. If ctx ends first, the waiter is removed and
+// WaitAs returns ctx.Err() with nothing recorded; it returns nil exactly
+// when a slot was recorded for the caller.
+func (b *Budget) WaitAs(ctx context.Context, p Priority, owner string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	b.mu.Lock()
-	if len(b.waiters) == 0 {
+	if b.nwait == 0 {
 		now := b.now()
 		if !b.allowedAt(now).After(now) {
 			b.record(now)
@@ -343,9 +415,9 @@ func (b *Budget) Wait(ctx context.Context, p Priority) error {
 			return nil
 		}
 	}
-	w := &waiter{prio: p, seq: b.seq, ready: make(chan struct{})}
+	w := &waiter{owner: owner, prio: p, seq: b.seq, ready: make(chan struct{})}
 	b.seq++
-	heap.Push(&b.waiters, w)
+	b.pushLocked(w)
 	b.dispatchLocked()
 	if w.granted {
 		b.mu.Unlock()
@@ -368,7 +440,7 @@ func (b *Budget) Wait(ctx context.Context, p Priority) error {
 		}
 		b.sent--
 	} else {
-		heap.Remove(&b.waiters, w.index)
+		b.removeLocked(w)
 	}
 	b.dispatchLocked()
 	return ctx.Err()
@@ -384,7 +456,7 @@ func (b *Budget) TryTake(p Priority) bool {
 	// After a dispatch, a remaining waiter means no slot is free for anyone,
 	// whatever the priority.
 	b.dispatchLocked()
-	if len(b.waiters) > 0 {
+	if b.nwait > 0 {
 		return false
 	}
 	now := b.now()
@@ -444,7 +516,7 @@ func (b *Budget) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
-	s := Stats{Sent: b.sent, Waiting: len(b.waiters), InWindow: make([]int, len(b.windows))}
+	s := Stats{Sent: b.sent, Waiting: b.nwait, InWindow: make([]int, len(b.windows))}
 	if b.pausedUntil.After(now) {
 		s.PausedUntil = b.pausedUntil
 	}
