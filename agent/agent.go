@@ -105,6 +105,7 @@ type Agent struct {
 	watching chan struct{}
 	wg       sync.WaitGroup
 	runCtx   context.Context
+	abort    context.CancelCauseFunc // ends Run with an error (a faulted cache)
 }
 
 // New checks the configuration and builds an Agent. It does no I/O: the
@@ -212,6 +213,8 @@ func (a *Agent) observeResponse(info keygen.ResponseInfo) {
 // leases left by a previous run, and keeps the license and leases current
 // until ctx is cancelled. It returns nil on a clean cancel.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, a.abort = context.WithCancelCause(ctx)
+	defer a.abort(nil)
 	a.runCtx = ctx
 	if err := a.init(ctx); err != nil {
 		a.initErr = err
@@ -258,6 +261,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("closing cache", "err", err)
 		}
 	}
+	if err := context.Cause(ctx); errors.Is(err, cache.ErrCorrupt) {
+		return err
+	}
 	return nil
 }
 
@@ -266,7 +272,7 @@ func (a *Agent) init(ctx context.Context) error {
 	store := a.deps.Store
 	if store == nil {
 		var err error
-		store, err = cache.Open(filepath.Join(cfg.DataDir, "agent.db"), cache.Options{Logger: a.log, Now: a.now})
+		store, err = cache.Open(filepath.Join(cfg.DataDir, "agent.db"), cache.Options{Logger: a.log, Now: a.now, OnFault: a.storeFault})
 		if err != nil {
 			return fmt.Errorf("opening cache: %w", err)
 		}

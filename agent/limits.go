@@ -52,3 +52,14 @@ func budgetOwner(ctx context.Context) string {
 	}
 	return ""
 }
+
+// storeFault is the cache's OnFault: agent.db changed under the running
+// agent and the store is unusable. Stop (Run returns the error, the daemon
+// exits non-zero) so the service manager restarts the agent into Open's
+// quarantine, rather than serve from a cache that fails every call.
+func (a *Agent) storeFault(err error) {
+	a.log.Error("the cache file was damaged while the agent ran; stopping so a restart sets it aside", "err", err)
+	if a.abort != nil {
+		a.abort(err)
+	}
+}
