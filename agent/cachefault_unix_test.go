@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/cache"
-	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 	"github.com/keygen-agent/keygen-agent/internal/agenttest"
+	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
 
 // agent.db truncated under a running agent: Run ends with an error (the
