@@ -66,10 +66,8 @@ func (c *Client) verifyResponse(req *http.Request, h http.Header, body []byte) (
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: bad Date %q", ErrNotGenuine, signed)
 	}
-	if c.drift >= 0 {
-		if age := c.now().Sub(date); age > c.drift {
-			return time.Time{}, fmt.Errorf("%w: signed %s ago (window %s)", ErrResponseTooOld, age.Round(time.Second), c.drift)
-		}
+	if err := checkDate(date, c.now(), c.drift); err != nil {
+		return time.Time{}, err
 	}
 	return date.UTC(), nil
 }
