@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -30,9 +31,10 @@ func TestTruncatedCacheStopsTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Keep the agent using its cache until it notices.
-	stop := make(chan struct{})
-	defer close(stop)
+	stop, loopDone := make(chan struct{}), make(chan struct{})
+	loopCtx, cancelLoop := context.WithCancel(t.Context())
 	go func() {
+		defer close(loopDone)
 		for i := 10; ; i++ {
 			select {
 			case <-stop:
@@ -40,21 +42,30 @@ func TestTruncatedCacheStopsTheAgent(t *testing.T) {
 			default:
 			}
 			e.procs.Spawn(i)
-			cl := e.dial(agenttest.PeerFor(i))
+			conn, err := e.ln.Dial(loopCtx, agenttest.PeerFor(i))
+			if err != nil {
+				return // the listener closed
+			}
+			cl := agenttest.NewClient(conn)
 			_, _, _ = cl.Acquire(acquireParams())
 			cl.Close()
-			_ = e.a.requestSync(t.Context())
+			_ = e.a.requestSync(loopCtx)
 		}
 	}()
+	var runErr error
 	select {
-	case err := <-e.done:
-		if !errors.Is(err, cache.ErrCorrupt) {
-			t.Fatalf("Run returned %v, want an error matching cache.ErrCorrupt", err)
-		}
+	case runErr = <-e.done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the agent neither stopped nor failed after agent.db was truncated; logs:\n%s", tail(e.logs.String()))
 	}
+	close(stop)
+	cancelLoop()
 	e.ipcSrv.Close()
+	e.ln.Close()
+	<-loopDone
+	if !errors.Is(runErr, cache.ErrCorrupt) {
+		t.Fatalf("Run returned %v, want an error matching cache.ErrCorrupt", runErr)
+	}
 	if !strings.Contains(e.logs.String(), "cache file was damaged while the agent ran") {
 		t.Fatalf("fault not logged:\n%s", tail(e.logs.String()))
 	}

@@ -115,7 +115,7 @@ func (e *env) start() {
 	e.ln = agenttest.NewMemListener()
 	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{
 		Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed,
-		PeerFunc: e.ln.PeerOf,
+		PeerFunc: e.ln.PeerOf, MaxConns: 1 << 16, MaxConnsPerUID: 1 << 16, MaxInFlightPerUID: 1 << 16, // fake peers share one uid
 	})
 	go e.ipcSrv.Serve(e.ln)
 	ctx, cancel := context.WithCancel(context.Background())

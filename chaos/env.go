@@ -157,6 +157,7 @@ func (e *Env) Start() error {
 	e.ipcSrv = ipc.NewServer(ipc.ServerConfig{
 		Mux: a.Mux(), Logger: log, OnConnect: a.ConnOpened, OnClose: a.ConnClosed,
 		PeerFunc: peerFunc, MaxConns: 4096, MaxMessageSize: e.opts.MaxMessageSize,
+		MaxConnsPerUID: 4096, MaxInFlightPerUID: 1 << 16, // many app instances of one test user
 	})
 	go func() { _ = e.ipcSrv.Serve(e.ln) }()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -96,18 +96,18 @@ type ServerConfig struct {
 	WriteTimeout        time.Duration // per write, default 10s
 	OutQueue            int           // queued outgoing messages per conn, default 256
 	// OutQueueBytes bounds the bytes queued for one connection (default
-	// 128 KiB). A peer that lets either bound fill is not reading: it is
+	// 64 KiB; one message of any size fits an empty queue). A peer that lets either bound fill is not reading: it is
 	// disconnected.
 	OutQueueBytes int
 	MaxInFlight   int // concurrent requests per conn, default 64; excess get BUSY
 	// MaxConnsPerUID is how many connections one non-admin uid may hold
-	// (default 64); AdminReserve is how many of MaxConns only admins may
+	// (default 256); AdminReserve is how many of MaxConns only admins may
 	// use (default 32, at most half of MaxConns), so root's CLI always
 	// gets in.
 	MaxConnsPerUID int
 	AdminReserve   int
 	// MaxInFlightPerUID bounds one non-admin uid's requests in flight over
-	// all its connections (default 128): waiting lease.acquire calls
+	// all its connections (default 256): waiting lease.acquire calls
 	// included.
 	MaxInFlightPerUID int
 	// IdleTimeout closes a connection that has not sent one complete
@@ -136,10 +136,10 @@ type ServerConfig struct {
 const (
 	DefaultMaxMessageSize      = 64 << 10
 	DefaultMaxAdminMessageSize = 1 << 20
-	DefaultOutQueueBytes       = 128 << 10
-	DefaultMaxConnsPerUID      = 64
+	DefaultOutQueueBytes       = 64 << 10
+	DefaultMaxConnsPerUID      = 256
 	DefaultAdminReserve        = 32
-	DefaultMaxInFlightPerUID   = 128
+	DefaultMaxInFlightPerUID   = 256
 	DefaultIdleTimeout         = 30 * time.Second
 	// maxEcho bounds how much of a peer's own text an error repeats.
 	maxEcho = 64
@@ -564,7 +564,9 @@ func (c *Conn) send(b []byte) error {
 		c.qmu.Unlock()
 		return ErrConnClosed
 	}
-	if len(c.queue) >= c.s.cfg.OutQueue || c.queued+len(b) > c.s.cfg.OutQueueBytes {
+	// One message always fits an empty queue (an admin's leases.list can
+	// be large); more must fit OutQueueBytes.
+	if len(c.queue) >= c.s.cfg.OutQueue || (c.queued > 0 && c.queued+len(b) > c.s.cfg.OutQueueBytes) {
 		queued, n := c.queued, len(c.queue)
 		c.qmu.Unlock()
 		c.s.log.Warn("peer is not reading its messages; closing", "conn", c.id, "pid", c.peer.PID, "queued", n, "queued_bytes", queued)
