@@ -597,7 +597,7 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	a.sched.Remove(processKeyPrefix + id)
 	a.sched.Remove(adoptKeyPrefix + id)
 
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(a.ctx()), 30*time.Second)
+	ctx, cancel := context.WithTimeout(withBudgetOwner(context.WithoutCancel(a.ctx()), l.user), 30*time.Second)
 	defer cancel()
 	switch {
 	case procID != "":

@@ -42,11 +42,25 @@ func checkAcquireParams(p *ipc.AcquireParams) error {
 	return nil
 }
 
+type budgetOwnerKey struct{}
+
+// withBudgetOwner charges the Keygen requests made with ctx to uid's share
+// (a lease's kill, made after its holder's request returned).
+func withBudgetOwner(ctx context.Context, uid string) context.Context {
+	if uid == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, budgetOwnerKey{}, uid)
+}
+
 // budgetOwner is whose share of the request budget a Keygen request made
 // with ctx uses: the uid of the local peer whose request it serves (the
 // ipc server puts the peer in every handler's context), or "" for the
 // agent's own work (pings, revalidations, replays).
 func budgetOwner(ctx context.Context) string {
+	if uid, ok := ctx.Value(budgetOwnerKey{}).(string); ok {
+		return "uid:" + uid
+	}
 	if p, ok := ipc.PeerFromContext(ctx); ok {
 		return "uid:" + p.UID
 	}

@@ -56,6 +56,9 @@ var DefaultWindows = []Window{
 // DefaultSafety is the share of each limit the budget allows itself.
 const DefaultSafety = 0.9
 
+// DefaultOwnerShare is the share of each window one local user may use.
+const DefaultOwnerShare = 0.5
+
 // MaxPause bounds how long a single [Observation] can pause the budget, so a
 // Reset skewed by a wrong clock cannot stop the agent for good.
 const MaxPause = time.Hour
@@ -69,6 +72,12 @@ type Config struct {
 	// other values mean [DefaultSafety]. The effective limit of a window is
 	// floor(Safety*Limit), at least 1.
 	Safety float64
+	// OwnerShare is the share of each effective window one owner other
+	// than the agent ("") may use, in (0, 1]; other values mean
+	// [DefaultOwnerShare]. A user looping requests then leaves the rest
+	// of every window to other users and to the agent's own pings and
+	// revalidations.
+	OwnerShare float64
 	// Now is the clock; nil means time.Now. It must advance with the time
 	// package's timers (it is meant for tests and clock offsets).
 	Now func() time.Time
@@ -226,6 +235,8 @@ type Budget struct {
 	ring        []string // owners with waiters, in arrival order
 	next        int      // ring index of the owner whose turn is next
 	nwait       int
+	share       float64
+	used        map[string][]window // per owner but "": its own sends, at its share of each limit
 	seq         uint64
 	sent        uint64
 	pausedUntil time.Time
@@ -235,7 +246,10 @@ type Budget struct {
 
 // New returns a Budget for c.
 func New(c Config) *Budget {
-	b := &Budget{now: c.Now, owners: map[string]*waiterHeap{}}
+	b := &Budget{now: c.Now, owners: map[string]*waiterHeap{}, used: map[string][]window{}, share: c.OwnerShare}
+	if !(b.share > 0 && b.share <= 1) {
+		b.share = DefaultOwnerShare
+	}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -298,8 +312,15 @@ func (b *Budget) dispatchLocked() {
 			b.armLocked(now, at)
 			return
 		}
-		w := b.popLocked()
+		w, wake := b.popLocked(now)
+		if w == nil {
+			// Every waiting owner has used its share: wait for the
+			// first share to free up.
+			b.armLocked(now, wake)
+			return
+		}
 		b.record(now)
+		b.recordOwner(w.owner, now)
 		w.granted, w.at = true, now
 		close(w.ready)
 	}
@@ -317,26 +338,94 @@ func (b *Budget) pushLocked(w *waiter) {
 	b.nwait++
 }
 
-// popLocked takes the next waiter: the oldest ping if any waits, else the
-// first waiter of the owner whose turn it is.
-func (b *Budget) popLocked() *waiter {
-	turn := b.next % len(b.ring)
+// popLocked takes the next waiter whose owner is within its share: the
+// oldest such ping if any waits, else the first waiter of the next such
+// owner in turn. If none is, it returns nil and when the first share frees.
+func (b *Budget) popLocked(now time.Time) (*waiter, time.Time) {
+	var wake time.Time
+	eligible := func(o string) bool {
+		at := b.ownerAllowedAt(o, now)
+		if at.After(now) {
+			if wake.IsZero() || at.Before(wake) {
+				wake = at
+			}
+			return false
+		}
+		return true
+	}
+	turn := -1
 	var ping *waiter
 	for i, o := range b.ring {
-		if w := (*b.owners[o])[0]; w.prio == PriorityPing && (ping == nil || w.seq < ping.seq) {
+		if w := (*b.owners[o])[0]; w.prio == PriorityPing && (ping == nil || w.seq < ping.seq) && eligible(o) {
 			ping, turn = w, i
 		}
+	}
+	if ping == nil {
+		for k := range b.ring {
+			i := (b.next + k) % len(b.ring)
+			if eligible(b.ring[i]) {
+				turn = i
+				break
+			}
+		}
+		if turn < 0 {
+			return nil, wake
+		}
+		b.next = turn + 1
 	}
 	o := b.ring[turn]
 	w := heap.Pop(b.owners[o]).(*waiter)
 	b.nwait--
-	if ping == nil {
-		b.next = turn + 1
-	}
 	if b.owners[o].Len() == 0 {
 		b.dropOwnerLocked(turn)
 	}
-	return w
+	return w, time.Time{}
+}
+
+// ownerAllowedAt is when owner may send one more request within its share
+// of every window; now itself if it may. The agent ("") has no share cap.
+func (b *Budget) ownerAllowedAt(owner string, now time.Time) time.Time {
+	at := now
+	if owner == "" {
+		return at
+	}
+	for i := range b.used[owner] {
+		w := &b.used[owner][i]
+		w.prune(now)
+		if f := w.freeAt(now); f.After(at) {
+			at = f
+		}
+	}
+	return at
+}
+
+// recordOwner counts a send against owner's share; owners whose windows
+// are empty are forgotten.
+func (b *Budget) recordOwner(owner string, now time.Time) {
+	if owner == "" {
+		return
+	}
+	ws := b.used[owner]
+	if ws == nil {
+		ws = make([]window, len(b.windows))
+		for i, g := range b.windows {
+			ws[i] = window{limit: max(1, int(b.share*float64(g.limit))), period: g.period}
+		}
+		b.used[owner] = ws
+	}
+	for i := range ws {
+		ws[i].push(now)
+	}
+	for o, ows := range b.used {
+		empty := true
+		for i := range ows {
+			ows[i].prune(now)
+			empty = empty && ows[i].n == 0
+		}
+		if empty {
+			delete(b.used, o)
+		}
+	}
 }
 
 // dropOwnerLocked removes ring[i], an owner left without waiters.
@@ -409,8 +498,9 @@ func (b *Budget) WaitAs(ctx context.Context, p Priority, owner string) error {
 	b.mu.Lock()
 	if b.nwait == 0 {
 		now := b.now()
-		if !b.allowedAt(now).After(now) {
+		if !b.allowedAt(now).After(now) && !b.ownerAllowedAt(owner, now).After(now) {
 			b.record(now)
+			b.recordOwner(owner, now)
 			b.mu.Unlock()
 			return nil
 		}
@@ -437,6 +527,9 @@ func (b *Budget) WaitAs(ctx context.Context, p Priority, owner string) error {
 		// says whether a slot is the caller's.
 		for i := range b.windows {
 			b.windows[i].remove(w.at)
+		}
+		for i := range b.used[w.owner] {
+			b.used[w.owner][i].remove(w.at)
 		}
 		b.sent--
 	} else {

@@ -95,3 +95,47 @@ func TestOwnerKeepsPriorityOrder(t *testing.T) {
 		}
 	})
 }
+
+// One user may use only its share of each window, so a user who exhausted
+// it leaves room for another user and for the agent, even when no one else
+// was waiting while it spent.
+func TestOwnerShareOfWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{Windows: []Window{{Limit: 10, Period: time.Minute}}, Safety: 1, OwnerShare: 0.5})
+		var mu sync.Mutex
+		granted := map[string]int{}
+		for range 20 {
+			go func() {
+				if b.WaitAs(t.Context(), PrioritySpawn, "1000") == nil {
+					mu.Lock()
+					granted["1000"]++
+					mu.Unlock()
+				}
+			}()
+		}
+		synctest.Wait()
+		mu.Lock()
+		if granted["1000"] != 5 {
+			t.Fatalf("the user got %d of a 10-request window, want its share of 5", granted["1000"])
+		}
+		mu.Unlock()
+		// Another user and the agent still get in at once.
+		for _, o := range []string{"1001", ""} {
+			start := time.Now()
+			if err := b.WaitAs(t.Context(), PrioritySpawn, o); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d != 0 {
+				t.Fatalf("owner %q waited %v behind a user over its share", o, d)
+			}
+		}
+		// The flooder resumes as its own sends leave the window.
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if granted["1000"] != 10 {
+			t.Fatalf("after one period the user has %d, want 10", granted["1000"])
+		}
+	})
+}
