@@ -107,6 +107,8 @@ type Store struct {
 // Test hooks.
 var (
 	renameFile = os.Rename
+	// noSync skips fsync (fuzzing: an fsync per execution is the cost).
+	noSync = false
 )
 
 const (
@@ -282,6 +284,7 @@ func (s *Store) openRW() (db *bolt.DB, reason string, err error) {
 	db, err = bolt.Open(s.path, 0o600, &bolt.Options{
 		Timeout:        s.opts.LockTimeout,
 		NoFreelistSync: true,
+		NoSync:         noSync,
 		OpenFile:       rec.open,
 	})
 	if err != nil {
