@@ -76,6 +76,10 @@ type IPCOptions struct {
 	PeerFunc       func(net.Conn) (ipc.Peer, error)
 	MaxConns       int
 	MaxMessageSize int
+	// Per-uid shares (ipc.ServerConfig); tests whose fake peers all share
+	// one uid raise them.
+	MaxConnsPerUID    int
+	MaxInFlightPerUID int
 }
 
 // LeaseStopBudget bounds how long Run's shutdown spends ending leases
@@ -135,6 +139,7 @@ type Agent struct {
 	watching chan struct{}
 	wg       sync.WaitGroup
 	runCtx   context.Context
+	abort    context.CancelCauseFunc // ends Run with an error (a faulted cache)
 }
 
 // New checks the configuration and builds an Agent. It does no I/O; Run
@@ -260,6 +265,8 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	if ln == nil {
 		return fmt.Errorf("%w: Run needs a listener", ErrConfig)
 	}
+	ctx, a.abort = context.WithCancelCause(ctx)
+	defer a.abort(nil)
 	a.runCtx = ctx
 	halt, stopHalt := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHalt()
@@ -269,6 +276,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		Mux: a.mux, Logger: a.log, AdminGroup: cfg.AdminGroup,
 		OnConnect: a.connOpened, OnClose: a.connClosed,
 		PeerFunc: a.deps.IPC.PeerFunc, MaxConns: a.deps.IPC.MaxConns, MaxMessageSize: a.deps.IPC.MaxMessageSize,
+		MaxConnsPerUID: a.deps.IPC.MaxConnsPerUID, MaxInFlightPerUID: a.deps.IPC.MaxInFlightPerUID,
 	})
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
@@ -352,6 +360,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 			a.log.Warn("closing cache", "err", cerr)
 		}
 	}
+	if cerr := context.Cause(ctx); errors.Is(cerr, cache.ErrCorrupt) {
+		return cerr
+	}
 	return err
 }
 
@@ -360,7 +371,7 @@ func (a *Agent) init(ctx context.Context) error {
 	store := a.deps.Store
 	if store == nil {
 		var err error
-		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now})
+		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now, OnFault: a.storeFault})
 		if err != nil {
 			return fmt.Errorf("opening cache: %w", err)
 		}
@@ -447,7 +458,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 	if d, ok := ctx.Value(maxWaitKey{}).(time.Duration); ok && d > 0 {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		if err := a.budget.Wait(wctx, p); err != nil {
+		if err := a.budget.WaitAs(wctx, p, budgetOwner(ctx)); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -455,7 +466,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 		}
 		return nil
 	}
-	return a.budget.Wait(ctx, p)
+	return a.budget.WaitAs(ctx, p, budgetOwner(ctx))
 }
 
 // go runs f on a goroutine owned by the agent: Run waits for it.

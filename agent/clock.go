@@ -257,7 +257,7 @@ func (a *Agent) clockSkewThreshold() time.Duration {
 // on corrected time: a replay, or the local clock moved since the offset
 // was learned.
 func dateOutOfWindow(err error) bool {
-	return errors.Is(err, keygen.ErrResponseTooOld)
+	return errors.Is(err, keygen.ErrResponseTooOld) || errors.Is(err, keygen.ErrResponseFromFuture)
 }
 
 // relearnClock learns the clock offset again from a nonce-bound validation

@@ -34,8 +34,8 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if err := decodeParams(raw, &p); err != nil {
 			return nil, err
 		}
-		if p.WaitMS < 0 {
-			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
+		if err := checkAcquireParams(&p); err != nil {
+			return nil, err
 		}
 		if err := checkLeaseMetadata(p.Metadata); err != nil {
 			return nil, err

@@ -191,7 +191,14 @@ func (c *Client) LicensePolicy(ctx context.Context, licenseID string) (*Policy, 
 // CheckoutLicense checks out a license file
 // (POST /licenses/{id}/actions/check-out).
 func (c *Client) CheckoutLicense(ctx context.Context, id string, o CheckoutOptions) (*Checkout, error) {
-	return c.checkout(ctx, "/licenses/"+esc(id)+"/actions/check-out", "license-files", o)
+	co, err := c.checkout(ctx, "/licenses/"+esc(id)+"/actions/check-out", "license-files", o)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCheckout(co, "license", id); err != nil {
+		return nil, err
+	}
+	return co, nil
 }
 
 // pageSize and maxPages bound list calls.

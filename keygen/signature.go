@@ -70,8 +70,8 @@ func (c *Client) verifyResponse(req *http.Request, h http.Header, body []byte, n
 		return time.Time{}, fmt.Errorf("%w: bad Date %q", ErrNotGenuine, signed)
 	}
 	if c.drift >= 0 && !nonceBound {
-		if age := c.trusted().Sub(date); age > c.drift {
-			return time.Time{}, fmt.Errorf("%w: signed %s ago (window %s)", ErrResponseTooOld, age.Round(time.Second), c.drift)
+		if err := checkDate(date, c.trusted(), c.drift); err != nil {
+			return time.Time{}, err
 		}
 	}
 	return date.UTC(), nil

@@ -125,4 +125,7 @@ type Checkout struct {
 	Issued      time.Time
 	Expiry      *time.Time
 	TTL         *int
+	// MachineID and LicenseID are the answer's relationships (empty when
+	// absent).
+	MachineID, LicenseID string
 }
