@@ -76,6 +76,10 @@ type IPCOptions struct {
 	PeerFunc       func(net.Conn) (ipc.Peer, error)
 	MaxConns       int
 	MaxMessageSize int
+	// Per-uid shares (ipc.ServerConfig); tests whose fake peers all share
+	// one uid raise them.
+	MaxConnsPerUID    int
+	MaxInFlightPerUID int
 }
 
 // LeaseStopBudget bounds how long Run's shutdown spends ending leases
@@ -110,7 +114,8 @@ type Agent struct {
 	api   *keygen.Client // authenticated with the current license key
 
 	lic    licenseState
-	klc    klcState // check-in, entitlements, leasing strategies, license changes (limits.go)
+	klc    klcState // check-in, entitlements, leasing strategies, license changes (klc.go)
+	clock  *agentClock
 	leases *leaseTable
 	ev     evidenceState
 	conns  connSet
@@ -135,6 +140,7 @@ type Agent struct {
 	watching chan struct{}
 	wg       sync.WaitGroup
 	runCtx   context.Context
+	abort    context.CancelCauseFunc // ends Run with an error (a faulted cache)
 }
 
 // New checks the configuration and builds an Agent. It does no I/O; Run
@@ -171,6 +177,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if a.procs == nil {
 		a.procs = osProcesses{}
 	}
+	a.clock = newAgentClock(a.now)
 	a.budget = budget.New(budget.Config{
 		Windows: []budget.Window{
 			{Limit: cfg.RateLimit.PerShort, Period: cfg.RateLimit.Short.D()},
@@ -217,6 +224,7 @@ func (a *Agent) newClientFor(licenseKey, token string) (*keygen.Client, error) {
 		AgentVersion:   Version,
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
+		TrustedNow:     a.clock.now,
 		OnResponse:     a.observeResponse,
 		BeforeRequest:  a.beforeRequest,
 		RSAPublicKey:   cfg.RSAPublicKey,
@@ -238,7 +246,9 @@ func (a *Agent) observeResponse(info keygen.ResponseInfo) {
 	}
 	obs.RetryAfter = info.RateLimit.RetryAfter
 	a.budget.Observe(obs)
-	if info.Verified && !info.Date.IsZero() {
+	// A nonce-bound answer (a validation) is taken once its nonce matched:
+	// observeValidation.
+	if info.Verified && !info.NonceBound && !info.Date.IsZero() {
 		a.advanceWatermark(info.Date)
 	}
 }
@@ -256,6 +266,8 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	if ln == nil {
 		return fmt.Errorf("%w: Run needs a listener", ErrConfig)
 	}
+	ctx, a.abort = context.WithCancelCause(ctx)
+	defer a.abort(nil)
 	a.runCtx = ctx
 	halt, stopHalt := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHalt()
@@ -265,6 +277,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		Mux: a.mux, Logger: a.log, AdminGroup: cfg.AdminGroup,
 		OnConnect: a.connOpened, OnClose: a.connClosed,
 		PeerFunc: a.deps.IPC.PeerFunc, MaxConns: a.deps.IPC.MaxConns, MaxMessageSize: a.deps.IPC.MaxMessageSize,
+		MaxConnsPerUID: a.deps.IPC.MaxConnsPerUID, MaxInFlightPerUID: a.deps.IPC.MaxInFlightPerUID,
 	})
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
@@ -348,6 +361,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 			a.log.Warn("closing cache", "err", cerr)
 		}
 	}
+	if cerr := context.Cause(ctx); errors.Is(cerr, cache.ErrCorrupt) {
+		return cerr
+	}
 	return err
 }
 
@@ -356,7 +372,7 @@ func (a *Agent) init(ctx context.Context) error {
 	store := a.deps.Store
 	if store == nil {
 		var err error
-		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now})
+		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now, OnFault: a.storeFault})
 		if err != nil {
 			return fmt.Errorf("opening cache: %w", err)
 		}
@@ -366,9 +382,7 @@ func (a *Agent) init(ctx context.Context) error {
 		a.log.Error("cache was corrupt and has been set aside; starting clean and re-fetching from Keygen",
 			"moved_to", r.QuarantinedTo, "reason", r.Reason)
 	}
-	if wm, err := store.Watermark(); err == nil {
-		a.lic.setWatermark(wm)
-	}
+	a.loadClock()
 	if ls, err := store.LastSync(); err == nil {
 		a.lic.mu.Lock()
 		a.lic.lastSync = ls
@@ -392,7 +406,6 @@ func (a *Agent) init(ctx context.Context) error {
 	a.apiMu.Lock()
 	a.api = api
 	a.apiMu.Unlock()
-	a.advanceWatermark(a.now())
 	return nil
 }
 
@@ -421,7 +434,12 @@ var errBudgetWait = fmt.Errorf("the request budget is exhausted: %w", context.De
 
 // call runs one Keygen API call at priority p under the shared budget.
 func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
-	err := a.authenticated(context.WithValue(ctx, priorityKey{}, p), f)
+	ctx = context.WithValue(ctx, priorityKey{}, p)
+	err := a.authenticated(ctx, f)
+	if dateOutOfWindow(err) && a.relearnClock(ctx) {
+		// The local clock moved since the last validation: relearned, retry.
+		err = a.authenticated(ctx, f)
+	}
 	a.observeAnswer(err)
 	return err
 }
@@ -441,7 +459,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 	if d, ok := ctx.Value(maxWaitKey{}).(time.Duration); ok && d > 0 {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		if err := a.budget.Wait(wctx, p); err != nil {
+		if err := a.budget.WaitAs(wctx, p, budgetOwner(ctx)); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -449,7 +467,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 		}
 		return nil
 	}
-	return a.budget.Wait(ctx, p)
+	return a.budget.WaitAs(ctx, p, budgetOwner(ctx))
 }
 
 // go runs f on a goroutine owned by the agent: Run waits for it.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
 	"github.com/keygen-agent/keygen-agent/cache"
@@ -32,8 +34,8 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if err := decodeParams(raw, &p); err != nil {
 			return nil, err
 		}
-		if p.WaitMS < 0 {
-			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
+		if err := checkAcquireParams(&p); err != nil {
+			return nil, err
 		}
 		if err := checkLeaseMetadata(p.Metadata); err != nil {
 			return nil, err
@@ -335,6 +337,13 @@ func (a *Agent) importCertificate(data []byte) error {
 			return err
 		}
 	}
+	if cached := a.cachedIssued(kind); !cached.IsZero() && ds.Issued.Before(cached) {
+		// The newest signed fact wins: an older file (a stale backup, or
+		// one with a higher limit from before a policy change) never
+		// replaces a newer one.
+		return fmt.Errorf("%w: issued %s, the cached %s file was issued %s", errOlderCertificate,
+			ds.Issued.UTC().Format(time.RFC3339), kind, cached.UTC().Format(time.RFC3339))
+	}
 	a.advanceWatermark(ds.Issued)
 	if err := a.store.PutCertificate(kind, data, now); err != nil {
 		return err
@@ -344,6 +353,24 @@ func (a *Agent) importCertificate(data []byte) error {
 		a.fire(evImported, a.offlineView())
 	}
 	return nil
+}
+
+// errOlderCertificate: an import older than the certificate in the cache.
+var errOlderCertificate = errors.New("the certificate is older than the one in the cache")
+
+// cachedIssued is when the cached certificate of this kind was issued, if
+// one is cached and still verifies (expired included); zero otherwise.
+func (a *Agent) cachedIssued(kind string) time.Time {
+	rec, err := a.store.Certificate(kind)
+	if err != nil || rec == nil {
+		return time.Time{}
+	}
+	now, _ := a.trustedNow()
+	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
+	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired)) {
+		return time.Time{}
+	}
+	return ds.Issued
 }
 
 // connSet is the set of open connections, for broadcasts.

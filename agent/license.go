@@ -194,6 +194,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 	if err != nil {
 		return false, err
 	}
+	a.clock.observeValidation(v)
 	a.markSynced()
 	rec := cache.ValidationRecord{Valid: v.Valid, Code: v.Code, Detail: v.Detail, At: a.now()}
 	if v.License != nil {

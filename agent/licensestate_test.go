@@ -368,3 +368,36 @@ func TestLifecycleDiagramMatchesTable(t *testing.T) {
 		t.Errorf("docs/lifecycle.md edges differ from lifecycleTable\ndrawn: %q\nwant:  %q", drawn, want)
 	}
 }
+
+// The newest signed fact wins for imports too (found by the model test: an
+// older machine file with a higher limit, imported after a policy change,
+// let offline leases exceed the new limit): a file issued before the
+// cached one is refused and the cached one kept.
+func TestImportOlderMachineFileRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		old, err := e.a.store.Certificate(certMachine)
+		if err != nil || old == nil {
+			t.Fatalf("cached machine file: %v", err)
+		}
+		time.Sleep(2 * time.Hour)
+		if err := e.a.ensureCertificate(context.Background(), nil, true); err != nil {
+			t.Fatalf("fresh check-out: %v", err)
+		}
+		fresh, _ := e.a.store.Certificate(certMachine)
+		if string(fresh.Raw) == string(old.Raw) {
+			t.Fatal("the forced check-out did not replace the file")
+		}
+		err = e.a.importCertificate(old.Raw)
+		if !errors.Is(err, errOlderCertificate) {
+			t.Fatalf("importing the older file: %v", err)
+		}
+		if cur, _ := e.a.store.Certificate(certMachine); string(cur.Raw) != string(fresh.Raw) {
+			t.Fatal("the older file replaced the newer one")
+		}
+		// The same file again is not "older": re-importing is harmless.
+		if err := e.a.importCertificate(fresh.Raw); err != nil {
+			t.Fatalf("re-importing the cached file: %v", err)
+		}
+	})
+}

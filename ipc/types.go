@@ -88,12 +88,24 @@ type Status struct {
 	// processes on this machine for this license (a system and a per-user
 	// agent, or two installs): they share the machine's process limit.
 	OtherAgents []OtherAgent `json:"other_agents,omitempty"`
+	// ClockSkew is set when the local clock differs from Keygen's by more
+	// than a minute (or the clock tolerance, when smaller): a warning, never a lock-out online.
+	ClockSkew *ClockSkew `json:"clock_skew,omitempty"`
 }
 
 // OtherAgent is another agent instance in a [Status].
 type OtherAgent struct {
 	AgentID   string `json:"agent_id"`
 	Processes int    `json:"processes"` // its Keygen processes on this machine
+}
+
+// ClockSkew describes how far the local clock is from Keygen's, learned
+// from the last license validation.
+type ClockSkew struct {
+	// Seconds is Keygen's clock minus the local clock: positive when the
+	// local clock is behind.
+	Seconds float64 `json:"seconds"`
+	Detail  string  `json:"detail"`
 }
 
 // LicenseInfo describes the license in a [Status].
