@@ -94,13 +94,22 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 		return
 	}
 	key := schedKey{kind: schedPing, lease: id}
+	var proc *keygen.Process
 	err := a.call(ctx, budget.PriorityPing, func(ctx context.Context, c *keygen.Client) error {
-		p, err := c.PingProcess(ctx, lp.processID)
-		a.recordProof(id, p, false)
+		var err error
+		proc, err = c.PingProcess(ctx, lp.processID)
+		a.recordProof(id, proc, false)
 		return err
 	})
 	switch {
 	case err == nil:
+		// Keygen's answer carries the process's interval (the machine's
+		// heartbeat duration, or 600 s): follow it, so a changed policy
+		// or a lease restored without one is pinged in time.
+		if d := time.Duration(proc.Interval) * time.Second; d > 0 && d != lp.interval {
+			lp = a.leases.setProcess(l, lp.processID, d)
+			a.persistLease(l)
+		}
 	case errors.Is(err, keygen.ErrNotFound) || errors.Is(err, keygen.ErrHeartbeatDead):
 		// Culled or dead (an outage longer than the window): re-spawn
 		// under the same lease, transparently for the app.
@@ -135,8 +144,12 @@ func (a *Agent) respawn(ctx context.Context, l *lease) bool {
 		a.log.Warn("re-spawn failed", "lease", l.id, "err", err)
 		return false
 	}
-	a.leases.setProcess(l, proc.ID, 0)
+	a.leases.setProcess(l, proc.ID, time.Duration(proc.Interval)*time.Second)
 	a.recordProof(l.id, proc, true)
 	a.persistLease(l)
 	return true
 }
+
+// minProcessInterval is the shortest heartbeat duration Keygen accepts
+// (policy.rb: heartbeat_duration >= 60).
+const minProcessInterval = 60 * time.Second

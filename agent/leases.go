@@ -44,6 +44,13 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	if !a.isReady() {
 		return nil, ipc.Errorf(ipc.CodeStarting, "the agent is starting; retry shortly")
 	}
+	// The peer is the process that opened the connection, resolved once at
+	// accept. When it is gone, the caller is a process that inherited the
+	// connection (fork and exit): it gets no seat, neither a new one nor
+	// the dead process's (issue 14 defect 9).
+	if err := a.peerAlive(peer); err != nil {
+		return nil, err
+	}
 	key := procKey{peer.PID, peer.StartTime}
 	v := a.view()
 	if res := a.reuse(key, conn, v); res != nil {
@@ -65,7 +72,10 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	defer seat.cancel() // hands the seat on unless committed
 	if p.WaitMS > 0 {
 		// While this acquirer waited, the process may have got a lease on
-		// another connection, or the license may have changed.
+		// another connection, or exited, or the license may have changed.
+		if err := a.peerAlive(peer); err != nil {
+			return nil, err
+		}
 		v = a.view()
 		if res := a.reuse(key, conn, v); res != nil {
 			return res, nil
@@ -90,6 +100,16 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	}
 	a.log.Info("lease acquired", "lease", l.id, "pid", l.pid, "app", l.app, "process", lp.processID, "offline", lp.offline)
 	return acquireResult(lp, v, false), nil
+}
+
+// peerAlive refuses a caller whose process has exited.
+func (a *Agent) peerAlive(peer ipc.Peer) error {
+	if a.procs.Alive(peer.PID, peer.StartTime) {
+		return nil
+	}
+	return &ipc.Error{Code: ipc.CodeProcessExited,
+		Message: fmt.Sprintf("process %d, which opened this connection, has exited; a process that inherited the connection must connect itself", peer.PID),
+		Data:    map[string]any{"pid": peer.PID}}
 }
 
 // reuse gives the caller its existing lease back on conn, or returns nil.
@@ -295,12 +315,22 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 		l.offline = true
 	}
 	if l.offline {
-		payload, _ := json.Marshal(l.processMetadata())
+		payload, _ := json.Marshal(l.processMetadata(a.agentID()))
 		if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxSpawn, LeaseID: l.id, Payload: payload, Created: a.now()}); err != nil {
 			return nil, ipc.Errorf(ipc.CodeInternal, "queueing the offline lease: %v", err)
 		}
 	}
-	a.persistLease(l)
+	// The record is durable before lease.acquire answers: after a kill -9
+	// right after the answer, the restarted agent still knows the lease,
+	// so the app re-claims it (same lease, same Keygen process) instead of
+	// getting a new one. One bbolt commit per acquire; BENCHMARKS.md
+	// measures it. Later changes (a re-spawn's process id, the release)
+	// still go through the background writer: losing one of those only
+	// costs a ping that finds the process gone, or a stale record whose app
+	// is gone at the next start.
+	if err := a.store.PutLease(a.leases.record(l)); err != nil {
+		a.log.Error("writing the lease record; a restart will not re-adopt this lease", "lease", l.id, "err", err)
+	}
 	return l, nil
 }
 
@@ -321,10 +351,12 @@ const (
 	outboxRetry = 30 * time.Second
 )
 
-func (l *lease) processMetadata() map[string]any {
+// processMetadata is the metadata of l's Keygen process; agentID marks
+// the agent that owns it (instance.go).
+func (l *lease) processMetadata(agentID string) map[string]any {
 	md := map[string]any{
 		"leaseId": l.id, "pid": l.pid, "app": l.app, "appVersion": l.appVersion,
-		"executable": l.exe, "user": l.user,
+		"executable": l.exe, "user": l.user, "agentId": agentID,
 	}
 	if len(l.metadata) > 0 {
 		md["appMetadata"] = l.metadata
@@ -343,7 +375,7 @@ func (a *Agent) spawnProcess(ctx context.Context, l *lease) (*keygen.Process, er
 	spawn := func() error {
 		return a.call(ctx, budget.PrioritySpawn, func(ctx context.Context, c *keygen.Client) error {
 			var err error
-			proc, err = c.SpawnProcess(ctx, mid, l.keygenPID, l.processMetadata())
+			proc, err = c.SpawnProcess(ctx, mid, l.keygenPID, l.processMetadata(a.agentID()))
 			return err
 		})
 	}
@@ -383,6 +415,13 @@ func (a *Agent) resolvePIDTaken(ctx context.Context, machineID string, l *lease)
 		if id, _ := p.Metadata["leaseId"].(string); id == l.id && p.Status != "DEAD" {
 			a.log.Info("adopting this lease's existing Keygen process", "lease", l.id, "process", p.ID)
 			return &procs[i], nil
+		}
+		if owner, own := ownedBy(p.Metadata, a.agentID()); !own && p.Status != "DEAD" {
+			// The same OS process holds a seat from another agent on this
+			// machine: that one is not ours to kill.
+			return nil, &ipc.Error{Code: ipc.CodeLicenseInvalid,
+				Message: "this process already holds a seat from another keygen-agent on this machine (" + owner + ")",
+				Data:    map[string]any{"reason": "PID_TAKEN", "agent_id": owner}}
 		}
 		a.log.Info("stale Keygen process holds this pid; killing it", "pid", l.keygenPID, "process", p.ID)
 		if err := a.killProcess(ctx, p.ID); err != nil {
@@ -460,7 +499,7 @@ func (a *Agent) watchLease(l *lease) {
 	ch, err := a.procs.WatchExit(ctx, l.pid, l.start)
 	if err != nil {
 		if !a.procs.Alive(l.pid, l.start) {
-			a.goOwned(func() { a.releaseLease(l.id, "the app's process has exited") })
+			a.goOwned(func() { a.processExited(l.id) })
 			return
 		}
 		a.log.Debug("cannot watch process exit; relying on the connection", "pid", l.pid, "err", err)
@@ -469,10 +508,17 @@ func (a *Agent) watchLease(l *lease) {
 	a.goOwned(func() {
 		select {
 		case <-ch:
-			a.releaseLease(l.id, "the app's process has exited")
+			a.processExited(l.id)
 		case <-ctx.Done():
 		}
 	})
+}
+
+// processExited ends the lease of a process that has exited. A connection
+// may outlive it (a child inherited it after a fork): whoever still reads
+// it is told, never left believing it holds a seat (issue 14 defect 9).
+func (a *Agent) processExited(id string) {
+	a.revokeLease(id, "the app's process has exited", ipc.CodeProcessExited)
 }
 
 // releaseLease ends a lease: its Keygen process is killed (or the kill is

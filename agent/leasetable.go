@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -113,6 +114,11 @@ type leaseTable struct {
 	// reconciled is set once the server's process list was compared with
 	// the table after a start.
 	reconciled bool
+	// others are the other agents last seen holding Keygen processes on
+	// this machine, by agent id: their process counts.
+	others map[string]int
+	// instance is this agent's id (agentID); it has its own lock.
+	instance instance
 }
 
 func newLeaseTable() *leaseTable {
@@ -433,6 +439,33 @@ func (t *leaseTable) liveIDs() []string {
 	return ids
 }
 
+// beyond returns the newest leases past the first limit (oldest first),
+// newest first; leases already being released are not counted.
+func (t *leaseTable) beyond(limit int) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	live := make([]*lease, 0, len(t.byID))
+	for _, l := range t.byID {
+		if !l.releasing {
+			live = append(live, l)
+		}
+	}
+	if len(live) <= limit {
+		return nil
+	}
+	sort.Slice(live, func(i, j int) bool {
+		if !live[i].created.Equal(live[j].created) {
+			return live[i].created.After(live[j].created)
+		}
+		return live[i].id > live[j].id
+	})
+	ids := make([]string, 0, len(live)-limit)
+	for _, l := range live[:len(live)-max(limit, 0)] {
+		ids = append(ids, l.id)
+	}
+	return ids
+}
+
 // count returns the number of leases.
 func (t *leaseTable) count() int {
 	t.mu.Lock()
@@ -466,7 +499,27 @@ func (t *leaseTable) record(l *lease) cache.LeaseRecord {
 	return cache.LeaseRecord{
 		ID: l.id, ProcessID: l.processID, KeygenPID: l.keygenPID, App: l.app, AppVersion: l.appVersion,
 		User: l.user, Exe: l.exe, PID: l.pid, StartTime: l.start, Offline: l.offline, Created: l.created,
+		IntervalSeconds: int(l.interval / time.Second),
 	}
+}
+
+// setOthers records the other agents seen on this machine.
+func (t *leaseTable) setOthers(others map[string]int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.others = others
+}
+
+// otherAgents lists the other agents seen on this machine, by id.
+func (t *leaseTable) otherAgents() []ipc.OtherAgent {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []ipc.OtherAgent
+	for id, n := range t.others {
+		out = append(out, ipc.OtherAgent{AgentID: id, Processes: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].AgentID < out[j].AgentID })
+	return out
 }
 
 // learnedInterval is the heartbeat interval Keygen gave the last spawn;

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -23,10 +24,19 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 	}
 	window := a.config().AdoptionWindow.D()
 	for _, r := range recs {
+		// The interval Keygen gave the process (issue 14 defect 5: a
+		// restored 60 s process must not be pinged every 600 s). Records
+		// from before the field existed fall back to the shortest interval
+		// Keygen allows, so the first pings come early; the first ping's
+		// answer then carries the real one (fireProcessHeartbeat).
+		interval := time.Duration(r.IntervalSeconds) * time.Second
+		if interval <= 0 {
+			interval = minProcessInterval
+		}
 		l := &lease{
 			id: r.ID, pid: r.PID, start: r.StartTime, exe: r.Exe, user: r.User, app: r.App, appVersion: r.AppVersion,
 			keygenPID: r.KeygenPID, processID: r.ProcessID, offline: r.Offline, created: r.Created,
-			conns: map[uint64]*ipc.Conn{}, interval: 600 * time.Second,
+			conns: map[uint64]*ipc.Conn{}, interval: interval,
 		}
 		if !a.procs.Alive(r.PID, r.StartTime) {
 			a.leases.restore(l, time.Time{})
@@ -45,12 +55,15 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 	}
 }
 
-// reconcileServer kills Keygen processes of this machine that no lease
-// knows about (left by a lost cache or a crash), once per start.
+// reconcileServer runs after every successful validation. It ends the
+// leases beyond a lowered process limit (enforceLimit), lists this
+// machine's Keygen processes to see whether another agent serves this
+// license here (reported in status), and, once per start, kills the
+// processes of this agent that no lease knows about (left by a lost cache
+// or a crash). Another agent's processes are never killed: that agent
+// heartbeats them, and Keygen culls them if it is gone.
 func (a *Agent) reconcileServer(ctx context.Context) {
-	if a.leases.reconciledYet() {
-		return
-	}
+	a.enforceLimit(a.view())
 	mid := a.machineID()
 	if mid == "" {
 		return
@@ -64,9 +77,23 @@ func (a *Agent) reconcileServer(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	self := a.agentID()
+	others := map[string]int{}
+	for _, p := range procs {
+		if owner, own := ownedBy(p.Metadata, self); !own && p.Status != "DEAD" {
+			others[owner]++
+		}
+	}
+	if len(others) > 0 {
+		a.log.Warn("another keygen-agent serves this license on this machine; both share its process limit", "agents", len(others))
+	}
+	a.leases.setOthers(others)
+	if a.leases.reconciledYet() {
+		return
+	}
 	known, spawning := a.leases.markReconciled()
 	for _, p := range procs {
-		if known[p.ID] || known["pid:"+p.PID] {
+		if _, own := ownedBy(p.Metadata, self); !own || known[p.ID] || known["pid:"+p.PID] {
 			continue
 		}
 		if spawning {
@@ -77,6 +104,31 @@ func (a *Agent) reconcileServer(ctx context.Context) {
 		if err := a.killProcess(ctx, p.ID); err != nil {
 			a.log.Warn("killing orphan", "process", p.ID, "err", err)
 		}
+	}
+}
+
+// enforceLimit revokes the newest leases while more are held than the
+// process limit allows, e.g. after the policy's maxProcesses was lowered:
+// Keygen checks the limit only when a process is created
+// (machine_process.rb, `validate on: :create`), so the processes it
+// already counts stay alive and the agent must end the excess itself. The
+// apps told are the newest ones, with LIMIT_REDUCED.
+func (a *Agent) enforceLimit(v licenseView) {
+	if !v.Valid {
+		return // enforceView revokes everything
+	}
+	limit := a.effectiveLimit(v)
+	if limit == nil {
+		return
+	}
+	ids := a.leases.beyond(*limit)
+	if len(ids) == 0 {
+		return
+	}
+	a.log.Warn("the process limit is below the leases held; revoking the newest", "limit", *limit, "revoking", len(ids))
+	reason := fmt.Sprintf("the license's process limit was lowered to %d; the newest leases are ended", *limit)
+	for _, id := range ids {
+		a.revokeLease(id, reason, ipc.CodeLimitReduced)
 	}
 }
 

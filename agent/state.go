@@ -224,5 +224,6 @@ func (a *Agent) status() *ipc.Status {
 	a.lic.mu.Unlock()
 	st.Leases = a.leaseUsage(v)
 	st.HardwareChanges = v.Changes
+	st.OtherAgents = a.leases.otherAgents()
 	return st
 }

@@ -140,8 +140,9 @@ func (r *report) markdown(cmd string, m mode) string {
 		"(an app starting). Offline: the dev server refuses connections; the agent grants from its verified",
 		"machine file and queues the spawn. Rate limiting is off for these loops (they exceed 60 req/30 s on",
 		"purpose). The agent makes 2 Keygen requests per lease on a warm connection, the app 4 on a cold one",
-		"(plus TLS to the real Keygen, not emulated here); lease records reach the bbolt cache off the request",
-		"path. Offline, the queued spawn is written to the cache's outbox (fsync) before the lease is granted.")
+		"(plus TLS to the real Keygen, not emulated here). The lease record is committed to the bbolt cache",
+		"(fsync) before the agent answers, so a kill -9 right after cannot lose it; offline, the queued spawn",
+		"is written to the cache's outbox (fsync) too.")
 	section("Cold start of `keygen-agent run` (warm cache)", "| Keygen | n | socket accepts p50 | p99 | ready p50 | p99 |", "|---|---|---|---|---|---|", r.cold,
 		"The built binary (`go build -o`), configured with KEYGEN_* variables, `--data-dir` and `--socket`, on a",
 		"data directory from an earlier run. \"socket accepts\": from exec until a dial succeeds (the agent answers",

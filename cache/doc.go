@@ -45,6 +45,10 @@
 //     clock/ bucket, leaving meta/ to user keys only.
 //   - v2→v3 adds the outbox/ bucket.
 //
+// A new optional record field (for example LeaseRecord.IntervalSeconds)
+// is not a schema change: records without it decode with the zero value,
+// which readers handle, and older builds ignore it.
+//
 // A file with a schema newer than this build is refused with ErrSchemaTooNew
 // (a downgrade); it is not quarantined.
 //

@@ -57,6 +57,9 @@ type LeaseRecord struct {
 	StartTime  uint64    `json:"start_time,omitempty"`
 	Offline    bool      `json:"offline,omitempty"`
 	Created    time.Time `json:"created"`
+	// IntervalSeconds is the Keygen process's heartbeat interval; 0 in
+	// records written before it was added (the reader falls back).
+	IntervalSeconds int `json:"interval_seconds,omitempty"`
 }
 
 // OutboxEntry is a Keygen call to replay when online. Seq is assigned by

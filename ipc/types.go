@@ -81,6 +81,16 @@ type Status struct {
 	OfflineUntil    *time.Time        `json:"offline_until,omitempty"`
 	Leases          LeaseUsage        `json:"leases"`
 	HardwareChanges []ComponentChange `json:"hardware_changes,omitempty"`
+	// OtherAgents are other keygen-agent instances seen holding Keygen
+	// processes on this machine for this license (a system and a per-user
+	// agent, or two installs): they share the machine's process limit.
+	OtherAgents []OtherAgent `json:"other_agents,omitempty"`
+}
+
+// OtherAgent is another agent instance in a [Status].
+type OtherAgent struct {
+	AgentID   string `json:"agent_id"`
+	Processes int    `json:"processes"` // its Keygen processes on this machine
 }
 
 // LicenseInfo describes the license in a [Status].
@@ -214,6 +224,13 @@ const (
 	CodeUnsupportedVersion   = "UNSUPPORTED_VERSION"
 	CodeTimeout              = "TIMEOUT"
 	CodeStopping             = "STOPPING"
+	// CodeProcessExited: the calling process (or a lease's process) has
+	// exited, e.g. a child acquiring on a connection inherited from a
+	// parent that is gone.
+	CodeProcessExited = "PROCESS_EXITED"
+	// CodeLimitReduced: the license's process limit fell below the leases
+	// held; the newest leases are revoked with it.
+	CodeLimitReduced = "LIMIT_REDUCED"
 	// Protocol-level codes produced by the server itself.
 	CodeParseError      = "PARSE_ERROR"
 	CodeMethodNotFound  = "METHOD_NOT_FOUND"
@@ -251,6 +268,8 @@ var rpcCodes = map[string]int{
 	CodeTimeout:              -32010,
 	CodeBusy:                 -32011,
 	CodeStopping:             -32012,
+	CodeProcessExited:        -32013,
+	CodeLimitReduced:         -32014,
 }
 
 // RPCCode returns the JSON-RPC numeric code used on the wire for a stable

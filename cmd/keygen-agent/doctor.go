@@ -229,6 +229,12 @@ func (d *doctor) checkSocket() doctorCheck {
 	}
 	if d.status != nil {
 		c.Detail += fmt.Sprintf(", license %s", d.status.State)
+		if n := len(d.status.OtherAgents); n > 0 {
+			c.Status = checkWarn
+			c.Detail += fmt.Sprintf("; %d other keygen-agent(s) serve this license on this machine (%s holds %d processes)",
+				n, d.status.OtherAgents[0].AgentID, d.status.OtherAgents[0].Processes)
+			c.Fix = "run one agent per machine: stop and uninstall the other one (a system and a --user agent, or a second install); they share this machine's process limit"
+		}
 	}
 	return c
 }

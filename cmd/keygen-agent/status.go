@@ -86,6 +86,9 @@ func printStatus(w io.Writer, st *ipc.Status) {
 	for _, c := range st.HardwareChanges {
 		row("component", "%-20s %s", c.Name, c.Change)
 	}
+	for _, o := range st.OtherAgents {
+		row("other agent", "%s holds %d Keygen processes of this license on this machine (run one agent per machine)", o.AgentID, o.Processes)
+	}
 }
 
 func fmtTime(t *time.Time, none string) string {

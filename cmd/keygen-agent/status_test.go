@@ -18,11 +18,12 @@ func TestPrintStatusAligned(t *testing.T) {
 		License:      &ipc.LicenseInfo{ID: "L1", Name: "Pro", MaxProcesses: &three},
 		Machine:      &ipc.MachineInfo{ID: "M1", Fingerprint: "abc"},
 		Entitlements: []string{"PRO"}, OfflineUntil: &until,
-		HardwareChanges: []ipc.ComponentChange{{Name: "disk-1", Change: "changed"}}}
+		HardwareChanges: []ipc.ComponentChange{{Name: "disk-1", Change: "changed"}},
+		OtherAgents:     []ipc.OtherAgent{{AgentID: "agent_x", Processes: 2}}}
 	var b bytes.Buffer
 	printStatus(&b, st)
 	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
-	if len(lines) != 11 {
+	if len(lines) != 12 {
 		t.Fatalf("%d lines:\n%s", len(lines), b.String())
 	}
 	for _, l := range lines {
@@ -31,7 +32,7 @@ func TestPrintStatusAligned(t *testing.T) {
 			t.Errorf("misaligned: %q", l)
 		}
 	}
-	for _, want := range []string{"max processes: 3", "offline until: ", "detail:        VALID\n"} {
+	for _, want := range []string{"max processes: 3", "offline until: ", "detail:        VALID\n", "other agent:   agent_x holds 2 Keygen processes"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("no %q in\n%s", want, b.String())
 		}
