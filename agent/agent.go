@@ -76,6 +76,10 @@ type IPCOptions struct {
 	PeerFunc       func(net.Conn) (ipc.Peer, error)
 	MaxConns       int
 	MaxMessageSize int
+	// Per-uid shares (ipc.ServerConfig); tests whose fake peers all share
+	// one uid raise them.
+	MaxConnsPerUID    int
+	MaxInFlightPerUID int
 }
 
 // LeaseStopBudget bounds how long Run's shutdown spends ending leases
@@ -110,12 +114,15 @@ type Agent struct {
 	api   *keygen.Client // authenticated with the current license key
 
 	lic    licenseState
+	clock  *agentClock
 	leases *leaseTable
 	ev     evidenceState
 	conns  connSet
 
 	syncNow chan chan error
 	wake    chan struct{}
+	// kick asks the license loop for a sync without waiting for it.
+	kick chan struct{}
 	// stopping is set when Run begins its shutdown.
 	stopping atomic.Bool
 	// halt bounds the Keygen calls that end leases; cancelled when the
@@ -132,6 +139,7 @@ type Agent struct {
 	watching chan struct{}
 	wg       sync.WaitGroup
 	runCtx   context.Context
+	abort    context.CancelCauseFunc // ends Run with an error (a faulted cache)
 }
 
 // New checks the configuration and builds an Agent. It does no I/O; Run
@@ -161,11 +169,14 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		ready:    make(chan struct{}),
 		watching: make(chan struct{}),
 		syncNow:  make(chan chan error),
+		kick:     make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
 		procs:    deps.Processes,
 	}
 	if a.procs == nil {
 		a.procs = osProcesses{}
 	}
+	a.clock = newAgentClock(a.now)
 	a.budget = budget.New(budget.Config{
 		Windows: []budget.Window{
 			{Limit: cfg.RateLimit.PerShort, Period: cfg.RateLimit.Short.D()},
@@ -196,6 +207,11 @@ func (a *Agent) client() *keygen.Client {
 }
 
 func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
+	return a.newClientFor(licenseKey, a.bearerToken())
+}
+
+// newClientFor builds a Keygen client for a license key and bearer token.
+func (a *Agent) newClientFor(licenseKey, token string) (*keygen.Client, error) {
 	cfg := a.config()
 	kc := keygen.Config{
 		BaseURL:        cfg.APIURL,
@@ -203,10 +219,11 @@ func (a *Agent) newClient(licenseKey string) (*keygen.Client, error) {
 		Environment:    cfg.Environment,
 		APIVersion:     cfg.APIVersion,
 		LicenseKey:     licenseKey,
-		Token:          a.bearerToken(),
+		Token:          token,
 		AgentVersion:   Version,
 		HTTPClient:     a.deps.HTTPClient,
 		Now:            a.now,
+		TrustedNow:     a.clock.now,
 		OnResponse:     a.observeResponse,
 		BeforeRequest:  a.beforeRequest,
 		RSAPublicKey:   cfg.RSAPublicKey,
@@ -228,7 +245,9 @@ func (a *Agent) observeResponse(info keygen.ResponseInfo) {
 	}
 	obs.RetryAfter = info.RateLimit.RetryAfter
 	a.budget.Observe(obs)
-	if info.Verified && !info.Date.IsZero() {
+	// A nonce-bound answer (a validation) is taken once its nonce matched:
+	// observeValidation.
+	if info.Verified && !info.NonceBound && !info.Date.IsZero() {
 		a.advanceWatermark(info.Date)
 	}
 }
@@ -246,6 +265,8 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	if ln == nil {
 		return fmt.Errorf("%w: Run needs a listener", ErrConfig)
 	}
+	ctx, a.abort = context.WithCancelCause(ctx)
+	defer a.abort(nil)
 	a.runCtx = ctx
 	halt, stopHalt := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHalt()
@@ -255,6 +276,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		Mux: a.mux, Logger: a.log, AdminGroup: cfg.AdminGroup,
 		OnConnect: a.connOpened, OnClose: a.connClosed,
 		PeerFunc: a.deps.IPC.PeerFunc, MaxConns: a.deps.IPC.MaxConns, MaxMessageSize: a.deps.IPC.MaxMessageSize,
+		MaxConnsPerUID: a.deps.IPC.MaxConnsPerUID, MaxInFlightPerUID: a.deps.IPC.MaxInFlightPerUID,
 	})
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
@@ -285,7 +307,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 
 	if err := a.init(loopCtx); err != nil {
 		a.initErr = err
-		a.setView(licenseView{State: StateError, Code: "INIT_FAILED", Detail: err.Error()})
+		a.fire(evInitFailed, licenseView{State: StateError, Code: "INIT_FAILED", Detail: err.Error()})
 		close(a.ready)
 		close(a.watching)
 		a.stopping.Store(true)
@@ -338,6 +360,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 			a.log.Warn("closing cache", "err", cerr)
 		}
 	}
+	if cerr := context.Cause(ctx); errors.Is(cerr, cache.ErrCorrupt) {
+		return cerr
+	}
 	return err
 }
 
@@ -346,7 +371,7 @@ func (a *Agent) init(ctx context.Context) error {
 	store := a.deps.Store
 	if store == nil {
 		var err error
-		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now})
+		store, err = cache.Open(paths.CacheFile(cfg.DataDir), cache.Options{Logger: a.log, Now: a.now, OnFault: a.storeFault})
 		if err != nil {
 			return fmt.Errorf("opening cache: %w", err)
 		}
@@ -356,9 +381,7 @@ func (a *Agent) init(ctx context.Context) error {
 		a.log.Error("cache was corrupt and has been set aside; starting clean and re-fetching from Keygen",
 			"moved_to", r.QuarantinedTo, "reason", r.Reason)
 	}
-	if wm, err := store.Watermark(); err == nil {
-		a.lic.setWatermark(wm)
-	}
+	a.loadClock()
 	if ls, err := store.LastSync(); err == nil {
 		a.lic.mu.Lock()
 		a.lic.lastSync = ls
@@ -382,7 +405,6 @@ func (a *Agent) init(ctx context.Context) error {
 	a.apiMu.Lock()
 	a.api = api
 	a.apiMu.Unlock()
-	a.advanceWatermark(a.now())
 	return nil
 }
 
@@ -411,7 +433,14 @@ var errBudgetWait = fmt.Errorf("the request budget is exhausted: %w", context.De
 
 // call runs one Keygen API call at priority p under the shared budget.
 func (a *Agent) call(ctx context.Context, p budget.Priority, f func(ctx context.Context, c *keygen.Client) error) error {
-	return a.authenticated(context.WithValue(ctx, priorityKey{}, p), f)
+	ctx = context.WithValue(ctx, priorityKey{}, p)
+	err := a.authenticated(ctx, f)
+	if dateOutOfWindow(err) && a.relearnClock(ctx) {
+		// The local clock moved since the last validation: relearned, retry.
+		err = a.authenticated(ctx, f)
+	}
+	a.observeAnswer(err)
+	return err
 }
 
 // withMaxBudgetWait bounds how long calls made with ctx wait for the
@@ -429,7 +458,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 	if d, ok := ctx.Value(maxWaitKey{}).(time.Duration); ok && d > 0 {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		if err := a.budget.Wait(wctx, p); err != nil {
+		if err := a.budget.WaitAs(wctx, p, budgetOwner(ctx)); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -437,7 +466,7 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 		}
 		return nil
 	}
-	return a.budget.Wait(ctx, p)
+	return a.budget.WaitAs(ctx, p, budgetOwner(ctx))
 }
 
 // go runs f on a goroutine owned by the agent: Run waits for it.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
 	"github.com/keygen-agent/keygen-agent/cache"
@@ -32,8 +34,8 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if err := decodeParams(raw, &p); err != nil {
 			return nil, err
 		}
-		if p.WaitMS < 0 {
-			return nil, ipc.Errorf(ipc.CodeInvalidRequest, "wait_ms must not be negative")
+		if err := checkAcquireParams(&p); err != nil {
+			return nil, err
 		}
 		if err := checkLeaseMetadata(p.Metadata); err != nil {
 			return nil, err
@@ -84,21 +86,44 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		if err := a.needReady(); err != nil {
 			return nil, err
 		}
-		v := a.view()
-		if !v.Online || v.License == nil {
-			if err := a.requestSync(ctx); err != nil {
-				return nil, mapKeygenError(err)
-			}
-			v = a.view()
-		}
-		if v.License == nil || !v.Valid {
-			return nil, ipc.Errorf(ipc.CodeLicenseInvalid, "cannot check out a machine file: %s", v.Detail)
-		}
-		if err := a.ensureCertificate(ctx, v.License, true); err != nil {
-			return nil, mapKeygenError(err)
-		}
-		return a.status(), a.requestSync(ctx)
+		return a.handleCheckout(ctx)
 	})
+}
+
+// handleCheckout checks out a fresh machine file and answers with the
+// status after the sync that follows it. Keygen unreachable takes the path
+// of any failed sync: the state goes offline and the error says Keygen is
+// unreachable; a refusal updates the state (observeAnswer) before the error.
+func (a *Agent) handleCheckout(ctx context.Context) (any, error) {
+	v := a.view()
+	if !v.Online || v.License == nil {
+		if err := a.requestSync(ctx); err != nil {
+			return nil, syncError(err)
+		}
+		v = a.view()
+	}
+	if v.License == nil || !v.Valid {
+		return nil, ipc.Errorf(ipc.CodeLicenseInvalid, "cannot check out a machine file: %s", v.Detail)
+	}
+	if err := a.ensureCertificate(ctx, v.License, true); err != nil {
+		if offline(err) {
+			a.goOffline(err)
+			a.wakeLicenseLoop()
+		}
+		return nil, syncError(err)
+	}
+	if err := a.requestSync(ctx); err != nil {
+		return nil, syncError(err)
+	}
+	return a.status(), nil
+}
+
+// syncError maps the error of a sync or of a call made in its stead.
+func syncError(err error) error {
+	if offline(err) {
+		return ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable: %v", err)
+	}
+	return mapKeygenError(err)
 }
 
 func (a *Agent) needReady() error {
@@ -127,7 +152,10 @@ func (a *Agent) handleHello(ctx context.Context, _ json.RawMessage) (any, error)
 }
 
 // handleActivate stores a new license key and activates this machine with
-// it, answering with the resulting status.
+// it, answering with the resulting status. A key other than the current one
+// is vetted first (validated, and this machine activated for it when it
+// needs that): a key Keygen refuses, or an unreachable Keygen, changes
+// nothing and the current license keeps running.
 func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, error) {
 	var p ipc.ActivateParams
 	if err := decodeParams(raw, &p); err != nil {
@@ -138,6 +166,23 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 	}
 	if err := a.needReady(); err != nil {
 		return nil, err
+	}
+	if p.Key != a.licenseKey() {
+		token := p.Token
+		if token == "" {
+			token = a.bearerToken()
+		}
+		if err := a.vetKey(ctx, p.Key, token); err != nil {
+			var kr *keyRefused
+			switch {
+			case errors.As(err, &kr):
+				return nil, &ipc.Error{Code: ipc.CodeLicenseInvalid, Message: kr.Detail + "; the license key was not changed",
+					Data: map[string]any{"keygen_code": kr.Code}}
+			case offline(err):
+				return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; the license key was not changed: %v", err)
+			}
+			return nil, explainKeygenError("the license key was not changed", err)
+		}
 	}
 	if err := a.setLicense(p.Key, p.Token); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "storing the license key: %v", err)
@@ -156,7 +201,8 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 }
 
 // setLicenseKey switches the agent to another license key: the machine
-// record and certificates of the old one are dropped.
+// record, certificates and verdict of the old one are dropped and its
+// leases revoked. handleActivate vets the new key before.
 func (a *Agent) setLicenseKey(key string) error {
 	old := a.licenseKey()
 	if err := a.store.PutMeta(metaLicenseKey, []byte(key)); err != nil {
@@ -165,11 +211,15 @@ func (a *Agent) setLicenseKey(key string) error {
 	if err := a.store.PutMeta(metaDeactivated, nil); err != nil {
 		return err
 	}
+	if err := a.store.PutMeta(metaPendingDeactivation, nil); err != nil {
+		return err
+	}
 	if old != key {
 		a.revokeAll("changing license", "LICENSE_CHANGED", "the license key was changed")
 		_ = a.store.DeleteMachine()
 		_ = a.store.DeleteCertificate(certMachine)
 		_ = a.store.DeleteCertificate(certLicense)
+		a.clearVerdict()
 	}
 	api, err := a.newClient(key)
 	if err != nil {
@@ -181,30 +231,77 @@ func (a *Agent) setLicenseKey(key string) error {
 	return nil
 }
 
-// handleDeactivate frees this machine's seat in Keygen.
-func (a *Agent) handleDeactivate(ctx context.Context, _ json.RawMessage) (any, error) {
+// metaPendingDeactivation marks a deactivation accepted offline
+// (deactivate --offline) that Keygen has not seen yet.
+const metaPendingDeactivation = "pending_deactivation"
+
+// handleDeactivate frees this machine's seat in Keygen. Keygen is asked
+// first: when it cannot be reached nothing changes (OFFLINE_EXPIRED), unless
+// the caller asked for offline, in which case the local license state is
+// dropped now and the deactivation is sent once Keygen is reachable
+// (finishDeactivation). A refusal changes nothing either.
+func (a *Agent) handleDeactivate(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p ipc.DeactivateParams
+	if err := decodeParams(raw, &p); err != nil {
+		return nil, err
+	}
 	if err := a.needReady(); err != nil {
 		return nil, err
 	}
-	a.revokeAll("deactivated", "DEACTIVATED", "this machine is being deactivated")
 	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
 		return c.DeactivateMachine(ctx, a.fp.Load().Fingerprint)
 	})
-	if err != nil && !errors.Is(err, keygen.ErrNotFound) {
-		if offline(err) {
-			return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; the machine was not deactivated: %v", err)
-		}
+	pending := false
+	switch {
+	case err == nil || errors.Is(err, keygen.ErrNotFound):
+	case offline(err) && p.Offline:
+		pending = true
+	case offline(err):
+		return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; nothing was changed (`deactivate --offline` "+
+			"drops this machine's license now and deactivates it in Keygen once reachable): %v", err)
+	default:
 		return nil, explainKeygenError("the machine was not deactivated", err)
+	}
+	if pending {
+		if err := a.store.PutMeta(metaPendingDeactivation, []byte("1")); err != nil {
+			return nil, ipc.Errorf(ipc.CodeInternal, "%v", err)
+		}
 	}
 	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "%v", err)
 	}
+	a.revokeAll("deactivated", "DEACTIVATED", "this machine was deactivated")
 	_ = a.store.DeleteMachine()
 	_ = a.store.DeleteCertificate(certMachine)
 	_ = a.store.DeleteCertificate(certLicense)
-	a.log.Info("machine deactivated")
+	a.setMachine(nil)
+	if pending {
+		a.log.Warn("machine deactivated locally; Keygen is unreachable, the deactivation is queued")
+	} else {
+		a.log.Info("machine deactivated")
+	}
 	_ = a.requestSync(ctx)
 	return a.status(), nil
+}
+
+// finishDeactivation sends a deactivation accepted offline once Keygen can
+// be reached; it returns the offline error while it cannot.
+func (a *Agent) finishDeactivation(ctx context.Context) error {
+	if b, err := a.store.Meta(metaPendingDeactivation); err != nil || len(b) == 0 {
+		return nil
+	}
+	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		return c.DeactivateMachine(ctx, a.fp.Load().Fingerprint)
+	})
+	switch {
+	case err == nil || errors.Is(err, keygen.ErrNotFound):
+		a.log.Info("queued deactivation sent to Keygen")
+		return a.store.PutMeta(metaPendingDeactivation, nil)
+	case offline(err):
+		return err
+	}
+	a.log.Warn("Keygen refused the queued deactivation; keeping it queued", "err", err)
+	return nil
 }
 
 // importCertificate verifies a machine or license file (air-gapped
@@ -240,15 +337,40 @@ func (a *Agent) importCertificate(data []byte) error {
 			return err
 		}
 	}
+	if cached := a.cachedIssued(kind); !cached.IsZero() && ds.Issued.Before(cached) {
+		// The newest signed fact wins: an older file (a stale backup, or
+		// one with a higher limit from before a policy change) never
+		// replaces a newer one.
+		return fmt.Errorf("%w: issued %s, the cached %s file was issued %s", errOlderCertificate,
+			ds.Issued.UTC().Format(time.RFC3339), kind, cached.UTC().Format(time.RFC3339))
+	}
 	a.advanceWatermark(ds.Issued)
 	if err := a.store.PutCertificate(kind, data, now); err != nil {
 		return err
 	}
 	a.log.Info("certificate imported", "kind", kind)
 	if !a.view().Online {
-		a.goOffline(nil)
+		a.fire(evImported, a.offlineView())
 	}
 	return nil
+}
+
+// errOlderCertificate: an import older than the certificate in the cache.
+var errOlderCertificate = errors.New("the certificate is older than the one in the cache")
+
+// cachedIssued is when the cached certificate of this kind was issued, if
+// one is cached and still verifies (expired included); zero otherwise.
+func (a *Agent) cachedIssued(kind string) time.Time {
+	rec, err := a.store.Certificate(kind)
+	if err != nil || rec == nil {
+		return time.Time{}
+	}
+	now, _ := a.trustedNow()
+	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
+	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired)) {
+		return time.Time{}
+	}
+	return ds.Issued
 }
 
 // connSet is the set of open connections, for broadcasts.

@@ -114,6 +114,8 @@ func (e *env) start() {
 	deps.Now, deps.Logger, deps.NoWatch = e.now, log, e.noWatch
 	e.ln = agenttest.NewMemListener()
 	deps.IPC.PeerFunc = e.ln.PeerOf
+	// Fake peers all share one uid: raise the per-uid shares.
+	deps.IPC.MaxConns, deps.IPC.MaxConnsPerUID, deps.IPC.MaxInFlightPerUID = 1<<16, 1<<16, 1<<16
 	a, err := New(e.cfg, deps)
 	if err != nil {
 		e.t.Fatal(err)

@@ -532,7 +532,7 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	a.sched.Remove(schedKey{kind: schedPing, lease: id})
 	a.sched.Remove(schedKey{kind: schedAdopt, lease: id})
 
-	ctx, cancel := context.WithTimeout(a.haltCtx(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(withBudgetOwner(a.haltCtx(), l.user), 30*time.Second)
 	defer cancel()
 	switch {
 	case lp.processID != "":

@@ -92,6 +92,9 @@ func (a *Agent) licenseLoop(ctx context.Context) {
 			case reply = <-a.syncNow:
 				t.Stop()
 				break wait
+			case <-a.kick:
+				t.Stop()
+				break wait
 			case <-a.wake:
 				if wait > backoff {
 					t.Reset(backoff)
@@ -139,13 +142,13 @@ func (a *Agent) sync(ctx context.Context) error {
 	key := a.licenseKey()
 	switch {
 	case key == "":
-		a.setView(licenseView{State: StateUnlicensed, Code: "NO_LICENSE_KEY",
+		a.fire(evNoKey, licenseView{State: StateUnlicensed, Code: "NO_LICENSE_KEY",
 			Detail: "no license key: run `keygen-agent activate KEY` or set license_key in the config"})
 		return nil
 	case a.deactivated():
-		a.setView(licenseView{State: StateNotActivated, Code: "DEACTIVATED",
+		a.fire(evDeactivated, licenseView{State: StateNotActivated, Code: "DEACTIVATED",
 			Detail: "this machine was deactivated: run `keygen-agent activate KEY` to activate it again"})
-		return nil
+		return a.finishDeactivation(ctx)
 	}
 	for attempt := 0; attempt < 4; attempt++ {
 		again, err := a.syncOnce(ctx, key)
@@ -191,6 +194,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 	if err != nil {
 		return false, err
 	}
+	a.clock.observeValidation(v)
 	a.markSynced()
 	rec := cache.ValidationRecord{Valid: v.Valid, Code: v.Code, Detail: v.Detail, At: a.now()}
 	if v.License != nil {
@@ -200,7 +204,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 		a.log.Warn("recording the validation", "err", err)
 	}
 	if v.License == nil || v.Code == "NOT_FOUND" {
-		a.setView(licenseView{State: StateInvalid, Code: nonEmpty(v.Code, "NOT_FOUND"), Online: true,
+		a.fire(evVerdict, licenseView{State: StateInvalid, Code: nonEmpty(v.Code, "NOT_FOUND"), Online: true,
 			Detail: "Keygen does not know this license key"})
 		return false, nil
 	}
@@ -225,31 +229,17 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 	case "HEARTBEAT_DEAD":
 		return true, a.refusalOr(a.reviveMachine(ctx), base)
 	case "COMPONENTS_SCOPE_MISMATCH":
-		a.setView(licenseView{State: StateHardwareChanged, Code: v.Code, Online: true, License: v.License,
+		a.fire(evVerdict, licenseView{State: StateHardwareChanged, Code: v.Code, Online: true, License: v.License,
 			Detail:  "this machine's hardware no longer matches its activation: " + v.Detail,
 			Changes: a.hardwareChanges(ctx)})
 		return false, nil
 	}
-	view := licenseView{Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
-	switch v.Code {
-	case "VALID":
-		view.State = StateActive
-	case "EXPIRED":
-		view.State = StateExpired
-	case "SUSPENDED", "BANNED":
-		view.State = StateSuspended
-	default:
-		if v.Valid { // TOO_MANY_* within the overage allowance
-			view.State = StateActive
-		} else {
-			view.State = StateInvalid
-		}
-	}
+	view := licenseView{State: verdictState(v.Code, v.Valid), Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
 	if remedy := Explain(v.Code); remedy != "" && !view.Valid {
 		view.Detail = v.Detail + ": " + remedy
 	}
 	if !view.Valid {
-		a.setView(view)
+		a.fire(evVerdict, view)
 		return false, nil
 	}
 	if err := a.ensureMachine(ctx, v.License); err != nil {
@@ -275,7 +265,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 	if view.Policy == nil {
 		view.Policy, view.PolicyAssumed = a.assumedPolicy(view.Machine, view.License), true
 	}
-	a.setView(view)
+	a.fire(evVerdict, view)
 	a.scheduleMachineHeartbeat(view)
 	a.replayOutbox(ctx)
 	a.reconcileServer(ctx)
@@ -306,18 +296,7 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 		return nil
 	}
 	fp := a.fp.Load()
-	p := keygen.ActivateParams{
-		LicenseID:   lic.ID,
-		Fingerprint: fp.Fingerprint,
-		Hostname:    fp.Attributes.Hostname,
-		Platform:    fp.Attributes.Platform,
-		Cores:       fp.Attributes.Cores,
-		Memory:      fp.Attributes.Memory,
-		Metadata:    map[string]any{"agentVersion": Version},
-	}
-	for _, c := range fp.Components {
-		p.Components = append(p.Components, keygen.ComponentParams{Fingerprint: c.Fingerprint, Name: c.Name})
-	}
+	p := a.activateParams(lic)
 	var m *keygen.Machine
 	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
 		var err error
@@ -339,7 +318,7 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 			// bearer: Keygen answers 404, some servers 403): the policy's
 			// uniqueness strategy spans licenses and another license holds
 			// this fingerprint.
-			a.setView(licenseView{State: StateInvalid, Code: "FINGERPRINT_TAKEN_ELSEWHERE", Online: true, License: lic,
+			a.fire(evVerdict, licenseView{State: StateInvalid, Code: "FINGERPRINT_TAKEN_ELSEWHERE", Online: true, License: lic,
 				Detail: remedyFingerprintElsewhere})
 			return errActivationRefused
 		}
@@ -352,7 +331,7 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 		}
 		var kerr *keygen.Error
 		if errors.As(err, &kerr) {
-			a.setView(licenseView{State: StateInvalid, Code: kerr.Code, Online: true, License: lic,
+			a.fire(evVerdict, licenseView{State: StateInvalid, Code: kerr.Code, Online: true, License: lic,
 				Detail: "activation refused: " + kerr.Detail})
 			return errActivationRefused
 		}
@@ -363,6 +342,24 @@ func (a *Agent) activate(ctx context.Context, lic *keygen.License) error {
 }
 
 var errActivationRefused = errors.New("activation refused")
+
+// activateParams describes this machine for an activation under lic.
+func (a *Agent) activateParams(lic *keygen.License) keygen.ActivateParams {
+	fp := a.fp.Load()
+	p := keygen.ActivateParams{
+		LicenseID:   lic.ID,
+		Fingerprint: fp.Fingerprint,
+		Hostname:    fp.Attributes.Hostname,
+		Platform:    fp.Attributes.Platform,
+		Cores:       fp.Attributes.Cores,
+		Memory:      fp.Attributes.Memory,
+		Metadata:    map[string]any{"agentVersion": Version},
+	}
+	for _, c := range fp.Components {
+		p.Components = append(p.Components, keygen.ComponentParams{Fingerprint: c.Fingerprint, Name: c.Name})
+	}
+	return p
+}
 
 func (a *Agent) recordMachine(m *keygen.Machine, licenseID string) error {
 	rec := cache.MachineRecord{ID: m.ID, LicenseID: licenseID, Fingerprint: m.Fingerprint, ActivatedAt: a.now()}
@@ -656,15 +653,35 @@ func entitlementCodes(es []keygen.Entitlement) []string {
 	return out
 }
 
-// goOffline switches to the verified cached machine file. Offline use ends
-// at the earlier of the file's expiry and OfflineGrace after the last
-// successful sync, both measured on trusted time.
+// goOffline switches to the state derived without Keygen (evUnreachable).
 func (a *Agent) goOffline(cause error) {
+	if cause != nil {
+		a.log.Debug("offline because", "err", cause)
+	}
+	a.fire(evUnreachable, a.offlineView())
+}
+
+// offlineView is the license state without Keygen: the newest signed fact
+// wins. Keygen's last verdict, when it refused the license or this machine
+// after the cached machine file was issued, decides; otherwise the
+// verified machine file does, with this machine's current components
+// checked against the file's under the policy's matching strategy (as
+// license_validation_service.rb does online). Offline use ends at the
+// earlier of the file's expiry and OfflineGrace after the last successful
+// sync, both measured on trusted time.
+func (a *Agent) offlineView() licenseView {
 	v := licenseView{State: StateOfflineExpired, Code: "OFFLINE_EXPIRED", Online: false}
 	if a.store.Fresh() && a.lastSync().IsZero() {
 		v.Detail = "Keygen is unreachable and this agent has never validated online: connect to the internet or import a machine file"
 	}
 	ds, _, err := a.openMachineFile()
+	if vr := a.verdict(); vr != nil && (ds == nil || !ds.Issued.After(vr.At)) {
+		a.fillDataset(&v, ds)
+		v.State, v.Code, v.Valid = vr.State, vr.Code, false
+		v.Detail = "Keygen refused this license or machine at " + vr.At.UTC().Format(time.RFC3339) +
+			" and is unreachable now: " + vr.Detail
+		return v
+	}
 	switch {
 	case errors.Is(err, errNoCertificate):
 		if v.Detail == "" {
@@ -713,11 +730,62 @@ func (a *Agent) goOffline(cause error) {
 				v.Detail = "the license expired at " + ds.License.Expiry.UTC().Format(time.RFC3339)
 			}
 		}
+		if v.Valid {
+			if changes, ok := a.offlineComponentsPass(ds, v.Policy); !ok {
+				v.State, v.Code, v.Valid = StateHardwareChanged, "COMPONENTS_SCOPE_MISMATCH", false
+				v.Detail = "this machine's hardware no longer matches the machine file's components (checked offline " +
+					"under the policy's component matching strategy): reconnect to Keygen or restore the hardware"
+				v.Changes = changes
+			}
+		}
 	}
-	if cause != nil {
-		a.log.Debug("offline because", "err", cause)
+	return v
+}
+
+// offlineComponentsPass compares this machine's components with the ones
+// the machine file was issued for, as Keygen's components scope does: the
+// file's components whose fingerprint is among the current ones are
+// matched, and the strategy says how many of the supplied (current) ones
+// must match. A file without components (the policy does not track them)
+// passes.
+func (a *Agent) offlineComponentsPass(ds *keygen.Dataset, pol *keygen.Policy) ([]ipc.ComponentChange, bool) {
+	if ds == nil || len(ds.Components) == 0 {
+		return nil, true
 	}
-	a.setView(v)
+	var recorded []fingerprint.Component
+	for _, c := range ds.Components {
+		recorded = append(recorded, fingerprint.Component{Name: c.Name, Fingerprint: c.Fingerprint})
+	}
+	current := a.fp.Load().Components
+	supplied := map[string]bool{}
+	for _, c := range current {
+		supplied[c.Fingerprint] = true
+	}
+	matched := map[string]bool{}
+	for _, c := range recorded {
+		if supplied[c.Fingerprint] {
+			matched[c.Fingerprint] = true
+		}
+	}
+	strategy := ""
+	if pol != nil {
+		strategy = pol.ComponentMatchingStrategy
+	}
+	if fingerprint.Passes(strategy, len(matched), len(supplied)) {
+		return nil, true
+	}
+	cmp := fingerprint.Compare(recorded, current)
+	var out []ipc.ComponentChange
+	for _, n := range cmp.Changed {
+		out = append(out, ipc.ComponentChange{Name: n, Change: "changed"})
+	}
+	for _, n := range cmp.Missing {
+		out = append(out, ipc.ComponentChange{Name: n, Change: "missing"})
+	}
+	for _, n := range cmp.Added {
+		out = append(out, ipc.ComponentChange{Name: n, Change: "added"})
+	}
+	return out, false
 }
 
 func (a *Agent) fillDataset(v *licenseView, ds *keygen.Dataset) {

@@ -106,16 +106,25 @@ func TestClockRollbackIsTampering(t *testing.T) {
 		e.start()
 		defer e.stop()
 		e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
-		// An honest forward jump is fine.
+		// Online, Keygen's answers rule: a jump either way is a warning.
 		e.offset.Store(int64(3 * time.Hour))
 		if st := e.status(); st.State == string(StateClockTampered) {
 			t.Fatalf("forward jump flagged: %+v", st)
 		}
-		// Rolling back behind the watermark is not.
 		e.offset.Store(int64(-2 * time.Hour))
+		if err := e.a.requestSync(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if st := e.status(); st.State != string(StateActive) || st.ClockSkew == nil {
+			t.Fatalf("online rollback: %+v", st)
+		}
+		// Offline, rolling back behind trusted time is tampering.
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		_ = e.a.requestSync(t.Context())
+		e.offset.Store(int64(-4 * time.Hour))
 		st := e.status()
 		if st.State != string(StateClockTampered) || st.Valid {
-			t.Fatalf("after rollback: %+v", st)
+			t.Fatalf("after rollback offline: %+v", st)
 		}
 		c := e.dial(agenttest.PeerFor(100))
 		defer c.Close()

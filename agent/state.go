@@ -3,6 +3,7 @@ package agent
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/ipc"
@@ -49,17 +50,12 @@ type licenseView struct {
 	Changes       []ipc.ComponentChange
 }
 
-// licenseState guards the current view, the trusted-time watermark and the
-// last successful sync.
+// licenseState guards the current view and the last successful sync.
+// Trusted time (watermark, clock offset) is agentClock's, in clock.go.
 type licenseState struct {
-	mu        sync.Mutex
-	view      licenseView
-	watermark time.Time // in memory; persisted when it moves by > persistStep
-	persisted time.Time
-	lastSync  time.Time
-	// clockBehind is set when the local clock was found behind the
-	// watermark by more than the tolerance.
-	clockBehind time.Duration
+	mu       sync.Mutex
+	view     licenseView
+	lastSync time.Time
 
 	// keyAuthOnly: the policy refused the token; authenticate with the key.
 	keyAuthOnly bool
@@ -71,55 +67,8 @@ type licenseState struct {
 	// lookup, ping): it carries requireHeartbeat, heartbeatDuration and
 	// maxProcesses, which a license may read without policy.read.
 	machine *keygen.Machine
-}
-
-func (l *licenseState) setWatermark(t time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if t.After(l.watermark) {
-		l.watermark = t
-		l.persisted = t
-	}
-}
-
-// persistStep is how far the watermark must move before it is written to
-// the cache again: bounds bbolt writes to one a minute.
-const persistStep = time.Minute
-
-// advanceWatermark moves the trusted-time watermark forward to t (a verified
-// response Date, a certificate's issued time, or the local clock), and
-// persists it now and then.
-func (a *Agent) advanceWatermark(t time.Time) {
-	a.lic.mu.Lock()
-	if !t.After(a.lic.watermark) {
-		a.lic.mu.Unlock()
-		return
-	}
-	a.lic.watermark = t
-	persist := t.Sub(a.lic.persisted) >= persistStep
-	if persist {
-		a.lic.persisted = t
-	}
-	a.lic.mu.Unlock()
-	if persist && a.store != nil {
-		if _, err := a.store.AdvanceWatermark(t); err != nil {
-			a.log.Warn("persisting time watermark", "err", err)
-		}
-	}
-}
-
-// trustedNow is the later of the local clock and the watermark, and how far
-// the local clock is behind the watermark (0 if not behind).
-func (a *Agent) trustedNow() (now time.Time, behind time.Duration) {
-	local := a.now()
-	a.lic.mu.Lock()
-	wm := a.lic.watermark
-	a.lic.mu.Unlock()
-	if local.Before(wm) {
-		return wm, wm.Sub(local)
-	}
-	a.advanceWatermark(local)
-	return local, 0
+	// badTransitions counts view changes missing from lifecycleTable.
+	badTransitions atomic.Int64
 }
 
 // view returns the current license view with time-dependent parts (clock
@@ -132,10 +81,13 @@ func (a *Agent) view() licenseView {
 		return v
 	}
 	now, behind := a.trustedNow()
-	if tol := a.config().ClockTolerance.D(); behind > tol {
+	// Online, Keygen's signed answers rule: a wrong local clock is absorbed
+	// by the learned offset (clock_skew in status). Offline, corrected time
+	// behind trusted time is a clock rolled back (clock.go).
+	if tol := a.config().ClockTolerance.D(); behind > tol && !v.Online {
 		v.State, v.Valid, v.Code = StateClockTampered, false, "CLOCK_TAMPERED"
 		v.Detail = "the system clock is " + behind.Round(time.Second).String() +
-			" behind the last trusted time seen from Keygen; correct the clock"
+			" behind the last trusted time seen from Keygen; correct the clock, or connect to Keygen"
 		return v
 	}
 	if v.State == StateOffline && v.OfflineUntil != nil && !now.Before(*v.OfflineUntil) {
@@ -147,7 +99,18 @@ func (a *Agent) view() licenseView {
 
 // setView replaces the license view and, when what apps see changed, tells
 // every connected app with license.changed (enforceView revokes leases).
+// It is fire with the event inferred from v (authz.go's refusals: a
+// verdict, or a refused credential).
 func (a *Agent) setView(v licenseView) {
+	ev := evVerdict
+	if v.State == StateAuthRefused {
+		ev = evAuthRefused
+	}
+	a.fire(ev, v)
+}
+
+// applyView stores v and broadcasts license.changed when it matters.
+func (a *Agent) applyView(v licenseView) {
 	a.lic.mu.Lock()
 	old := a.lic.view
 	a.lic.view = v
@@ -225,5 +188,6 @@ func (a *Agent) status() *ipc.Status {
 	st.Leases = a.leaseUsage(v)
 	st.HardwareChanges = v.Changes
 	st.OtherAgents = a.leases.otherAgents()
+	st.ClockSkew = a.clockSkew()
 	return st
 }

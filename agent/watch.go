@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -49,11 +51,15 @@ func (a *Agent) startWatchers(ctx context.Context) {
 		if err := w.Add(cfg.ImportDir); err != nil {
 			a.log.Warn("cannot watch import directory", "dir", cfg.ImportDir, "err", err)
 		}
-		a.scanImports()
 	}
 	lastCfg := fileStamp(a.deps.ConfigFile)
 	a.goOwned(func() {
 		defer w.Close()
+		// The first scan runs here, off the start path: whatever lies in
+		// the import folder, the agent starts and stops.
+		if cfg.ImportDir != "" {
+			a.scanImports()
+		}
 		var cfgTimer, importTimer <-chan time.Time
 		rescan := time.NewTicker(rescanPeriod)
 		defer rescan.Stop()
@@ -123,7 +129,12 @@ func (a *Agent) scanImports() {
 			continue
 		}
 		path := filepath.Join(dir, e.Name())
-		data, err := os.ReadFile(path)
+		data, err := readImport(path)
+		if errors.Is(err, errNotImportable) {
+			a.log.Warn("import rejected", "file", e.Name(), "err", err)
+			a.moveImport(path, "rejected", err.Error())
+			continue
+		}
 		if err != nil {
 			continue
 		}
@@ -135,6 +146,42 @@ func (a *Agent) scanImports() {
 		a.log.Info("imported", "file", e.Name())
 		a.moveImport(path, "processed", "")
 	}
+}
+
+// MaxImportSize bounds an import file: certificates are kilobytes.
+const MaxImportSize = 16 << 20
+
+// errNotImportable: a file in the import folder that is not a regular file
+// (a FIFO, a device, a symlink) or is larger than MaxImportSize.
+var errNotImportable = errors.New("not importable")
+
+// readImport reads a regular file of at most MaxImportSize bytes. It never
+// follows a symlink and never blocks on a FIFO or device (openImport opens
+// without following and without blocking, then checks the opened file).
+func readImport(path string) ([]byte, error) {
+	f, err := openImport(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file (%s)", errNotImportable, filepath.Base(path), fi.Mode().Type())
+	}
+	if fi.Size() > MaxImportSize {
+		return nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", errNotImportable, filepath.Base(path), fi.Size(), MaxImportSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxImportSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxImportSize {
+		return nil, fmt.Errorf("%w: %s grew over the %d-byte limit while read", errNotImportable, filepath.Base(path), MaxImportSize)
+	}
+	return data, nil
 }
 
 func (a *Agent) moveImport(path, sub, reason string) {

@@ -90,6 +90,13 @@
 // that does not decode returns a *RecordError (matching ErrCorrupt) naming the
 // bucket and key. Closing and re-opening the store then quarantines the file.
 //
+// A fault inside bbolt (a file truncated or overwritten while open makes the
+// mapped pages fault) may leave bbolt's locks held, so the first one makes
+// the store unusable: every later call, Close included, fails at once with
+// ErrCorrupt without entering bbolt, and Options.OnFault is called once. The
+// agent then logs and exits non-zero; the service manager restarts it and
+// Open quarantines the file. Nothing ever waits on the poisoned lock.
+//
 // A store created empty this open, including after a quarantine, reports
 // Fresh: the agent must not grant offline trust from it until one successful
 // online validation, or deleting agent.db would reset the licence.

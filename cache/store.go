@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,6 +27,12 @@ type Options struct {
 	LockTimeout time.Duration    // default DefaultLockTimeout
 	Logger      *slog.Logger     // default: discard
 	Now         func() time.Time // default time.Now; used for quarantine names and default timestamps
+	// OnFault, if set, is called once when a transaction faults on a file
+	// damaged while open (truncated under the agent, say). From then on
+	// every call fails with ErrCorrupt without touching the file: bbolt's
+	// locks may be left held, so the only way back is a new process, whose
+	// Open quarantines the file. The agent exits non-zero here.
+	OnFault func(error)
 }
 
 var (
@@ -88,11 +95,20 @@ type Store struct {
 	recovered *Recovery
 	closeOnce sync.Once
 	closeErr  error
+
+	// txMu orders our calls into bbolt so that none is inside bbolt when a
+	// fault poisons it: views share it, updates hold it alone. broken is
+	// the fault, once one happened.
+	txMu      sync.RWMutex
+	broken    atomic.Pointer[error]
+	faultOnce sync.Once
 }
 
 // Test hooks.
 var (
 	renameFile = os.Rename
+	// noSync skips fsync (fuzzing: an fsync per execution is the cost).
+	noSync = false
 )
 
 const (
@@ -268,6 +284,7 @@ func (s *Store) openRW() (db *bolt.DB, reason string, err error) {
 	db, err = bolt.Open(s.path, 0o600, &bolt.Options{
 		Timeout:        s.opts.LockTimeout,
 		NoFreelistSync: true,
+		NoSync:         noSync,
 		OpenFile:       rec.open,
 	})
 	if err != nil {
@@ -369,9 +386,39 @@ func (s *Store) Close() error {
 		if readPID(s.path) == os.Getpid() {
 			_ = os.Remove(s.path + pidSuffix)
 		}
+		s.txMu.Lock()
+		defer s.txMu.Unlock()
+		if err := s.Fault(); err != nil {
+			// bbolt's Close would wait for the lock a faulted
+			// transaction left held; the process exit releases the file.
+			s.closeErr = err
+			return
+		}
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr
+}
+
+// Fault returns the fault that made the store unusable, or nil.
+func (s *Store) Fault() error {
+	if p := s.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fault records a recovered panic or memory fault inside bbolt: the store
+// is unusable from now on (see Options.OnFault).
+func (s *Store) fault(r any) error {
+	err := fmt.Errorf("%w: %s changed or was damaged while open: %v", ErrCorrupt, s.path, r)
+	s.faultOnce.Do(func() {
+		s.broken.Store(&err)
+		s.log.Error("cache file faulted while open; the store is unusable until the agent restarts", "path", s.path, "err", err)
+		if s.opts.OnFault != nil {
+			s.opts.OnFault(err)
+		}
+	})
+	return s.Fault()
 }
 
 // Path returns the database file path.
@@ -387,22 +434,32 @@ func (s *Store) Recovered() *Recovery { return s.recovered }
 // view and update run a transaction with panics and memory faults turned
 // into ErrCorrupt.
 func (s *Store) view(fn func(*bolt.Tx) error) (err error) {
+	s.txMu.RLock()
+	defer s.txMu.RUnlock()
+	if err := s.Fault(); err != nil {
+		return err
+	}
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, s.path, r)
+			err = s.fault(r)
 		}
 	}()
 	return s.db.View(fn)
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) (err error) {
+	s.txMu.Lock()
+	defer s.txMu.Unlock()
+	if err := s.Fault(); err != nil {
+		return err
+	}
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, s.path, r)
+			err = s.fault(r)
 		}
 	}()
 	return s.db.Update(fn)

@@ -355,9 +355,16 @@ func TestPanicInTransactionIsErrCorrupt(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("view nil deref: %v, want ErrCorrupt", err)
 	}
-	// The write lock was released: later writes work.
-	if err := s.PutLease(LeaseRecord{ID: "after"}); err != nil {
-		t.Fatal(err)
+	// A fault may leave bbolt's locks held (a truncated file does), so the
+	// store is unusable from then on: later calls fail fast, never hang.
+	if err := s.PutLease(LeaseRecord{ID: "after"}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("write after a fault: %v, want ErrCorrupt", err)
+	}
+	if err := s.Fault(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Fault() = %v", err)
+	}
+	if err := s.Close(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Close after a fault: %v", err)
 	}
 }
 

@@ -134,7 +134,8 @@ func (e *Env) Start() error {
 		hc.Transport = e.Srv.Transport()
 	}
 	deps := agent.Deps{HTTPClient: hc, Fingerprinter: e.fp, Processes: e.Procs, Now: e.Now, Logger: log, NoWatch: true,
-		IPC: agent.IPCOptions{PeerFunc: e.peerOf, MaxConns: 4096, MaxMessageSize: e.opts.MaxMessageSize}}
+		IPC: agent.IPCOptions{PeerFunc: e.peerOf, MaxConns: 4096, MaxMessageSize: e.opts.MaxMessageSize,
+			MaxConnsPerUID: 4096, MaxInFlightPerUID: 1 << 16}} // many app instances of one test user
 	if e.opts.RealPeers && e.opts.Socket != "" {
 		deps.Processes, deps.IPC.PeerFunc = nil, nil
 	}

@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv("CHAOS_HELPER"); mode != "" {
 		os.Exit(helperMain(mode, os.Getenv("CHAOS_SOCKET")))
 	}
+	if mode := os.Getenv("CHAOS_ATTACK"); mode != "" {
+		os.Exit(attackMain(mode, os.Getenv("CHAOS_SOCKET")))
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

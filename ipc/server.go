@@ -11,6 +11,7 @@ import (
 	"net"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,13 +83,37 @@ func (m *Mux) lookup(method string) (route, bool) {
 
 // ServerConfig configures a [Server]. Zero values get defaults.
 type ServerConfig struct {
-	Mux            *Mux
-	Logger         *slog.Logger
-	MaxMessageSize int           // bytes per line, default 1 MiB
-	MaxConns       int           // default 1024
-	WriteTimeout   time.Duration // per write, default 10s
-	OutQueue       int           // queued outgoing messages per conn, default 256
-	MaxInFlight    int           // concurrent requests per conn, default 64; excess get BUSY
+	Mux    *Mux
+	Logger *slog.Logger
+	// MaxMessageSize is the longest line a non-admin peer may send,
+	// default [DefaultMaxMessageSize]; MaxAdminMessageSize is an admin's,
+	// default MaxMessageSize if that is set, else
+	// [DefaultMaxAdminMessageSize] (license.import carries a whole machine
+	// file).
+	MaxMessageSize      int
+	MaxAdminMessageSize int
+	MaxConns            int           // default 1024, admins included
+	WriteTimeout        time.Duration // per write, default 10s
+	OutQueue            int           // queued outgoing messages per conn, default 256
+	// OutQueueBytes bounds the bytes queued for one connection (default
+	// 64 KiB; one message of any size fits an empty queue). A peer that lets either bound fill is not reading: it is
+	// disconnected.
+	OutQueueBytes int
+	MaxInFlight   int // concurrent requests per conn, default 64; excess get BUSY
+	// MaxConnsPerUID is how many connections one non-admin uid may hold
+	// (default 256); AdminReserve is how many of MaxConns only admins may
+	// use (default 32, at most half of MaxConns), so root's CLI always
+	// gets in.
+	MaxConnsPerUID int
+	AdminReserve   int
+	// MaxInFlightPerUID bounds one non-admin uid's requests in flight over
+	// all its connections (default 256): waiting lease.acquire calls
+	// included.
+	MaxInFlightPerUID int
+	// IdleTimeout closes a connection that has not sent one complete
+	// request this long after connecting (default 30s). Connections that
+	// did send one are never timed out: apps hold them for their leases.
+	IdleTimeout time.Duration
 	// AdminGroup is a unix group (name or gid) whose members are admins in
 	// addition to root. Ignored on Windows (elevated Administrators are).
 	AdminGroup string
@@ -99,7 +124,22 @@ type ServerConfig struct {
 	// OnClose runs once per connection, after its context is cancelled and
 	// every handler running on it has returned.
 	OnClose func(*Conn)
+	// Now is the clock of the refusal-log limiter; nil means time.Now.
+	Now func() time.Time
 }
+
+// Defaults of [ServerConfig]'s limits.
+const (
+	DefaultMaxMessageSize      = 64 << 10
+	DefaultMaxAdminMessageSize = 1 << 20
+	DefaultOutQueueBytes       = 64 << 10
+	DefaultMaxConnsPerUID      = 256
+	DefaultAdminReserve        = 32
+	DefaultMaxInFlightPerUID   = 256
+	DefaultIdleTimeout         = 30 * time.Second
+	// maxEcho bounds how much of a peer's own text an error repeats.
+	maxEcho = 64
+)
 
 // ErrServerClosed is returned by [Server.Serve] after [Server.Close].
 var ErrServerClosed = errors.New("ipc: server closed")
@@ -117,12 +157,19 @@ type Server struct {
 	log      *slog.Logger
 	adminGID int // -1: no admin group
 
-	mu     sync.Mutex
-	conns  map[uint64]*Conn
-	lns    map[net.Listener]struct{}
-	closed bool
-	nextID atomic.Uint64
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[uint64]*Conn
+	perUID   map[string]*uidShare // non-admin peers only
+	lns      map[net.Listener]struct{}
+	closed   bool
+	nextID   atomic.Uint64
+	wg       sync.WaitGroup
+	refusals logLimiter
+}
+
+// uidShare is what one uid holds: connections and requests in flight.
+type uidShare struct {
+	conns, inflight int
 }
 
 // NewServer returns a Server. A configured AdminGroup that does not resolve
@@ -134,11 +181,37 @@ func NewServer(c ServerConfig) *Server {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.MaxMessageSize <= 0 {
-		c.MaxMessageSize = 1 << 20
-	}
 	if c.MaxConns <= 0 {
 		c.MaxConns = 1024
+	}
+	if c.MaxAdminMessageSize <= 0 {
+		if c.MaxMessageSize > 0 {
+			c.MaxAdminMessageSize = c.MaxMessageSize
+		} else {
+			c.MaxAdminMessageSize = DefaultMaxAdminMessageSize
+		}
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.OutQueueBytes <= 0 {
+		c.OutQueueBytes = DefaultOutQueueBytes
+	}
+	if c.MaxConnsPerUID <= 0 {
+		c.MaxConnsPerUID = DefaultMaxConnsPerUID
+	}
+	if c.AdminReserve <= 0 {
+		c.AdminReserve = DefaultAdminReserve
+	}
+	c.AdminReserve = min(c.AdminReserve, c.MaxConns/2)
+	if c.MaxInFlightPerUID <= 0 {
+		c.MaxInFlightPerUID = DefaultMaxInFlightPerUID
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
@@ -150,7 +223,8 @@ func NewServer(c ServerConfig) *Server {
 		c.MaxInFlight = 64
 	}
 	s := &Server{cfg: c, log: c.Logger.With("component", "ipc"), adminGID: -1,
-		conns: map[uint64]*Conn{}, lns: map[net.Listener]struct{}{}}
+		conns: map[uint64]*Conn{}, perUID: map[string]*uidShare{}, lns: map[net.Listener]struct{}{}}
+	s.refusals.every = 10 * time.Second
 	if c.AdminGroup != "" {
 		gid, err := lookupGroupID(c.AdminGroup)
 		if err != nil {
@@ -206,17 +280,12 @@ func (s *Server) accept(nc net.Conn) {
 	}
 	if len(s.conns) >= s.cfg.MaxConns {
 		s.mu.Unlock()
-		s.log.Warn("too many connections; refusing", "max", s.cfg.MaxConns)
-		b, _ := encodeLine(wireResponse{JSONRPC: "2.0", ID: jsonNull,
-			Error: encodeError(&Error{Code: CodeBusy, Message: "too many connections"})})
-		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = nc.Write(b)
-		nc.Close()
+		s.refuse(nc, "too many connections", "max", s.cfg.MaxConns)
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Conn{s: s, id: s.nextID.Add(1), nc: nc, cancel: cancel,
-		out: make(chan []byte, s.cfg.OutQueue), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), done: make(chan struct{}),
 		sem: make(chan struct{}, s.cfg.MaxInFlight)}
 	c.ctx = context.WithValue(ctx, connKey{}, c)
 	s.conns[c.id] = c
@@ -275,6 +344,13 @@ func (s *Server) serveConn(c *Conn) {
 		return
 	}
 	c.peer = p
+	if reason, ok := s.admit(c); !ok {
+		s.forget(c)
+		s.refuse(c.nc, reason, "uid", p.UID, "pid", p.PID)
+		c.Close()
+		return
+	}
+	defer s.release(c)
 	go c.writeLoop()
 	if s.cfg.OnConnect != nil {
 		s.cfg.OnConnect(c)
@@ -286,6 +362,113 @@ func (s *Server) serveConn(c *Conn) {
 		s.cfg.OnClose(c)
 	}
 	s.forget(c)
+}
+
+// admit checks a connection's share once its peer is known: a non-admin
+// uid may hold MaxConnsPerUID connections, and non-admins together may not
+// use the AdminReserve last connections.
+func (s *Server) admit(c *Conn) (string, bool) {
+	if c.peer.Admin {
+		return "", true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.perUID[c.peer.UID]
+	if sh != nil && sh.conns >= s.cfg.MaxConnsPerUID {
+		return fmt.Sprintf("too many connections from this user (max %d)", s.cfg.MaxConnsPerUID), false
+	}
+	nonAdmin := 0
+	for _, x := range s.perUID {
+		nonAdmin += x.conns
+	}
+	if nonAdmin >= s.cfg.MaxConns-s.cfg.AdminReserve {
+		return "too many connections", false
+	}
+	if sh == nil {
+		sh = &uidShare{}
+		s.perUID[c.peer.UID] = sh
+	}
+	sh.conns++
+	c.counted = true
+	return "", true
+}
+
+func (s *Server) release(c *Conn) {
+	if !c.counted {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sh := s.perUID[c.peer.UID]; sh != nil {
+		sh.conns--
+		if sh.conns <= 0 && sh.inflight <= 0 {
+			delete(s.perUID, c.peer.UID)
+		}
+	}
+}
+
+// takeInflight counts one request against the peer's uid share.
+func (s *Server) takeInflight(c *Conn) bool {
+	if !c.counted {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sh := s.perUID[c.peer.UID]
+	if sh == nil || sh.inflight >= s.cfg.MaxInFlightPerUID {
+		return false
+	}
+	sh.inflight++
+	return true
+}
+
+func (s *Server) doneInflight(c *Conn) {
+	if !c.counted {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sh := s.perUID[c.peer.UID]; sh != nil {
+		sh.inflight--
+		if sh.conns <= 0 && sh.inflight <= 0 {
+			delete(s.perUID, c.peer.UID)
+		}
+	}
+}
+
+// refuse answers BUSY on nc and closes it. The WARN is rate-limited: a
+// peer opening connections in a loop must not flood the log.
+func (s *Server) refuse(nc net.Conn, reason string, attrs ...any) {
+	if n, ok := s.refusals.allow(s.cfg.Now()); ok {
+		s.log.Warn("refusing connection: "+reason, append(attrs, "suppressed", n)...)
+	}
+	b, _ := encodeLine(wireResponse{JSONRPC: "2.0", ID: jsonNull,
+		Error: encodeError(&Error{Code: CodeBusy, Message: reason})})
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = nc.Write(b)
+	nc.Close()
+}
+
+// logLimiter lets one message through per period and counts the rest.
+type logLimiter struct {
+	mu         sync.Mutex
+	every      time.Duration
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now and how many were suppressed since the
+// last message logged.
+func (l *logLimiter) allow(now time.Time) (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.suppressed++
+		return 0, false
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return n, true
 }
 
 func (s *Server) forget(c *Conn) {
@@ -305,12 +488,20 @@ type Conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	out       chan []byte // nil entry: flush then close
+	// The output queue, bounded in messages and bytes. closeAfter: close
+	// once the queue is written; nothing more is queued.
+	qmu        sync.Mutex
+	queue      [][]byte
+	queued     int // bytes in queue, including a batch being written
+	closeAfter bool
+	wake       chan struct{} // cap 1: the queue changed
+
 	done      chan struct{}
 	closeOnce sync.Once
 	sem       chan struct{}
 	inflight  sync.WaitGroup
 	protocol  atomic.Int32
+	counted   bool // holds a share in Server.perUID (non-admin)
 }
 
 // ID returns the connection's server-unique id.
@@ -364,52 +555,66 @@ func (c *Conn) send(b []byte) error {
 		return ErrConnClosed
 	default:
 	}
-	select {
-	case c.out <- b:
-		return nil
-	case <-c.done:
+	c.qmu.Lock()
+	if c.closeAfter {
+		c.qmu.Unlock()
 		return ErrConnClosed
-	default:
-		c.s.log.Warn("peer is not reading its messages; closing", "conn", c.id, "pid", c.peer.PID, "queued", cap(c.out))
+	}
+	// One message always fits an empty queue (an admin's leases.list can
+	// be large); more must fit OutQueueBytes.
+	if len(c.queue) >= c.s.cfg.OutQueue || (c.queued > 0 && c.queued+len(b) > c.s.cfg.OutQueueBytes) {
+		queued, n := c.queued, len(c.queue)
+		c.qmu.Unlock()
+		c.s.log.Warn("peer is not reading its messages; closing", "conn", c.id, "pid", c.peer.PID, "queued", n, "queued_bytes", queued)
 		c.Close()
 		return ErrSlowConsumer
+	}
+	c.queue = append(c.queue, b)
+	c.queued += len(b)
+	c.qmu.Unlock()
+	c.signal()
+	return nil
+}
+
+func (c *Conn) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
 	}
 }
 
 // closeAfterFlush closes the connection once the messages queued so far
 // are written.
 func (c *Conn) closeAfterFlush() {
-	select {
-	case c.out <- nil:
-	default:
-		c.Close()
-	}
+	c.qmu.Lock()
+	c.closeAfter = true
+	c.qmu.Unlock()
+	c.signal()
 }
 
 func (c *Conn) writeLoop() {
 	buf := make([]byte, 0, 4096)
 	for {
-		var b []byte
-		select {
-		case b = <-c.out:
-		case <-c.done:
-			return
-		}
-		closeAfter := b == nil
-		buf = append(buf[:0], b...)
-	drain:
-		for !closeAfter && len(buf) < 64<<10 {
+		c.qmu.Lock()
+		for len(c.queue) == 0 && !c.closeAfter {
+			c.qmu.Unlock()
 			select {
-			case more := <-c.out:
-				if more == nil {
-					closeAfter = true
-					break drain
-				}
-				buf = append(buf, more...)
-			default:
-				break drain
+			case <-c.wake:
+			case <-c.done:
+				return
 			}
+			c.qmu.Lock()
 		}
+		// Write up to 64 KiB at once; the bytes stay counted in
+		// c.queued until written.
+		n := 0
+		buf = buf[:0]
+		for n < len(c.queue) && (n == 0 || len(buf)+len(c.queue[n]) <= 64<<10) {
+			buf = append(buf, c.queue[n]...)
+			n++
+		}
+		closeAfter := c.closeAfter && n == len(c.queue)
+		c.qmu.Unlock()
 		if len(buf) > 0 {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 			if _, err := c.nc.Write(buf); err != nil {
@@ -422,6 +627,14 @@ func (c *Conn) writeLoop() {
 				return
 			}
 		}
+		c.qmu.Lock()
+		clear(c.queue[:n])
+		c.queue = c.queue[n:]
+		if len(c.queue) == 0 {
+			c.queue = nil
+		}
+		c.queued -= len(buf)
+		c.qmu.Unlock()
 		if closeAfter {
 			c.Close()
 			return
@@ -433,27 +646,52 @@ func (c *Conn) writeLoop() {
 }
 
 func (c *Conn) readLoop() {
-	fr := newFrameReader(c.nc, c.s.cfg.MaxMessageSize)
+	limit := c.s.cfg.MaxMessageSize
+	if c.peer.Admin {
+		limit = c.s.cfg.MaxAdminMessageSize
+	}
+	fr := newFrameReader(c.nc, limit)
+	// A connection must send a complete request within IdleTimeout; after
+	// that it may idle as long as it likes (it may hold a lease).
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+	idle := true
 	for {
 		line, err := fr.next()
 		if err != nil {
-			if errors.Is(err, errFrameTooLarge) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, errFrameTooLarge):
 				c.reply(jsonNull, nil, &Error{Code: CodeMessageTooLarge,
-					Message: fmt.Sprintf("message exceeds %d bytes; closing the connection", c.s.cfg.MaxMessageSize),
-					Data:    map[string]any{"max": c.s.cfg.MaxMessageSize}})
+					Message: fmt.Sprintf("message exceeds %d bytes; closing the connection", limit),
+					Data:    map[string]any{"max": limit}})
 				c.closeAfterFlush()
 				// Keep draining so a client still writing the oversize
 				// message (pipes have small buffers) can read the error.
-				_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 4*int64(c.s.cfg.MaxMessageSize)))
+				_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+				_, _ = io.Copy(io.Discard, io.LimitReader(c.nc, 4*int64(limit)))
 				c.Close()
+			case idle && errors.As(err, &ne) && ne.Timeout():
+				c.s.log.Debug("connection sent no request; closing", "conn", c.id, "pid", c.peer.PID, "after", c.s.cfg.IdleTimeout)
 			}
 			return
 		}
 		if blankLine(line) {
 			continue
 		}
+		if idle {
+			idle = false
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
 		c.handle(line)
 	}
+}
+
+// echo bounds a peer-supplied string repeated in an error message.
+func echo(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxEcho], "") + "…"
 }
 
 // blankLine reports whether a frame holds only spaces, tabs and carriage
@@ -476,14 +714,14 @@ func (c *Conn) handle(line []byte) {
 	h, perm, ok := c.s.route(req.Method)
 	if !ok {
 		if !notify {
-			c.reply(id, nil, &Error{Code: CodeMethodNotFound, Message: "method not found: " + req.Method})
+			c.reply(id, nil, &Error{Code: CodeMethodNotFound, Message: "method not found: " + echo(req.Method)})
 		}
 		return
 	}
 	if perm == PermAdmin && !c.peer.Admin {
 		if !notify {
 			c.reply(id, nil, &Error{Code: CodePermissionDenied,
-				Message: req.Method + " requires an administrator (root, the agent's admin group, or an elevated Administrator)"})
+				Message: echo(req.Method) + " requires an administrator (root, the agent's admin group, or an elevated Administrator)"})
 		}
 		return
 	}
@@ -501,10 +739,18 @@ func (c *Conn) handle(line []byte) {
 		}
 		return
 	}
+	if !c.s.takeInflight(c) {
+		<-c.sem
+		if !notify {
+			c.reply(id, nil, &Error{Code: CodeBusy, Message: fmt.Sprintf("too many requests in flight from this user (max %d)", c.s.cfg.MaxInFlightPerUID)})
+		}
+		return
+	}
 	c.inflight.Add(1)
 	go func() {
 		defer c.inflight.Done()
 		defer func() { <-c.sem }()
+		defer c.s.doneInflight(c)
 		res, err := c.call(req.Method, h, req.Params)
 		if !notify {
 			c.reply(id, res, err)

@@ -85,12 +85,24 @@ type Status struct {
 	// processes on this machine for this license (a system and a per-user
 	// agent, or two installs): they share the machine's process limit.
 	OtherAgents []OtherAgent `json:"other_agents,omitempty"`
+	// ClockSkew is set when the local clock differs from Keygen's by more
+	// than a minute (or the clock tolerance, when smaller): a warning, never a lock-out online.
+	ClockSkew *ClockSkew `json:"clock_skew,omitempty"`
 }
 
 // OtherAgent is another agent instance in a [Status].
 type OtherAgent struct {
 	AgentID   string `json:"agent_id"`
 	Processes int    `json:"processes"` // its Keygen processes on this machine
+}
+
+// ClockSkew describes how far the local clock is from Keygen's, learned
+// from the last license validation.
+type ClockSkew struct {
+	// Seconds is Keygen's clock minus the local clock: positive when the
+	// local clock is behind.
+	Seconds float64 `json:"seconds"`
+	Detail  string  `json:"detail"`
 }
 
 // LicenseInfo describes the license in a [Status].
@@ -163,6 +175,14 @@ type LeaseConfirmed struct {
 // ReleaseParams are the params of lease.release and leases.release.
 type ReleaseParams struct {
 	LeaseID string `json:"lease_id"`
+}
+
+// DeactivateParams are the params of license.deactivate.
+type DeactivateParams struct {
+	// Offline: when Keygen cannot be reached, drop this machine's license
+	// state anyway and deactivate it in Keygen once it is reachable again.
+	// Without it an unreachable Keygen fails the call and changes nothing.
+	Offline bool `json:"offline,omitempty"`
 }
 
 // ActivateParams are the params of license.activate.

@@ -56,7 +56,15 @@ type Config struct {
 	// MaxClockDrift is the replay window for a response's signed Date:
 	// older responses are rejected. Default 5m; <0 disables the check.
 	MaxClockDrift time.Duration
-	Now           func() time.Time
+	// Now is the local clock (default time.Now). It times the exchange of a
+	// nonce-bound validation ([Validation.Sent], [Validation.Received]).
+	Now func() time.Time
+	// TrustedNow is the clock a response's signed Date is checked against
+	// (the replay window) and rate-limit resets are measured on; default
+	// Now. A caller that learned Keygen's clock offset from a nonce-bound
+	// validation passes the corrected clock here, so that a wrong local
+	// clock does not make every answer look replayed (see clock.go).
+	TrustedNow func() time.Time
 	// OnResponse, if set, is called for every HTTP response received (after
 	// verification), from the calling goroutine. It must not block.
 	OnResponse func(ResponseInfo)
@@ -73,8 +81,12 @@ type ResponseInfo struct {
 	Status       int
 	Date         time.Time // the verified signed Date; zero unless Verified
 	Verified     bool
-	RateLimit    RateLimit
-	RequestID    string
+	// NonceBound: the answer is bound to its request by a nonce (a license
+	// validation), so its Date was not checked against the local clock; the
+	// caller trusts it only once the nonce matched (Validation.Date).
+	NonceBound bool
+	RateLimit  RateLimit
+	RequestID  string
 }
 
 // Client is a Keygen API client. It is immutable and safe for concurrent
@@ -91,6 +103,7 @@ type Client struct {
 	verify     bool
 	drift      time.Duration
 	now        func() time.Time
+	trusted    func() time.Time
 	onResponse func(ResponseInfo)
 	before     func(ctx context.Context, method, path string) error
 }
@@ -126,6 +139,7 @@ func NewClient(cfg Config) (*Client, error) {
 		verify:     keys.Ed25519 != nil,
 		drift:      cfg.MaxClockDrift,
 		now:        cfg.Now,
+		trusted:    cfg.TrustedNow,
 		onResponse: cfg.OnResponse,
 		before:     cfg.BeforeRequest,
 	}
@@ -137,6 +151,9 @@ func NewClient(cfg Config) (*Client, error) {
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.trusted == nil {
+		c.trusted = c.now
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
@@ -225,6 +242,11 @@ type request struct {
 	// authenticationStrategy: concerns/authentication.rb raises even on
 	// the optional login of validate_by_key) would turn it into a 401/403.
 	anonymous bool
+	// nonceBound: the request carries a nonce its answer must echo (a
+	// validation, validations_controller.rb), which proves the answer
+	// fresh whatever the local clock says: its Date is not checked against
+	// the replay window, and the caller checks the nonce.
+	nonceBound bool
 }
 
 // response is a verified, successful answer.
@@ -232,6 +254,9 @@ type response struct {
 	body   []byte
 	info   ResponseInfo
 	signed *SignedResponse // what the signature covers; see evidence.go
+	// sent and received are local clock readings (Config.Now) around the
+	// HTTP exchange, for a nonce-bound answer's clock offset.
+	sent, received time.Time
 }
 
 // do sends r and returns a 2xx response, or a classified error.
@@ -277,6 +302,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 			return nil, err
 		}
 	}
+	sent := c.now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, &UnavailableError{Err: unwrapURLError(err)}
@@ -286,11 +312,12 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	if err != nil {
 		return nil, &UnavailableError{Status: resp.StatusCode, Err: fmt.Errorf("read body: %w", err)}
 	}
+	received := c.now()
 	info := ResponseInfo{
 		Method:    r.method,
 		Path:      req.URL.RequestURI(),
 		Status:    resp.StatusCode,
-		RateLimit: parseRateLimit(resp.Header, c.now()),
+		RateLimit: parseRateLimit(resp.Header, c.trusted()),
 		RequestID: resp.Header.Get("X-Request-Id"),
 	}
 	st := resp.StatusCode
@@ -299,7 +326,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	if st == http.StatusTooManyRequests || (st == http.StatusForbidden && strings.EqualFold(resp.Header.Get("X-RateLimit-Window"), "blacklist")) {
 		c.report(info)
 		rl := info.RateLimit
-		switch now := c.now(); {
+		switch now := c.trusted(); {
 		case rl.RetryAfter > 0:
 		case st == http.StatusForbidden: // blocklist ban: 30 minutes
 			rl.RetryAfter = 30 * time.Minute
@@ -320,7 +347,7 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	}
 
 	if c.verify && !r.unsigned {
-		date, err := c.verifyResponse(req, resp.Header, raw)
+		date, err := c.verifyResponse(req, resp.Header, raw, r.nonceBound)
 		if err != nil {
 			c.report(info)
 			if st >= 400 {
@@ -330,13 +357,13 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 			}
 			return nil, err
 		}
-		info.Date, info.Verified = date, true
+		info.Date, info.Verified, info.NonceBound = date, true, r.nonceBound
 	}
 	c.report(info)
 
 	switch {
 	case st >= 200 && st < 300:
-		return &response{body: raw, info: info, signed: signedResponse(req, resp.Header, raw, info)}, nil
+		return &response{body: raw, info: info, signed: signedResponse(req, resp.Header, raw, info), sent: sent, received: received}, nil
 	case st >= 400:
 		return nil, decodeAPIError(st, raw, info.RequestID)
 	default:

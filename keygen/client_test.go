@@ -491,7 +491,8 @@ func TestResponseSignature(t *testing.T) {
 		{"host signed with port", "port", t0, ErrNotGenuine},
 		{"replayed old date", "", t0.Add(-6 * time.Minute), ErrResponseTooOld},
 		{"date in window", "", t0.Add(-4 * time.Minute), nil},
-		{"future date", "", t0.Add(time.Hour), nil},
+		{"future date", "", t0.Add(time.Hour), ErrResponseFromFuture},
+		{"future date in window", "", t0.Add(4 * time.Minute), nil},
 	}
 	c := f.client(t)
 	for _, tc := range cases {

@@ -1,6 +1,7 @@
 package keygen
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -105,6 +106,12 @@ func FuzzOpenSignedPayload(f *testing.F) {
 		f.Add(s.payload, true, false)
 		f.Add(s.payload, false, true)
 	}
+	// Valid payloads with one field wrong, so mutations start deep in the
+	// dataset checks instead of at JSON syntax.
+	for _, m := range oneFieldWrong() {
+		f.Add(m.payload, m.machine, m.machine)
+		f.Add(m.payload, !m.machine, m.machine)
+	}
 	sg := testSigners(f)
 	keys := sg.publicKeys()
 	f.Fuzz(func(t *testing.T, payload []byte, encrypt, machine bool) {
@@ -121,6 +128,63 @@ func FuzzOpenSignedPayload(f *testing.F) {
 			t.Fatalf("genuine payload rejected as %v", err)
 		}
 	})
+}
+
+type wrongSeed struct {
+	payload []byte
+	machine bool
+}
+
+// oneFieldWrong derives payloads from valid machine and license file
+// payloads with exactly one field changed.
+func oneFieldWrong() []wrongSeed {
+	exp := t0.Add(24 * time.Hour)
+	past := t0.Add(-time.Hour)
+	edits := []func(doc map[string]any){
+		func(doc map[string]any) { doc["meta"].(map[string]any)["issued"] = "2099-01-01T00:00:00.000Z" },
+		func(doc map[string]any) { doc["meta"].(map[string]any)["expiry"] = past.Format(time.RFC3339) },
+		func(doc map[string]any) { doc["meta"].(map[string]any)["ttl"] = -1 },
+		func(doc map[string]any) { doc["meta"].(map[string]any)["issued"] = 42 },
+		func(doc map[string]any) { delete(doc, "meta") },
+		func(doc map[string]any) { doc["data"].(map[string]any)["type"] = "policies" },
+		func(doc map[string]any) { doc["data"].(map[string]any)["id"] = "" },
+		func(doc map[string]any) { doc["data"].(map[string]any)["attributes"] = nil },
+		func(doc map[string]any) {
+			doc["data"].(map[string]any)["attributes"].(map[string]any)["fingerprint"] = "someone-else"
+		},
+		func(doc map[string]any) {
+			doc["data"].(map[string]any)["attributes"].(map[string]any)["expiry"] = past.Format(time.RFC3339)
+		},
+		func(doc map[string]any) {
+			doc["data"].(map[string]any)["attributes"].(map[string]any)["maxProcesses"] = "five"
+		},
+		func(doc map[string]any) { doc["data"].(map[string]any)["relationships"] = []any{1} },
+		func(doc map[string]any) {
+			doc["included"] = []any{map[string]any{"type": "entitlements", "id": "e", "attributes": map[string]any{"code": 7}}}
+		},
+		func(doc map[string]any) { doc["included"] = map[string]any{} },
+		func(doc map[string]any) { doc["data"] = []any{doc["data"]} },
+	}
+	var out []wrongSeed
+	for _, machine := range []bool{true, false} {
+		kind := KindLicense
+		if machine {
+			kind = KindMachine
+		}
+		for _, edit := range edits {
+			var doc map[string]any
+			if err := json.Unmarshal(certPayload(kind, t0, &exp, ptr(86400)), &doc); err != nil {
+				panic(err)
+			}
+			func() {
+				defer func() { _ = recover() }() // an edit that does not apply to this kind
+				edit(doc)
+			}()
+			b, _ := json.Marshal(doc)
+			out = append(out, wrongSeed{payload: b, machine: machine})
+		}
+	}
+	return out
 }
 
 // FuzzDecodeResponse feeds arbitrary bodies to every JSON:API decoder.

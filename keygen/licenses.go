@@ -83,12 +83,23 @@ func (c *Client) Validate(ctx context.Context, licenseID string, o ValidateOptio
 
 func (c *Client) validate(ctx context.Context, r request, m validateMeta) (*Validation, error) {
 	m.Nonce = newNonce()
-	r.method, r.body = http.MethodPost, map[string]any{"meta": m}
-	d, err := c.doc(ctx, r)
+	r.method, r.body, r.nonceBound = http.MethodPost, map[string]any{"meta": m}, true
+	resp, err := c.do(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	return decodeValidation(d, m.Nonce)
+	d, err := decodeDocument(resp.body)
+	if err != nil {
+		return nil, err
+	}
+	v, err := decodeValidation(d, m.Nonce)
+	if err != nil {
+		return nil, err
+	}
+	if resp.info.Verified {
+		v.Date, v.Sent, v.Received = resp.info.Date, resp.sent, resp.received
+	}
+	return v, nil
 }
 
 func decodeValidation(d *document, nonce int64) (*Validation, error) {
@@ -180,7 +191,14 @@ func (c *Client) LicensePolicy(ctx context.Context, licenseID string) (*Policy, 
 // CheckoutLicense checks out a license file
 // (POST /licenses/{id}/actions/check-out).
 func (c *Client) CheckoutLicense(ctx context.Context, id string, o CheckoutOptions) (*Checkout, error) {
-	return c.checkout(ctx, "/licenses/"+esc(id)+"/actions/check-out", "license-files", o)
+	co, err := c.checkout(ctx, "/licenses/"+esc(id)+"/actions/check-out", "license-files", o)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCheckout(co, "license", id); err != nil {
+		return nil, err
+	}
+	return co, nil
 }
 
 // pageSize and maxPages bound list calls.

@@ -115,7 +115,14 @@ func (c *Client) DeactivateMachine(ctx context.Context, idOrFingerprint string) 
 // CheckoutMachine checks out a machine file
 // (POST /machines/{id}/actions/check-out).
 func (c *Client) CheckoutMachine(ctx context.Context, idOrFingerprint string, o CheckoutOptions) (*Checkout, error) {
-	return c.checkout(ctx, "/machines/"+esc(idOrFingerprint)+"/actions/check-out", "machine-files", o)
+	co, err := c.checkout(ctx, "/machines/"+esc(idOrFingerprint)+"/actions/check-out", "machine-files", o)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCheckout(co, "machine", idOrFingerprint); err != nil {
+		return nil, err
+	}
+	return co, nil
 }
 
 func (c *Client) checkout(ctx context.Context, path, typ string, o CheckoutOptions) (*Checkout, error) {
@@ -155,7 +162,8 @@ func (c *Client) checkout(ctx context.Context, path, typ string, o CheckoutOptio
 	if a.Certificate == "" {
 		return nil, malformed("%s without certificate", typ)
 	}
-	return &Checkout{Certificate: []byte(a.Certificate), Algorithm: a.Algorithm, Issued: a.Issued, Expiry: a.Expiry, TTL: a.TTL}, nil
+	return &Checkout{Certificate: []byte(a.Certificate), Algorithm: a.Algorithm, Issued: a.Issued, Expiry: a.Expiry, TTL: a.TTL,
+		MachineID: r.relID("machine"), LicenseID: r.relID("license")}, nil
 }
 
 // MachineComponents lists a machine's components.
@@ -202,17 +210,37 @@ func (c *Client) SpawnProcess(ctx context.Context, machineID, pid string, metada
 		"type": "processes", "attributes": a,
 		"relationships": map[string]any{"machine": rel("machines", machineID)},
 	}}
-	return c.process(ctx, request{method: http.MethodPost, path: "/processes", body: body})
+	p, err := c.process(ctx, request{method: http.MethodPost, path: "/processes", body: body})
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSpawn(p, machineID, pid, metadata); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // Process reads a process by id.
 func (c *Client) Process(ctx context.Context, id string) (*Process, error) {
-	return c.process(ctx, request{method: http.MethodGet, path: "/processes/" + esc(id)})
+	return c.processID(ctx, id, request{method: http.MethodGet, path: "/processes/" + esc(id)})
 }
 
 // PingProcess sends a process heartbeat (POST /processes/{id}/actions/ping).
 func (c *Client) PingProcess(ctx context.Context, id string) (*Process, error) {
-	return c.process(ctx, request{method: http.MethodPost, path: "/processes/" + esc(id) + "/actions/ping"})
+	return c.processID(ctx, id, request{method: http.MethodPost, path: "/processes/" + esc(id) + "/actions/ping"})
+}
+
+// processID is process for a request about process id: the answer must be
+// about id.
+func (c *Client) processID(ctx context.Context, id string, r request) (*Process, error) {
+	p, err := c.process(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkProcessID(p, id); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // KillProcess deletes a process (DELETE /processes/{id}).

@@ -12,7 +12,10 @@ import (
 
 // verifyResponse checks Keygen-Signature, Digest and Date of a response to
 // req (keygen-api app/controllers/concerns/signature_headers.rb) and returns the signed Date.
-func (c *Client) verifyResponse(req *http.Request, h http.Header, body []byte) (time.Time, error) {
+// The Date is checked against the replay window on the trusted clock
+// (Config.TrustedNow) unless the answer is nonceBound: the caller then
+// binds it to its request by the nonce, fresh whatever the clocks say.
+func (c *Client) verifyResponse(req *http.Request, h http.Header, body []byte, nonceBound bool) (time.Time, error) {
 	digest := strings.TrimSpace(h.Get("Digest"))
 	if digest == "" {
 		digest = strings.TrimSpace(h.Get("Keygen-Digest"))
@@ -66,9 +69,9 @@ func (c *Client) verifyResponse(req *http.Request, h http.Header, body []byte) (
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: bad Date %q", ErrNotGenuine, signed)
 	}
-	if c.drift >= 0 {
-		if age := c.now().Sub(date); age > c.drift {
-			return time.Time{}, fmt.Errorf("%w: signed %s ago (window %s)", ErrResponseTooOld, age.Round(time.Second), c.drift)
+	if c.drift >= 0 && !nonceBound {
+		if err := checkDate(date, c.trusted(), c.drift); err != nil {
+			return time.Time{}, err
 		}
 	}
 	return date.UTC(), nil

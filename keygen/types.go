@@ -85,6 +85,12 @@ type Validation struct {
 	License      *License // nil when the key does not exist
 	Timestamp    time.Time
 	Nonce        int64
+	// Date is the answer's verified signed Date (zero when responses are
+	// not verified). The answer echoed this request's nonce, so Date is
+	// Keygen's clock at the time of the call, whatever the local clock
+	// says. Sent and Received are the local clock (Config.Now) just before
+	// the request was sent and just after the answer was read.
+	Date, Sent, Received time.Time
 }
 
 // ActivateParams describes a machine to activate.
@@ -119,4 +125,7 @@ type Checkout struct {
 	Issued      time.Time
 	Expiry      *time.Time
 	TTL         *int
+	// MachineID and LicenseID are the answer's relationships (empty when
+	// absent).
+	MachineID, LicenseID string
 }

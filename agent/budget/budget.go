@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -55,6 +56,9 @@ var DefaultWindows = []Window{
 // DefaultSafety is the share of each limit the budget allows itself.
 const DefaultSafety = 0.9
 
+// DefaultOwnerShare is the share of each window one local user may use.
+const DefaultOwnerShare = 0.5
+
 // MaxPause bounds how long a single [Observation] can pause the budget, so a
 // Reset skewed by a wrong clock cannot stop the agent for good.
 const MaxPause = time.Hour
@@ -68,6 +72,12 @@ type Config struct {
 	// other values mean [DefaultSafety]. The effective limit of a window is
 	// floor(Safety*Limit), at least 1.
 	Safety float64
+	// OwnerShare is the share of each effective window one owner other
+	// than the agent ("") may use, in (0, 1]; other values mean
+	// [DefaultOwnerShare]. A user looping requests then leaves the rest
+	// of every window to other users and to the agent's own pings and
+	// revalidations.
+	OwnerShare float64
 	// Now is the clock; nil means time.Now. It must advance with the time
 	// package's timers (it is meant for tests and clock offsets).
 	Now func() time.Time
@@ -173,6 +183,7 @@ func (w *window) remove(t time.Time) {
 }
 
 type waiter struct {
+	owner   string
 	prio    Priority
 	seq     uint64
 	index   int // in the heap; -1 when out of it
@@ -215,9 +226,17 @@ func (h *waiterHeap) Pop() any {
 type Budget struct {
 	now func() time.Time
 
-	mu          sync.Mutex
-	windows     []window
-	waiters     waiterHeap
+	mu      sync.Mutex
+	windows []window
+	// Waiters, per owner. Pings go first whoever waits; otherwise owners
+	// take turns (round robin over ring from next), and each owner's
+	// waiters go by priority, then first come first served.
+	owners      map[string]*waiterHeap
+	ring        []string // owners with waiters, in arrival order
+	next        int      // ring index of the owner whose turn is next
+	nwait       int
+	share       float64
+	used        map[string][]window // per owner but "": its own sends, at its share of each limit
 	seq         uint64
 	sent        uint64
 	pausedUntil time.Time
@@ -227,7 +246,10 @@ type Budget struct {
 
 // New returns a Budget for c.
 func New(c Config) *Budget {
-	b := &Budget{now: c.Now}
+	b := &Budget{now: c.Now, owners: map[string]*waiterHeap{}, used: map[string][]window{}, share: c.OwnerShare}
+	if !(b.share > 0 && b.share <= 1) {
+		b.share = DefaultOwnerShare
+	}
 	if b.now == nil {
 		b.now = time.Now
 	}
@@ -279,23 +301,152 @@ func (b *Budget) record(now time.Time) {
 // dispatchLocked grants slots to the waiters in order while the windows
 // allow, then arms the timer for the head waiter if one remains.
 func (b *Budget) dispatchLocked() {
-	if len(b.waiters) == 0 {
+	if b.nwait == 0 {
 		b.disarmLocked()
 		return
 	}
 	now := b.now()
-	for len(b.waiters) > 0 {
+	for b.nwait > 0 {
 		at := b.allowedAt(now)
 		if at.After(now) {
 			b.armLocked(now, at)
 			return
 		}
-		w := heap.Pop(&b.waiters).(*waiter)
+		w, wake := b.popLocked(now)
+		if w == nil {
+			// Every waiting owner has used its share: wait for the
+			// first share to free up.
+			b.armLocked(now, wake)
+			return
+		}
 		b.record(now)
+		b.recordOwner(w.owner, now)
 		w.granted, w.at = true, now
 		close(w.ready)
 	}
 	b.disarmLocked()
+}
+
+func (b *Budget) pushLocked(w *waiter) {
+	h := b.owners[w.owner]
+	if h == nil {
+		h = &waiterHeap{}
+		b.owners[w.owner] = h
+		b.ring = append(b.ring, w.owner)
+	}
+	heap.Push(h, w)
+	b.nwait++
+}
+
+// popLocked takes the next waiter whose owner is within its share: the
+// oldest such ping if any waits, else the first waiter of the next such
+// owner in turn. If none is, it returns nil and when the first share frees.
+func (b *Budget) popLocked(now time.Time) (*waiter, time.Time) {
+	var wake time.Time
+	eligible := func(o string) bool {
+		at := b.ownerAllowedAt(o, now)
+		if at.After(now) {
+			if wake.IsZero() || at.Before(wake) {
+				wake = at
+			}
+			return false
+		}
+		return true
+	}
+	turn := -1
+	var ping *waiter
+	for i, o := range b.ring {
+		if w := (*b.owners[o])[0]; w.prio == PriorityPing && (ping == nil || w.seq < ping.seq) && eligible(o) {
+			ping, turn = w, i
+		}
+	}
+	if ping == nil {
+		for k := range b.ring {
+			i := (b.next + k) % len(b.ring)
+			if eligible(b.ring[i]) {
+				turn = i
+				break
+			}
+		}
+		if turn < 0 {
+			return nil, wake
+		}
+		b.next = turn + 1
+	}
+	o := b.ring[turn]
+	w := heap.Pop(b.owners[o]).(*waiter)
+	b.nwait--
+	if b.owners[o].Len() == 0 {
+		b.dropOwnerLocked(turn)
+	}
+	return w, time.Time{}
+}
+
+// ownerAllowedAt is when owner may send one more request within its share
+// of every window; now itself if it may. The agent ("") has no share cap.
+func (b *Budget) ownerAllowedAt(owner string, now time.Time) time.Time {
+	at := now
+	if owner == "" {
+		return at
+	}
+	for i := range b.used[owner] {
+		w := &b.used[owner][i]
+		w.prune(now)
+		if f := w.freeAt(now); f.After(at) {
+			at = f
+		}
+	}
+	return at
+}
+
+// recordOwner counts a send against owner's share; owners whose windows
+// are empty are forgotten.
+func (b *Budget) recordOwner(owner string, now time.Time) {
+	if owner == "" {
+		return
+	}
+	ws := b.used[owner]
+	if ws == nil {
+		ws = make([]window, len(b.windows))
+		for i, g := range b.windows {
+			ws[i] = window{limit: max(1, int(b.share*float64(g.limit))), period: g.period}
+		}
+		b.used[owner] = ws
+	}
+	for i := range ws {
+		ws[i].push(now)
+	}
+	for o, ows := range b.used {
+		empty := true
+		for i := range ows {
+			ows[i].prune(now)
+			empty = empty && ows[i].n == 0
+		}
+		if empty {
+			delete(b.used, o)
+		}
+	}
+}
+
+// dropOwnerLocked removes ring[i], an owner left without waiters.
+func (b *Budget) dropOwnerLocked(i int) {
+	delete(b.owners, b.ring[i])
+	b.ring = append(b.ring[:i], b.ring[i+1:]...)
+	if b.next > i {
+		b.next--
+	}
+	if len(b.ring) == 0 || b.next >= len(b.ring) {
+		b.next = 0
+	}
+}
+
+func (b *Budget) removeLocked(w *waiter) {
+	h := b.owners[w.owner]
+	heap.Remove(h, w.index)
+	b.nwait--
+	if h.Len() == 0 {
+		b.dropOwnerLocked(slices.Index(b.ring, w.owner))
+	}
 }
 
 func (b *Budget) armLocked(now, at time.Time) {
@@ -325,27 +476,38 @@ func (b *Budget) onTimer() {
 	b.mu.Unlock()
 }
 
-// Wait blocks until one request may be sent under every window and no
-// server-imposed pause is in force, and records it as sent. Waiters are served
-// strictly by priority, then first come first served. If ctx ends first, the
-// waiter is removed and Wait returns ctx.Err() with nothing recorded; Wait
-// returns nil exactly when a slot was recorded for the caller.
+// Wait is WaitAs for the agent's own requests (owner "").
 func (b *Budget) Wait(ctx context.Context, p Priority) error {
+	return b.WaitAs(ctx, p, "")
+}
+
+// WaitAs blocks until one request may be sent under every window and no
+// server-imposed pause is in force, and records it as sent. owner says on
+// whose behalf the request is made: "" for the agent's own work, a user id
+// for work a local user asked for. Waiting pings go first; otherwise the
+// owners with waiters take turns, so one user looping requests delays
+// another user (or the agent's revalidations) by at most one request per
+// other waiting owner. One owner's waiters are served by priority, then
+// first come first served. If ctx ends first, the waiter is removed and
+// WaitAs returns ctx.Err() with nothing recorded; it returns nil exactly
+// when a slot was recorded for the caller.
+func (b *Budget) WaitAs(ctx context.Context, p Priority, owner string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	b.mu.Lock()
-	if len(b.waiters) == 0 {
+	if b.nwait == 0 {
 		now := b.now()
-		if !b.allowedAt(now).After(now) {
+		if !b.allowedAt(now).After(now) && !b.ownerAllowedAt(owner, now).After(now) {
 			b.record(now)
+			b.recordOwner(owner, now)
 			b.mu.Unlock()
 			return nil
 		}
 	}
-	w := &waiter{prio: p, seq: b.seq, ready: make(chan struct{})}
+	w := &waiter{owner: owner, prio: p, seq: b.seq, ready: make(chan struct{})}
 	b.seq++
-	heap.Push(&b.waiters, w)
+	b.pushLocked(w)
 	b.dispatchLocked()
 	if w.granted {
 		b.mu.Unlock()
@@ -366,9 +528,12 @@ func (b *Budget) Wait(ctx context.Context, p Priority) error {
 		for i := range b.windows {
 			b.windows[i].remove(w.at)
 		}
+		for i := range b.used[w.owner] {
+			b.used[w.owner][i].remove(w.at)
+		}
 		b.sent--
 	} else {
-		heap.Remove(&b.waiters, w.index)
+		b.removeLocked(w)
 	}
 	b.dispatchLocked()
 	return ctx.Err()
@@ -384,7 +549,7 @@ func (b *Budget) TryTake(p Priority) bool {
 	// After a dispatch, a remaining waiter means no slot is free for anyone,
 	// whatever the priority.
 	b.dispatchLocked()
-	if len(b.waiters) > 0 {
+	if b.nwait > 0 {
 		return false
 	}
 	now := b.now()
@@ -444,7 +609,7 @@ func (b *Budget) Stats() Stats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
-	s := Stats{Sent: b.sent, Waiting: len(b.waiters), InWindow: make([]int, len(b.windows))}
+	s := Stats{Sent: b.sent, Waiting: b.nwait, InWindow: make([]int, len(b.windows))}
 	if b.pausedUntil.After(now) {
 		s.PausedUntil = b.pausedUntil
 	}

@@ -92,11 +92,13 @@ func runActivate(e *env) int {
 }
 
 func runDeactivate(e *env) int {
-	fs, socket, asJSON := adminFlags(e, "deactivate", "", "Deactivate this machine in Keygen: its leases end and its seat is freed.", "print the resulting status as JSON")
+	fs, socket, asJSON := adminFlags(e, "deactivate", "", "Deactivate this machine in Keygen: its leases end and its seat is freed. When Keygen\ncannot be reached nothing changes, unless --offline is given: then this machine's license is dropped at once\nand the deactivation is sent to Keygen when it is reachable again.", "print the resulting status as JSON")
+	off := fs.Bool("offline", false, "when Keygen is unreachable, deactivate locally now and queue the deactivation")
+	force := fs.Bool("force", false, "same as --offline")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
-	return adminCall(e, *socket, ipc.MethodDeactivate, nil, *asJSON, printStatusJSON(e))
+	return adminCall(e, *socket, ipc.MethodDeactivate, ipc.DeactivateParams{Offline: *off || *force}, *asJSON, printStatusJSON(e))
 }
 
 func runImport(e *env) int {

@@ -315,8 +315,14 @@ func (d *doctor) checkClock() doctorCheck {
 		c.Status = checkFail
 		parts = append(parts, "the agent reports the local clock behind its trusted time (clock_tampered)")
 		c.Fix = "correct the system clock and enable time sync (timedatectl set-ntp true, w32tm /resync, sntp); the agent recovers at its next check"
+	case d.status != nil && d.status.ClockSkew != nil:
+		// Online the agent runs on Keygen's time; offline the wrong clock
+		// shortens or (rolled back) ends offline use.
+		c.Status = checkWarn
+		parts = append(parts, "clock_skew: "+d.status.ClockSkew.Detail)
+		c.Fix = "correct the system clock and enable time sync (timedatectl set-ntp true, w32tm /resync, sntp)"
 	case d.status != nil:
-		parts = append(parts, "the agent's trusted-time watermark agrees")
+		parts = append(parts, "the agent's trusted time agrees")
 	default:
 		parts = append(parts, "watermark not checked (agent not reachable)")
 		if d.pingDate.IsZero() {

@@ -83,6 +83,9 @@ func printStatus(w io.Writer, st *ipc.Status) {
 	if !st.Online && st.OfflineUntil != nil {
 		row("offline until", "%s (%s left)", fmtTime(st.OfflineUntil, "-"), time.Until(*st.OfflineUntil).Round(time.Minute))
 	}
+	if st.ClockSkew != nil {
+		row("clock skew", "%s", st.ClockSkew.Detail)
+	}
 	for _, c := range st.HardwareChanges {
 		row("component", "%-20s %s", c.Name, c.Change)
 	}
