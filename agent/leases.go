@@ -492,7 +492,11 @@ func (a *Agent) runPersister() {
 
 // watchLease releases the lease the moment its OS process exits.
 func (a *Agent) watchLease(l *lease) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(a.ctx()))
+	// The watch ends with the lease (stopWatch) or, at the latest, when
+	// the shutdown's budget for ending leases is spent: a lease the
+	// shutdown could not end (Keygen slow or unreachable) must not keep
+	// Run waiting for its watcher forever.
+	ctx, cancel := context.WithCancel(a.haltCtx())
 	a.leases.setWatch(l, cancel)
 	ch, err := a.procs.WatchExit(ctx, l.pid, l.start)
 	if err != nil {

@@ -63,8 +63,8 @@ const (
 )
 
 // knownViolations are invariant violations the model found that the
-// agent's code does not fix yet (each is written up in the lead's findings
-// file with its seed, shortest trace and diagnosis). A sequence that hits
+// agent's code does not fix yet; the comment above each names the code at
+// fault (KEYGEN_MODEL_MINIMIZE=1 prints a seed's shortest trace). A sequence that hits
 // one is reported with t.Log, loudly, and stops there; it does not fail
 // the test. Empty this list as the fixes land: a fixed violation then
 // stays fixed. KEYGEN_MODEL_STRICT=1 fails on these too.

@@ -201,7 +201,8 @@ func startAttackAgent(t *testing.T, bin string, maxProcs int, extraCfg string, p
 	a.cmd = exec.Command(bin, "run", "--config", cfgFile, "--data-dir", filepath.Join(dir, "data"), "--socket", a.sock)
 	a.cmd.Env = append(os.Environ(),
 		"KEYGEN_ACCOUNT="+srv.AccountID(), "KEYGEN_PRODUCT="+demo.Product.ID,
-		"KEYGEN_LICENSE_KEY="+demo.License.Key, "KEYGEN_PUBLIC_KEY="+srv.PublicKeyHex(),
+		"KEYGEN_LICENSE_KEY="+demo.License.Key, "KEYGEN_LICENSE_TOKEN="+demo.LicenseToken, // Keygen's default TOKEN policy
+		"KEYGEN_PUBLIC_KEY="+srv.PublicKeyHex(),
 		"KEYGEN_API_URL="+srv.URL())
 	a.cmd.Stderr = a.logs
 	if err := a.cmd.Start(); err != nil {
