@@ -95,7 +95,7 @@ func resolve(dir, abs string, uid int) (string, fs.FileInfo, []string, error) {
 	if err != nil {
 		return "", nil, nil, err
 	}
-	if err := checkAncestor(dir, real, fi, uid); err != nil {
+	if err := checkAncestor(dir, real, fi, uid, true); err != nil {
 		return "", nil, nil, err
 	}
 	comps := split(abs)
@@ -141,7 +141,8 @@ func resolve(dir, abs string, uid int) (string, fs.FileInfo, []string, error) {
 			comps = append(split(target), comps...)
 			continue
 		}
-		if err := checkAncestor(dir, next, nfi, uid); err != nil {
+		// The last component's mode is checkTarget's, stricter, rule.
+		if err := checkAncestor(dir, next, nfi, uid, len(comps) > 0); err != nil {
 			return "", nil, nil, err
 		}
 		real, fi = next, nfi
@@ -149,14 +150,14 @@ func resolve(dir, abs string, uid int) (string, fs.FileInfo, []string, error) {
 	return real, fi, nil, nil
 }
 
-func checkAncestor(dir, p string, fi fs.FileInfo, uid int) error {
+func checkAncestor(dir, p string, fi fs.FileInfo, uid int, mode bool) error {
 	if o := owner(fi); o != 0 && o != uid {
 		return &UnsafeError{Dir: dir, Path: p, Reason: fmt.Sprintf("is owned by uid %d; the agent (uid %d) only uses directories owned by root or itself: chown it", o, uid)}
 	}
 	if !fi.IsDir() {
 		return &UnsafeError{Dir: dir, Path: p, Reason: "is not a directory but " + kind(fi)}
 	}
-	if fi.Mode().Perm()&0o002 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+	if mode && fi.Mode().Perm()&0o002 != 0 && fi.Mode()&fs.ModeSticky == 0 {
 		return &UnsafeError{Dir: dir, Path: p, Reason: fmt.Sprintf("has mode %v: writable by others without the sticky bit; run chmod o-w %s", fi.Mode().Perm(), p)}
 	}
 	return nil
