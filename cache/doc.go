@@ -59,6 +59,15 @@
 // "another keygen-agent holds <path> (pid N)". The pid comes from the sidecar
 // file <path>.pid, written after the lock is taken and removed by Close.
 //
+// # Paths
+//
+// Open refuses (paths.ErrUnsafe) a directory that another user owns or that
+// its group or others can write, or that is reached through one (see
+// paths.SecureDir). The cache file is opened with O_NOFOLLOW; the pid file and
+// the quarantine marker are replaced by new files created with
+// O_EXCL|O_NOFOLLOW, so a symbolic link at their names is never written
+// through.
+//
 // # Corruption
 //
 // bbolt trusts its file: some damage makes it panic (a truncated file panics

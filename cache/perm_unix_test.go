@@ -10,9 +10,12 @@ import (
 )
 
 func TestPermissions(t *testing.T) {
+	// The temporary directory is made before the umask is cleared: t.TempDir
+	// creates it 0777 less the umask, and Open refuses a directory on its
+	// path that others can write.
+	path := filepath.Join(t.TempDir(), "a", "b", "agent.db")
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
-	path := filepath.Join(t.TempDir(), "a", "b", "agent.db")
 	openT(t, path)
 	for p, want := range map[string]os.FileMode{
 		filepath.Dir(path): 0o700 | os.ModeDir,

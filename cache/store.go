@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 )
 
 // DefaultLockTimeout is how long Open waits for another holder of the file
@@ -117,8 +120,10 @@ const (
 )
 
 // Open opens or creates the store at path. The directory is created with mode
-// 0700 and the file with 0600. See the package documentation for locking and
-// corruption handling.
+// 0700 and the file with 0600. A directory another user owns or can write is
+// refused with an error matching paths.ErrUnsafe (see paths.SecureDir) before
+// anything in it is read or written. See the package documentation for
+// locking and corruption handling.
 func Open(path string, o Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("cache: empty path")
@@ -135,6 +140,9 @@ func Open(path string, o Options) (*Store, error) {
 	}
 	path = filepath.Clean(path)
 	s := &Store{path: path, opts: o, log: lg}
+	if err := paths.SecureDir(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("cache: create directory: %w", err)
 	}
@@ -211,7 +219,7 @@ func (s *Store) openOnce() (db *bolt.DB, fresh bool, reason string, err error) {
 type openFileRecorder struct{ f *os.File }
 
 func (r *openFileRecorder) open(name string, flag int, perm os.FileMode) (*os.File, error) {
-	f, err := os.OpenFile(name, flag, perm)
+	f, err := os.OpenFile(name, flag|paths.OpenFlagNoFollow, perm)
 	r.f = f
 	return f, err
 }
@@ -321,7 +329,7 @@ func (s *Store) quarantine(reason string) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
-		merr := os.WriteFile(s.path+markerSuffix, []byte(reason), 0o600)
+		merr := writeNew(s.path+markerSuffix, []byte(reason))
 		s.log.Error("cache: damaged database could not be moved aside; restart to retry",
 			"path", s.path, "reason", reason, "err", err, "marker_err", merr)
 		return fmt.Errorf("%w: %s is damaged (%s) and could not be moved aside (%v); "+
@@ -357,19 +365,51 @@ func (s *Store) recordEmpty() {
 }
 
 func readMarker(path string) (string, bool) {
-	b, err := os.ReadFile(path + markerSuffix)
+	b, err := readNoFollow(path + markerSuffix)
 	if err != nil {
 		return "", false
 	}
 	return string(b), true
 }
 
+// writePID records the lock holder's pid. The lock is held, so a pid file
+// left by an earlier agent is stale: it is removed (a symbolic link itself,
+// never its target) and a new file is created exclusively, without following
+// a link planted in between.
 func writePID(path string) {
-	_ = os.WriteFile(path+pidSuffix, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	_ = writeNew(path+pidSuffix, []byte(strconv.Itoa(os.Getpid())+"\n"))
+}
+
+// writeNew replaces name with a new 0600 file holding b: it removes what is
+// there and creates the file with O_EXCL|O_NOFOLLOW, so it never writes
+// through a link or into a file someone else created.
+func writeNew(name string, b []byte) error {
+	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|paths.OpenFlagNoFollow, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// readNoFollow reads a small sidecar file, refusing a symbolic link.
+func readNoFollow(name string) ([]byte, error) {
+	f, err := os.OpenFile(name, os.O_RDONLY|paths.OpenFlagNoFollow, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 4096))
 }
 
 func readPID(path string) int {
-	b, err := os.ReadFile(path + pidSuffix)
+	b, err := readNoFollow(path + pidSuffix)
 	if err != nil {
 		return 0
 	}

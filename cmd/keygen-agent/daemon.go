@@ -7,9 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
+	"runtime"
 
 	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/installer"
+	"github.com/keygen-agent/keygen-agent/internal/paths"
 	"github.com/keygen-agent/keygen-agent/internal/version"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
@@ -42,6 +45,9 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 	if socket == "" {
 		socket = ipc.DefaultSocketPath()
 	}
+	if err := secureDirs(cfg, socket); err != nil {
+		return err
+	}
 	deps := o.deps
 	deps.Logger, deps.LogLevel = o.logger, o.logLevel
 	deps.HTTPClient = o.httpClient
@@ -62,6 +68,25 @@ func runDaemon(ctx context.Context, o daemonOptions) error {
 		o.ready(socket)
 	}
 	return a.Run(ctx, ln)
+}
+
+// secureDirs refuses to start (paths.ErrUnsafe, exit 3) when a directory
+// the agent writes, the data, import or socket directory, is owned by
+// another user or writable by its group or others, before the agent creates,
+// replaces or removes anything in it; a missing per-user fallback socket
+// directory in /tmp is created exclusively (see paths.SecureDir). Windows
+// pipes have no directory; the installer sets the Windows directories' DACLs.
+func secureDirs(cfg agent.Config, socket string) error {
+	dirs := []string{cfg.DataDir, cfg.ImportDir}
+	if runtime.GOOS != "windows" {
+		dirs = append(dirs, filepath.Dir(socket))
+	}
+	for _, d := range dirs {
+		if err := paths.SecureDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // newLogger builds the daemon's slog logger: text or JSON on stderr (the

@@ -43,7 +43,9 @@ exit codes:
   0  stopped cleanly (SIGINT/SIGTERM or service stop)
   1  the agent failed at run time (the service manager restarts it)
   2  bad flags
-  3  bad configuration, the socket is taken, or another agent holds the cache: fix it; do not restart
+  3  bad configuration, the socket is taken, another agent holds the cache, or a directory the agent
+     writes (data, import, socket) is owned by another user or writable by its group or others: fix
+     it; do not restart
      (under launchd the agent exits 0 instead, since launchd restarts every non-zero exit; under the
      Windows SCM it reports service-specific exit code 3)`)
 	return b.String()
@@ -87,7 +89,8 @@ func runRun(e *env) int {
 			log.Warn("config", "warning", w)
 		}
 		err = runDaemon(ctx, daemonOptions{cfg: cfg, configFile: *configFile, configLoad: load, logger: log, logLevel: lv})
-		if errors.Is(err, agent.ErrConfig) || errors.Is(err, cache.ErrLocked) || errors.Is(err, errListen) {
+		if errors.Is(err, agent.ErrConfig) || errors.Is(err, cache.ErrLocked) || errors.Is(err, errListen) ||
+			errors.Is(err, paths.ErrUnsafe) {
 			log.Error("keygen-agent cannot start", "err", err)
 			return installer.NoRestart(err)
 		}
