@@ -314,7 +314,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 	}
 	if l.offline {
 		payload, _ := json.Marshal(l.processMetadata(a.agentID()))
-		if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxSpawn, LeaseID: l.id, Payload: payload, Created: a.now()}); err != nil {
+		if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxSpawn, LeaseID: l.id, User: l.user, Payload: payload, Created: a.now()}); err != nil {
 			return nil, ipc.Errorf(ipc.CodeInternal, "queueing the offline lease: %v", err)
 		}
 	}
@@ -540,7 +540,7 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	case lp.processID != "":
 		if err := a.killProcess(ctx, lp.processID); err != nil {
 			if offline(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-				a.queueKill(id, lp.processID)
+				a.queueKill(id, lp.processID, l.user)
 			} else {
 				a.log.Warn("killing Keygen process", "process", lp.processID, "err", err)
 			}
@@ -555,8 +555,8 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	return true
 }
 
-func (a *Agent) queueKill(leaseID, processID string) {
-	if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxKill, LeaseID: leaseID, ProcessID: processID, Created: a.now()}); err != nil {
+func (a *Agent) queueKill(leaseID, processID, user string) {
+	if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxKill, LeaseID: leaseID, ProcessID: processID, User: user, Created: a.now()}); err != nil {
 		a.log.Error("queueing kill", "process", processID, "err", err)
 	}
 }

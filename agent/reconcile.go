@@ -161,7 +161,9 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 				_ = a.store.Ack(e.Seq)
 				continue
 			}
-			proc, err := a.spawnProcess(ctx, l)
+			// A replay is charged to the user whose lease it serves: one
+			// user's offline grants must not spend everyone's budget.
+			proc, err := a.spawnProcess(withBudgetOwner(ctx, l.user), l)
 			switch {
 			case err == nil:
 				lp := a.leases.setProcess(l, proc.ID, time.Duration(proc.Interval)*time.Second)
@@ -181,7 +183,7 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 				a.revokeLease(e.LeaseID, "Keygen refused the lease granted while offline: "+err.Error(), code)
 			}
 		case cache.OutboxKill:
-			err := a.killProcess(ctx, e.ProcessID)
+			err := a.killProcess(withBudgetOwner(ctx, e.User), e.ProcessID)
 			if offline(err) {
 				return
 			}

@@ -65,12 +65,15 @@ type LeaseRecord struct {
 // OutboxEntry is a Keygen call to replay when online. Seq is assigned by
 // Enqueue and orders the outbox.
 type OutboxEntry struct {
-	Seq       uint64          `json:"seq"`
-	Kind      string          `json:"kind"` // OutboxSpawn or OutboxKill
-	LeaseID   string          `json:"lease_id,omitempty"`
-	ProcessID string          `json:"process_id,omitempty"`
-	Payload   json.RawMessage `json:"payload,omitempty"`
-	Created   time.Time       `json:"created"`
+	Seq       uint64 `json:"seq"`
+	Kind      string `json:"kind"` // OutboxSpawn or OutboxKill
+	LeaseID   string `json:"lease_id,omitempty"`
+	ProcessID string `json:"process_id,omitempty"`
+	// User is the local uid whose lease the entry serves: its replay is
+	// charged to that user's share of the request budget.
+	User    string          `json:"user,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+	Created time.Time       `json:"created"`
 }
 
 // Outbox entry kinds.
