@@ -114,7 +114,8 @@ type Agent struct {
 	api   *keygen.Client // authenticated with the current license key
 
 	lic    licenseState
-	klc    klcState // check-in, entitlements, leasing strategies, license changes (klc.go)
+	klc    klcState   // check-in, entitlements, leasing strategies, license changes (klc.go)
+	usage  usageState // license.use (uses.go)
 	clock  *agentClock
 	leases *leaseTable
 	ev     evidenceState

@@ -82,6 +82,7 @@ func (a *Agent) registerHandlers(m *ipc.Mux) {
 		}
 		return a.status(), nil
 	})
+	m.Register(ipc.MethodUse, ipc.PermAny, a.handleUse)
 	m.Register(ipc.MethodCheckout, ipc.PermAdmin, func(ctx context.Context, _ json.RawMessage) (any, error) {
 		if err := a.needReady(); err != nil {
 			return nil, err

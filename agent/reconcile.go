@@ -182,6 +182,10 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 				}
 				a.revokeLease(e.LeaseID, "Keygen refused the lease granted while offline: "+err.Error(), code)
 			}
+		case cache.OutboxUse:
+			if a.replayUse(ctx, e) {
+				return
+			}
 		case cache.OutboxKill:
 			err := a.killProcess(withBudgetOwner(ctx, e.User), e.ProcessID)
 			if offline(err) {

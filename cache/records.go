@@ -66,7 +66,7 @@ type LeaseRecord struct {
 // Enqueue and orders the outbox.
 type OutboxEntry struct {
 	Seq       uint64 `json:"seq"`
-	Kind      string `json:"kind"` // OutboxSpawn or OutboxKill
+	Kind      string `json:"kind"` // OutboxSpawn, OutboxKill or OutboxUse
 	LeaseID   string `json:"lease_id,omitempty"`
 	ProcessID string `json:"process_id,omitempty"`
 	// User is the local uid whose lease the entry serves: its replay is
@@ -83,6 +83,10 @@ const (
 	OutboxSpawn = "spawn"
 	// OutboxKill ends the Keygen process ProcessID of a released lease.
 	OutboxKill = "kill"
+	// OutboxUse records metered uses of the license (Keygen's
+	// increment-usage, or decrement-usage for a negative count); the
+	// Payload holds the license id and the count.
+	OutboxUse = "use"
 )
 
 // Certificate kinds.

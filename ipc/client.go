@@ -438,6 +438,19 @@ func (c *Client) Hello(ctx context.Context) (*HelloResult, error) {
 	return &r, nil
 }
 
+// Use records count uses of the license (license.use): Keygen's metered
+// usage, limited by the policy's maxUses. A negative count takes uses
+// back. Past the limit the error's code is [CodeUsesExceeded].
+//
+// API maturity: stable.
+func (c *Client) Use(ctx context.Context, count int) (*UseResult, error) {
+	var r UseResult
+	if err := c.Call(ctx, MethodUse, UseParams{Count: count}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Status returns the license status.
 //
 // API maturity: stable.

@@ -27,6 +27,7 @@ const (
 	MethodCheckout       = "license.checkout"
 	MethodLeasesList     = "leases.list"
 	MethodLeasesRelease  = "leases.release"
+	MethodUse            = "license.use"
 	NotifyLicenseChanged = "license.changed"
 	NotifyLeaseRevoked   = "lease.revoked"
 	NotifyLeaseConfirmed = "lease.confirmed"
@@ -36,7 +37,7 @@ const (
 var Methods = []string{
 	MethodHello, MethodPeer, MethodStatus, MethodAcquire, MethodRelease,
 	MethodActivate, MethodDeactivate, MethodImport, MethodCheckout,
-	MethodLeasesList, MethodLeasesRelease,
+	MethodLeasesList, MethodLeasesRelease, MethodUse,
 }
 
 // Notifications lists every server-to-client notification of the protocol.
@@ -205,6 +206,29 @@ type ImportParams struct {
 	Certificate string `json:"certificate"`
 }
 
+// UseParams are the params of license.use. Count is how many uses to
+// record: absent or 0 means 1; a negative count takes uses back (Keygen's
+// decrement-usage, which Keygen allows only to admin and product tokens).
+type UseParams struct {
+	Count int `json:"count,omitempty"`
+}
+
+// UseResult is the result of license.use.
+type UseResult struct {
+	// Uses is the license's use count after this call: Keygen's answer
+	// online; offline, the last count Keygen gave plus the uses queued
+	// since.
+	Uses int `json:"uses"`
+	// MaxUses is the license's limit (nil: unlimited).
+	MaxUses *int `json:"max_uses,omitempty"`
+	// Offline: Keygen could not be reached; the uses are queued and sent
+	// when it is back.
+	Offline bool `json:"offline"`
+	// Queued is how many uses wait in the offline queue (increments minus
+	// decrements).
+	Queued int `json:"queued"`
+}
+
 // LeaseInfo is one lease in [LeasesListResult].
 type LeaseInfo struct {
 	LeaseID    string     `json:"lease_id"`
@@ -261,6 +285,10 @@ const (
 	// CodeEntitlementsMissing: lease.acquire asked for entitlements the
 	// license does not hold; data.missing lists them.
 	CodeEntitlementsMissing = "ENTITLEMENTS_MISSING"
+	// CodeUsesExceeded: license.use would take the license's uses past
+	// its maxUses (Keygen's USES_LIMIT_EXCEEDED, or the agent's own check
+	// offline); data.limit, data.uses and data.count say by how much.
+	CodeUsesExceeded = "USES_EXCEEDED"
 	// Protocol-level codes produced by the server itself.
 	CodeParseError      = "PARSE_ERROR"
 	CodeMethodNotFound  = "METHOD_NOT_FOUND"
@@ -301,6 +329,7 @@ var rpcCodes = map[string]int{
 	CodeProcessExited:        -32013,
 	CodeLimitReduced:         -32014,
 	CodeEntitlementsMissing:  -32015,
+	CodeUsesExceeded:         -32016,
 }
 
 // RPCCode returns the JSON-RPC numeric code used on the wire for a stable

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent"
+	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
 
@@ -23,6 +26,13 @@ By default the demo is what a vendor most likely has in Keygen: a policy with TO
 license with Keygen's default permissions (no policy.read: the agent assumes the policy-only
 settings from its config). --auth-strategy LICENSE or MIXED and --license-permissions all loosen it. Ctrl-C stops the agent (its leases are killed) and the dev server, and removes the temporary
 data directory unless --data-dir was given.
+
+--fault SPEC (repeatable) injects dev server faults once the agent is ready (it has activated, so
+a fault such as refuse exercises your app's offline path rather than a failed start):
+  refuse, hang, latency=25ms, 5xx=0.5, 429, bad-signature, no-signature, truncate,
+  date-skew=-10m, route=POST /processes (limits the faults to that route).
+Change or clear them at run time with "keygen-agent debug fault set SPEC... | clear", giving it
+the api_url, account and admin_token of the ready line.
 
 exit codes:
   0  stopped cleanly
@@ -41,8 +51,23 @@ func runDev(e *env) int {
 	logLevel := fs.String("log-level", "info", "agent log level")
 	authStrategy := fs.String("auth-strategy", "TOKEN", "the demo policy's authenticationStrategy: TOKEN (Keygen's default), LICENSE, MIXED or NONE")
 	perms := fs.String("license-permissions", "default", "the demo license's permissions: default (Keygen's), all, or a comma-separated list")
+	maxUses := fs.Int("max-uses", 0, "the demo policy's maxUses for license.use (0 = unlimited)")
+	var faultSpecs []string
+	fs.Func("fault", "inject a dev server fault once the agent is ready (repeatable), e.g. refuse, latency=25ms, 5xx=0.3", func(v string) error {
+		faultSpecs = append(faultSpecs, v)
+		return nil
+	})
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
+	}
+	faults, err := devserver.ParseFaults(faultSpecs)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "keygen-agent: --fault: %v\n", err)
+		return exitUsage
+	}
+	if *maxUses < 0 {
+		fmt.Fprintln(e.stderr, "keygen-agent: --max-uses must not be negative")
+		return exitUsage
 	}
 	if *hb < 60 {
 		fmt.Fprintln(e.stderr, "keygen-agent: --heartbeat-duration must be at least 60 (Keygen's minimum)")
@@ -71,6 +96,9 @@ func runDev(e *env) int {
 		fmt.Fprintf(e.stderr, "keygen-agent: seeding the dev server: %v\n", err)
 		return exitUsage
 	}
+	if *maxUses > 0 {
+		srv.UpdatePolicy(demo.Policy.ID, func(p *devserver.Policy) { p.MaxUses = maxUses })
+	}
 
 	dir := *dataDir
 	if dir == "" {
@@ -97,14 +125,21 @@ func runDev(e *env) int {
 			"license_token": demo.LicenseToken, "public_key": srv.PublicKeyHex(), "admin_token": srv.AdminToken(), "data_dir": dir,
 		}
 		b, _ := json.Marshal(line)
-		fmt.Fprintf(e.stdout, "%s\n", b)
-		fmt.Fprintf(e.stderr, `
-keygen-agent dev is ready (Ctrl-C to stop).
-  in another terminal:  keygen-agent lease --socket %[1]s --app demo
-                        keygen-agent status --socket %[1]s
-                        keygen-agent leases --socket %[1]s
-  or from Python:       python3 examples/python/keygen_lease.py --socket %[1]s --app demo
-`, socket)
+		if len(faultSpecs) > 0 {
+			// The ready line follows the faults, which wait for the
+			// agent to finish starting (activation, first sync).
+			go func() {
+				waitAgentStarted(e.ctx, socket)
+				if e.ctx.Err() != nil {
+					return
+				}
+				srv.SetFaults(faults)
+				log.Warn("dev server faults injected", "faults", faultSpecs)
+				printDevReady(e, b, socket)
+			}()
+			return
+		}
+		printDevReady(e, b, socket)
 	}
 	err = runDaemon(e.ctx, daemonOptions{cfg: cfg, logger: log, logLevel: lv, ready: ready})
 	if err != nil && e.ctx.Err() == nil {
@@ -112,4 +147,35 @@ keygen-agent dev is ready (Ctrl-C to stop).
 		return exitFailure
 	}
 	return exitOK
+}
+
+// waitAgentStarted waits (up to a minute) until the agent on socket is
+// past its start: activated and synced, or settled in another state.
+func waitAgentStarted(ctx context.Context, socket string) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for ctx.Err() == nil {
+		if c, err := ipc.Dial(ctx, socket); err == nil {
+			st, err := c.Status(ctx)
+			c.Close()
+			if err == nil && st.State != "starting" {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func printDevReady(e *env, line []byte, socket string) {
+	fmt.Fprintf(e.stdout, "%s\n", line)
+	fmt.Fprintf(e.stderr, `
+keygen-agent dev is ready (Ctrl-C to stop).
+  in another terminal:  keygen-agent lease --socket %[1]s --app demo
+                        keygen-agent status --socket %[1]s
+                        keygen-agent leases --socket %[1]s
+  or from Python:       python3 examples/python/keygen_lease.py --socket %[1]s --app demo
+`, socket)
 }

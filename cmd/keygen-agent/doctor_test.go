@@ -87,12 +87,18 @@ func decodeChecks(t *testing.T, out string) map[string]doctorCheck {
 // startDev runs `keygen-agent dev` in-process and returns its ready line.
 func startDev(t *testing.T, dir string) map[string]string {
 	t.Helper()
+	return startDevArgs(t, dir)
+}
+
+// startDevArgs is startDev with extra dev flags.
+func startDevArgs(t *testing.T, dir string, extra ...string) map[string]string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	stderr := &agenttest.SyncBuffer{}
 	exit := make(chan int, 1)
 	go func() {
-		code := run(ctx, []string{"dev", "--data-dir", dir, "--log-level", "warn"}, strings.NewReader(""), pw, stderr)
+		code := run(ctx, append([]string{"dev", "--data-dir", dir, "--log-level", "warn"}, extra...), strings.NewReader(""), pw, stderr)
 		pw.Close()
 		exit <- code
 	}()

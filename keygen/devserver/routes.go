@@ -21,6 +21,8 @@ func (s *Server) routes() *http.ServeMux {
 	h("POST /licenses/{id}/actions/suspend", func(c *call) (*reply, error) { return c.hSuspend(true) })
 	h("POST /licenses/{id}/actions/reinstate", func(c *call) (*reply, error) { return c.hSuspend(false) })
 	h("POST /licenses/{id}/actions/check-in", (*call).hCheckIn)
+	h("POST /licenses/{id}/actions/increment-usage", (*call).hIncrementUsage)
+	h("POST /licenses/{id}/actions/decrement-usage", (*call).hDecrementUsage)
 	h("POST /licenses/{id}/actions/check-out", (*call).hLicenseCheckout)
 	h("GET /licenses/{id}/actions/check-out", (*call).hLicenseCheckout)
 	h("GET /licenses/{id}/entitlements", (*call).hLicenseEntitlements)
