@@ -78,6 +78,7 @@ func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
 	switch {
 	case err == nil:
 		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, rand.Float64))
+		a.backOnline(v)
 	case errors.Is(err, keygen.ErrHeartbeatDead) || errors.Is(err, keygen.ErrNotFound):
 		a.log.Warn("machine heartbeat lost; re-validating", "err", err)
 		a.goOwned(func() { _ = a.requestSync(a.ctx()) })
@@ -110,6 +111,7 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 			lp = a.leases.setProcess(l, lp.processID, d)
 			a.persistLease(l)
 		}
+		a.backOnline(a.view())
 	case errors.Is(err, keygen.ErrNotFound) || errors.Is(err, keygen.ErrHeartbeatDead):
 		// Culled or dead (an outage longer than the window): re-spawn
 		// under the same lease, transparently for the app.
@@ -118,6 +120,7 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 			a.sched.Set(key, a.now().Add(retryDelay(lp.interval)))
 			return
 		}
+		a.backOnline(a.view())
 	default:
 		if ctx.Err() != nil {
 			return
@@ -131,6 +134,16 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 		return
 	}
 	a.schedulePing(id, lp.interval)
+}
+
+// backOnline: a heartbeat reached Keygen while the view is offline. The
+// license loop may be minutes into its offline backoff; have it sync now,
+// so that the state (and a machine Keygen culled during the outage) is
+// put right at once rather than at the next retry.
+func (a *Agent) backOnline(v licenseView) {
+	if !v.Online {
+		a.kickLicenseLoop()
+	}
 }
 
 // respawn replaces a lost Keygen process of a live lease.

@@ -42,6 +42,9 @@ type klcState struct {
 	// check-in state (checkin.go).
 	nextCheckIn *time.Time
 	checkInErr  string
+	// licenseFileRefused: Keygen refused a license check-out
+	// (licensefile.go); not asked again until the next start.
+	licenseFileRefused bool
 }
 
 // noteLicenseChanged marks the certificate stale and has the license loop

@@ -256,6 +256,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 		}
 		a.log.Warn("machine file check-out failed; offline use is limited to the last good file", "err", err)
 	}
+	a.ensureLicenseFile(ctx, v.License)
 	a.ensureEvidenceFile(ctx)
 	a.fillFromCertificate(&view)
 	if view.Machine == nil {
@@ -614,9 +615,12 @@ func equalPtr(a, b *int) bool {
 // fillFromCertificate adds what only the machine file carries (entitlements,
 // policy, limits, its validity) to an online view.
 func (a *Agent) fillFromCertificate(v *licenseView) {
-	ds, _, err := a.openMachineFile()
+	ds, source, err := a.offlineCertificate()
 	if err != nil && ds == nil {
 		return
+	}
+	if err == nil {
+		v.OfflineSource = source
 	}
 	v.CertExpiry, v.CertIssued = ds.Expiry, ds.Issued
 	v.Policy = ds.Policy
@@ -662,7 +666,7 @@ func (a *Agent) offlineView() licenseView {
 	if a.store.Fresh() && a.lastSync().IsZero() {
 		v.Detail = "Keygen is unreachable and this agent has never validated online: connect to the internet or import a machine file"
 	}
-	ds, _, err := a.openMachineFile()
+	ds, source, err := a.offlineCertificate()
 	if vr := a.verdict(); vr != nil && (ds == nil || !ds.Issued.After(vr.At)) {
 		a.fillDataset(&v, ds)
 		v.State, v.Code, v.Valid = vr.State, vr.Code, false
@@ -695,7 +699,7 @@ func (a *Agent) offlineView() licenseView {
 			if until.IsZero() || g.Before(until) {
 				until = g
 			}
-		} else if rec, _ := a.store.Certificate(certMachine); rec != nil {
+		} else if rec, _ := a.store.Certificate(certKind(source)); rec != nil {
 			// An imported file (air-gapped activation): the grace runs from
 			// the import.
 			g := rec.FetchedAt.Add(a.config().OfflineGrace.D())
@@ -707,7 +711,11 @@ func (a *Agent) offlineView() licenseView {
 			v.OfflineUntil = &until
 		}
 		v.State, v.Code, v.Valid = StateOffline, "OFFLINE", true
+		v.OfflineSource = source
 		v.Detail = "Keygen is unreachable; running from the verified machine file"
+		if source == sourceLicenseFile {
+			v.Detail = "Keygen is unreachable; running from the verified license file (no machine file)"
+		}
 		if ds.License != nil && ds.License.Suspended {
 			v.State, v.Code, v.Valid = StateSuspended, "SUSPENDED", false
 			v.Detail = "the license is suspended (per the cached machine file)"

@@ -48,6 +48,9 @@ type licenseView struct {
 	CertIssued    time.Time
 	OfflineUntil  *time.Time
 	Changes       []ipc.ComponentChange
+	// OfflineSource is the certificate offline use rests on
+	// (sourceMachineFile, sourceLicenseFile); "" when there is none.
+	OfflineSource string
 }
 
 // licenseState guards the current view and the last successful sync.
@@ -162,6 +165,8 @@ func (a *Agent) status() *ipc.Status {
 		Online:       v.Online,
 		Entitlements: v.Entitlements,
 		OfflineUntil: v.OfflineUntil,
+		// OfflineSource names the certificate the offline state comes from.
+		OfflineSource: v.OfflineSource,
 	}
 	if st.Entitlements == nil {
 		st.Entitlements = []string{}

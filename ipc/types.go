@@ -80,6 +80,11 @@ type Status struct {
 	Machine      *MachineInfo `json:"machine,omitempty"`
 	LastSync     *time.Time   `json:"last_sync,omitempty"`
 	OfflineUntil *time.Time   `json:"offline_until,omitempty"`
+	// OfflineSource is the verified certificate offline use rests on:
+	// "machine_file" (bound to this machine) or "license_file" (checked
+	// out or imported when no machine file can be had). Empty when there
+	// is none.
+	OfflineSource string `json:"offline_source,omitempty"`
 	// NextCheckIn is when the license must next check in (policies with
 	// requireCheckIn); the agent checks in before it.
 	NextCheckIn     *time.Time        `json:"next_check_in,omitempty"`
