@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
@@ -65,7 +64,7 @@ func retryDelay(interval time.Duration) time.Duration {
 
 // schedulePing schedules lease id's next process heartbeat.
 func (a *Agent) schedulePing(id string, interval time.Duration) {
-	a.sched.Set(schedKey{kind: schedPing, lease: id}, heartbeat.NextPing(a.now(), interval, a.config().HeartbeatFraction, 0.1, rand.Float64))
+	a.sched.Set(schedKey{kind: schedPing, lease: id}, heartbeat.NextPing(a.now(), interval, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
 }
 
 func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
@@ -77,7 +76,7 @@ func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
 	err := a.pingMachine(ctx)
 	switch {
 	case err == nil:
-		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, rand.Float64))
+		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
 	case errors.Is(err, keygen.ErrHeartbeatDead) || errors.Is(err, keygen.ErrNotFound):
 		a.log.Warn("machine heartbeat lost; re-validating", "err", err)
 		a.goOwned(func() { _ = a.requestSync(a.ctx()) })

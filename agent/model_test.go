@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -255,6 +256,19 @@ type modelRun struct {
 	cur                         evKind // the event being applied
 	faults                      devserver.Faults
 	stopped                     bool
+	starts                      uint64 // agents started (seeds their jitter)
+}
+
+// seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
+// stream), safe for the agent's goroutines.
+func seededFloat64(seed, stream uint64) func() float64 {
+	var mu sync.Mutex
+	r := rand.New(rand.NewPCG(seed, stream))
+	return func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return r.Float64()
+	}
 }
 
 const (
@@ -302,6 +316,10 @@ func (m *modelRun) startAgent() {
 	deps.HTTPClient = &http.Client{Transport: &observer{rt: e.srv.Transport(), v: m.v, rightKey: e.license.Key}, Timeout: 30 * time.Second}
 	deps.Fingerprinter, deps.Processes = e.fp, e.procs
 	deps.Now, deps.Logger, deps.NoWatch = e.now, log, true
+	// The agent's jitter comes from the seed (one stream per agent start),
+	// so a seed replays the same timers, not only the same events.
+	m.starts++
+	deps.Rand = seededFloat64(m.seed, m.starts)
 	deps.ConfigLoad = func() (Config, []string, error) {
 		c := e.cfg
 		c.RevalidateInterval = Duration(m.revalidate)
