@@ -53,6 +53,9 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	}
 	key := procKey{peer.PID, peer.StartTime}
 	v := a.view()
+	if err := a.reuseAllowed(v); err != nil {
+		return nil, err
+	}
 	if res := a.reuse(key, conn, v); res != nil {
 		return res, nil
 	}
@@ -77,6 +80,9 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 			return nil, err
 		}
 		v = a.view()
+		if err := a.reuseAllowed(v); err != nil {
+			return nil, err
+		}
 		if res := a.reuse(key, conn, v); res != nil {
 			return res, nil
 		}
@@ -110,6 +116,27 @@ func (a *Agent) peerAlive(peer ipc.Peer) error {
 	return &ipc.Error{Code: ipc.CodeProcessExited,
 		Message: fmt.Sprintf("process %d, which opened this connection, has exited; a process that inherited the connection must connect itself", peer.PID),
 		Data:    map[string]any{"pid": peer.PID}}
+}
+
+// reuseAllowed decides whether an existing lease (one restored after a
+// restart, or held on another connection) may be handed back. Handing it
+// back is a grant: not while the license is known invalid, and not while
+// the agent is starting and the persisted verdict says Keygen refused the
+// license (a restored lease would otherwise outlive the refusal until the
+// first sync; issue 14 I4).
+func (a *Agent) reuseAllowed(v licenseView) error {
+	if v.State == StateStarting {
+		if vr := a.verdict(); vr != nil {
+			return &ipc.Error{Code: ipc.CodeLicenseInvalid,
+				Message: "Keygen refused this license or machine at " + vr.At.UTC().Format(time.RFC3339) + ": " + nonEmpty(vr.Detail, string(vr.State)),
+				Data:    map[string]any{"reason": nonEmpty(vr.Code, string(vr.State)), "state": vr.State, "keygen_code": vr.Code}}
+		}
+		return nil
+	}
+	if !v.Valid {
+		return a.leaseAllowed(v)
+	}
+	return nil
 }
 
 // reuse gives the caller its existing lease back on conn, or returns nil.

@@ -85,9 +85,6 @@ var knownViolations = map[string]string{
 	// the state until the next validation.
 	"I4/status-valid-after-signed-invalid-online": "a signed 403 LICENSE_SUSPENDED leaves the status valid (item 4)",
 	"I4/granted-after-signed-invalid-online":      "lease granted online after a signed refusal (item 4)",
-	// restoreLeases hands restored leases back (reuse) before any
-	// validation, whatever the last signed verdict said.
-	"I4/granted-after-signed-invalid-reused": "a restored lease is handed back after a signed refusal (restoreLeases/reuse)",
 	// item 6 (clock_tampered online) is fixed (agent/clock.go); what remains:
 	"I3/lease-revoked-offline_expired": "offline_expired early: a wrong clock or an older imported file (item 6, import)",
 	// Found once item 6 let a deactivate succeed under a skewed Date (seed
