@@ -184,11 +184,20 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 			return nil, explainKeygenError("the license key was not changed", err)
 		}
 	}
+	// A deactivated machine stays deactivated when this activation cannot
+	// reach Keygen: the error says nothing changed, so the agent must not
+	// activate on its own once Keygen is back (model test, I5).
+	wasDeactivated := a.deactivated()
+	pending, _ := a.store.Meta(metaPendingDeactivation)
 	if err := a.setLicense(p.Key, p.Token); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "storing the license key: %v", err)
 	}
 	if err := a.requestSync(ctx); err != nil && !errors.Is(err, errActivationRefused) {
 		if offline(err) {
+			if wasDeactivated {
+				a.stayDeactivated(pending)
+				return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; this machine stays deactivated: %v", err)
+			}
 			return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable: %v", err)
 		}
 		return nil, mapKeygenError(err)
@@ -198,6 +207,22 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 		return st, &ipc.Error{Code: ipc.CodeLicenseInvalid, Message: st.Detail, Data: map[string]any{"state": st.State, "keygen_code": st.Code}}
 	}
 	return st, nil
+}
+
+// stayDeactivated undoes what setLicense cleared for an activation that
+// could not reach Keygen: the deactivated mark, and a deactivation queued
+// offline that Keygen has not seen yet.
+func (a *Agent) stayDeactivated(pending []byte) {
+	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
+		a.log.Warn("restoring the deactivated mark", "err", err)
+	}
+	if len(pending) > 0 {
+		if err := a.store.PutMeta(metaPendingDeactivation, pending); err != nil {
+			a.log.Warn("restoring the queued deactivation", "err", err)
+		}
+	}
+	a.fire(evDeactivated, licenseView{State: StateNotActivated, Code: "DEACTIVATED",
+		Detail: "this machine was deactivated: run `keygen-agent activate KEY` to activate it again"})
 }
 
 // setLicenseKey switches the agent to another license key: the machine

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+	"encoding/json"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -49,4 +51,47 @@ func TestRestoredLeaseNotReusedAfterPersistedRefusal(t *testing.T) {
 		e.waitFor("suspended", func() bool { return e.status().State == string(StateSuspended) })
 		noBadTransitions(t, e)
 	})
+}
+
+// I5/state-active-VALID-want-valid-false (model seed 1, minimal trace
+// deactivate; outage; activate-right; ...): `activate` after a deactivate,
+// with Keygen unreachable, answered OFFLINE_EXPIRED yet left the
+// deactivated mark cleared, so the agent activated the machine by itself
+// once Keygen was back, taking a seat nobody was told about. A failed
+// activation leaves the machine deactivated, and keeps a deactivation
+// queued offline.
+func TestOfflineActivateLeavesMachineDeactivated(t *testing.T) {
+	for _, queued := range []bool{false, true} {
+		t.Run(map[bool]string{false: "online-deactivate", true: "offline-deactivate"}[queued], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+				var raw json.RawMessage
+				if queued {
+					e.srv.SetFaults(devserver.Faults{Refuse: true})
+					raw, _ = json.Marshal(ipc.DeactivateParams{Offline: true})
+				}
+				if _, err := e.a.handleDeactivate(context.Background(), raw); err != nil {
+					t.Fatalf("deactivate: %v", err)
+				}
+				e.srv.SetFaults(devserver.Faults{Refuse: true})
+				_, err := e.a.handleActivate(context.Background(), activateRaw(e.license.Key))
+				if ipcCode(err) != ipc.CodeOfflineExpired {
+					t.Fatalf("activate with Keygen unreachable: %v", err)
+				}
+				if st := e.status(); st.State != string(StateNotActivated) {
+					t.Errorf("status after the failed activate = %s, want not_activated", st.State)
+				}
+				e.srv.SetFaults(devserver.Faults{})
+				time.Sleep(30 * time.Minute)
+				synctest.Wait()
+				if st := e.status(); st.State != string(StateNotActivated) || st.Valid {
+					t.Errorf("status = %s valid=%v, want not_activated", st.State, st.Valid)
+				}
+				if n := len(e.srv.Machines()); n != 0 {
+					t.Errorf("Keygen has %d machines, want 0 (activated without being asked, or the queued deactivation lost)", n)
+				}
+				noBadTransitions(t, e)
+			})
+		})
+	}
 }
