@@ -348,6 +348,11 @@ func (a *Agent) importCertificate(data []byte) error {
 		if ds.Machine == nil || ds.Machine.Fingerprint != a.fp.Load().Fingerprint {
 			return errors.New("machine file is for another machine")
 		}
+	}
+	if err := a.notOlder(kind, ds); err != nil {
+		return err
+	}
+	if kind == certMachine {
 		if ds.License != nil && ds.License.Key != "" && a.licenseKey() == "" {
 			_ = a.store.PutMeta(metaLicenseKey, []byte(ds.License.Key))
 		}
@@ -362,13 +367,6 @@ func (a *Agent) importCertificate(data []byte) error {
 			return err
 		}
 	}
-	if cached := a.cachedIssued(kind); !cached.IsZero() && ds.Issued.Before(cached) {
-		// The newest signed fact wins: an older file (a stale backup, or
-		// one with a higher limit from before a policy change) never
-		// replaces a newer one.
-		return fmt.Errorf("%w: issued %s, the cached %s file was issued %s", errOlderCertificate,
-			ds.Issued.UTC().Format(time.RFC3339), kind, cached.UTC().Format(time.RFC3339))
-	}
 	a.advanceWatermark(ds.Issued)
 	if err := a.store.PutCertificate(kind, data, now); err != nil {
 		return err
@@ -380,22 +378,63 @@ func (a *Agent) importCertificate(data []byte) error {
 	return nil
 }
 
+// notOlder refuses an import that would replace the cached file of its
+// kind with a worse one. The newest signed fact wins: a file issued before
+// the cached one (a stale backup, or one with a higher limit from before a
+// policy change) never replaces it. And an import never shortens offline
+// use: while the cached file is the one in force (unexpired, and no
+// persisted refusal newer than it), a file that expires before it is
+// refused. A file's TTL is what its check-out asked for, not a verdict of
+// Keygen's: the model test imported a 1 h file checked out just after
+// the agent's one-month file, and an hour later the agent was
+// offline_expired and revoked leases well within the grace
+// (I3/lease-revoked-offline_expired). Online the agent checks files out
+// itself, so newer facts still arrive.
+func (a *Agent) notOlder(kind string, ds *keygen.Dataset) error {
+	cached := a.cachedDataset(kind)
+	if cached == nil {
+		return nil
+	}
+	if ds.Issued.Before(cached.Issued) {
+		return fmt.Errorf("%w: issued %s, the cached %s file was issued %s", errOlderCertificate,
+			ds.Issued.UTC().Format(time.RFC3339), kind, cached.Issued.UTC().Format(time.RFC3339))
+	}
+	now, _ := a.trustedNow()
+	inForce := cached.Expiry == nil || cached.Expiry.After(now)
+	if vr := a.verdict(); vr != nil && !cached.Issued.After(vr.At) {
+		inForce = false
+	}
+	if inForce && ds.Expiry != nil && (cached.Expiry == nil || ds.Expiry.Before(*cached.Expiry)) {
+		until := "never expires"
+		if cached.Expiry != nil {
+			until = "expires " + cached.Expiry.UTC().Format(time.RFC3339)
+		}
+		return fmt.Errorf("%w: it expires %s, the cached %s file %s", errShorterCertificate,
+			ds.Expiry.UTC().Format(time.RFC3339), kind, until)
+	}
+	return nil
+}
+
 // errOlderCertificate: an import older than the certificate in the cache.
 var errOlderCertificate = errors.New("the certificate is older than the one in the cache")
 
-// cachedIssued is when the cached certificate of this kind was issued, if
-// one is cached and still verifies (expired included); zero otherwise.
-func (a *Agent) cachedIssued(kind string) time.Time {
+// errShorterCertificate: an import that would end offline use before the
+// certificate in the cache does.
+var errShorterCertificate = errors.New("the certificate expires before the one in the cache")
+
+// cachedDataset is the cached file of kind, verified (expired is fine), or
+// nil.
+func (a *Agent) cachedDataset(kind string) *keygen.Dataset {
 	rec, err := a.store.Certificate(kind)
 	if err != nil || rec == nil {
-		return time.Time{}
+		return nil
 	}
 	now, _ := a.trustedNow()
 	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
 	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired)) {
-		return time.Time{}
+		return nil
 	}
-	return ds.Issued
+	return ds
 }
 
 // connSet is the set of open connections, for broadcasts.

@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/http"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/internal/agenttest"
 	"github.com/keygen-agent/keygen-agent/ipc"
+	"github.com/keygen-agent/keygen-agent/keygen"
 	"github.com/keygen-agent/keygen-agent/keygen/devserver"
 )
 
@@ -94,4 +97,49 @@ func TestOfflineActivateLeavesMachineDeactivated(t *testing.T) {
 			})
 		})
 	}
+}
+
+// I3/lease-revoked-offline_expired (model seed 15, minimal trace
+// app-start; bad-signature; import-expired; advance(17m); advance(45m)): a
+// 1 h machine file checked out in the same second as the agent's cached
+// one-month file was imported (newer by milliseconds) and replaced it; an
+// hour later the agent was offline_expired and revoked the lease, well
+// within the 3 h grace. An import never shortens offline use.
+func TestImportShorterFileRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{OfflineGrace: Duration(3 * time.Hour)}})
+		c := holdLease(t, e, 100)
+		cached, err := e.a.store.Certificate(certMachine)
+		if err != nil || cached == nil {
+			t.Fatalf("cached machine file: %v", err)
+		}
+		kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
+			PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := kc.CheckoutMachine(context.Background(), e.fp.Result().Fingerprint, keygen.CheckoutOptions{Encrypt: true, TTL: time.Hour,
+			Include: []string{"license", "license.entitlements", "license.policy", "components"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.a.importCertificate(co.Certificate); !errors.Is(err, errShorterCertificate) {
+			t.Fatalf("importing a shorter file: %v", err)
+		}
+		if cur, _ := e.a.store.Certificate(certMachine); string(cur.Raw) != string(cached.Raw) {
+			t.Fatal("the shorter file replaced the cached one")
+		}
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		time.Sleep(62 * time.Minute)
+		synctest.Wait()
+		if st := e.status(); st.State != string(StateOffline) || !st.Valid {
+			t.Fatalf("status 62 min into a 3 h grace = %s valid=%v, want offline valid", st.State, st.Valid)
+		}
+		if c.Revoked() != 0 {
+			t.Fatal("lease revoked within the grace")
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
 }
