@@ -244,16 +244,26 @@ type modelRun struct {
 	faultSince                  time.Time
 	clockOff                    time.Duration
 	clockOffWhileFault          bool
-	stableSince                 time.Time // last change that I5 lets the agent catch up with
-	revalidate                  time.Duration
-	sigStart                    *ipc.Status // status when a signature fault began (I6)
-	oldCert, otherCert          []byte
-	agentKeyWrong               bool
-	lastStatus                  *ipc.Status
-	cur                         evKind // the event being applied
-	faults                      devserver.Faults
-	stopped                     bool
-	starts                      uint64 // agents started (seeds their jitter)
+	// skewTaint: a date-skew fault happened and Keygen has not been healthy
+	// for a revalidation since. The dev server's DateSkew shifts only the
+	// signed Date header, not the issued time of the machine files it
+	// signs; a real Keygen stamps both from one clock (Time.current in
+	// signature_headers.rb and machine_checkout_service.rb). Given those
+	// contradictory signed times the agent cannot place the machine file
+	// on Keygen's clock and rejects it (issued in the future), so an
+	// outage in that window may end leases: the agent fails closed on
+	// evidence a real Keygen would not produce (seeds 29, 39).
+	skewTaint          bool
+	stableSince        time.Time // last change that I5 lets the agent catch up with
+	revalidate         time.Duration
+	sigStart           *ipc.Status // status when a signature fault began (I6)
+	oldCert, otherCert []byte
+	agentKeyWrong      bool
+	lastStatus         *ipc.Status
+	cur                evKind // the event being applied
+	faults             devserver.Faults
+	stopped            bool
+	starts             uint64 // agents started (seeds their jitter)
 }
 
 // seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
@@ -397,6 +407,11 @@ func (m *modelRun) setFault(k evKind, f devserver.Faults) {
 	}
 	if k != evAdvance {
 		m.clockOffWhileFault = m.clockOff != 0
+	}
+	if k == evDateSkew {
+		m.skewTaint = true
+	} else if m.skewTaint && !m.keygenHealthy() {
+		m.excuseAll("Keygen's signed Date disagreed with its machine files (date-skew), then Keygen went away")
 	}
 	m.unstable()
 }
@@ -866,6 +881,9 @@ func (m *modelRun) checkTimed() *violation {
 	}
 	if m.clockOffWhileFault && !m.keygenHealthy() {
 		m.excuseAll("clock changed while offline")
+	}
+	if m.skewTaint && m.keygenHealthy() && now.Sub(m.faultSince) > m.revalidate*11/10+time.Minute {
+		m.skewTaint = false
 	}
 	// I2: a dead app's lease and Keygen process go within one heartbeat
 	// plus the adoption window.
