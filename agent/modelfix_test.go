@@ -143,3 +143,33 @@ func TestImportShorterFileRefused(t *testing.T) {
 		noBadTransitions(t, e)
 	})
 }
+
+// I4/status-valid-after-signed-invalid-online (model seed 26, minimal
+// trace app-start; date-skew(+2h11m); delete; app-crash): the dead app's
+// process kill was refused for its Date (outside the window on corrected
+// time), so the agent relearned the clock from a nonce-bound validation;
+// that validation said NOT_FOUND, signed and fresh, and was ignored: the
+// status stayed active until the next revalidation.
+func TestRelearnClockValidationRefusalApplies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		c := holdLease(t, e, 100)
+		e.srv.SetFaults(devserver.Faults{DateSkew: 2*time.Hour + 11*time.Minute})
+		req, _ := http.NewRequest(http.MethodDelete, e.cfg.APIURL+"/v1/accounts/"+e.cfg.Account+"/licenses/"+e.license.ID, nil)
+		req.Header.Set("Authorization", "Bearer "+e.srv.AdminToken())
+		req.Header.Set("Accept", "application/vnd.api+json")
+		resp, err := e.srv.Transport().RoundTrip(req)
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("deleting the license: %v %v", err, resp)
+		}
+		resp.Body.Close()
+		// The app crashes: the agent kills its Keygen process.
+		e.procs.Exit(100)
+		c.Close()
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.State != string(StateInvalid) || st.Code != "NOT_FOUND" {
+			t.Fatalf("status after Keygen answered NOT_FOUND = %s/%s valid=%v\nlogs:\n%s", st.State, st.Code, st.Valid, e.logs.Tail(20))
+		}
+		noBadTransitions(t, e)
+	})
+}
