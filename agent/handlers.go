@@ -422,8 +422,8 @@ var errOlderCertificate = errors.New("the certificate is older than the one in t
 // certificate in the cache does.
 var errShorterCertificate = errors.New("the certificate expires before the one in the cache")
 
-// cachedDataset is the cached file of kind, verified (expired is fine), or
-// nil.
+// cachedDataset is the cached file of kind, verified (outside its time
+// window is fine: expired, or issued after corrected time), or nil.
 func (a *Agent) cachedDataset(kind string) *keygen.Dataset {
 	rec, err := a.store.Certificate(kind)
 	if err != nil || rec == nil {
@@ -431,7 +431,7 @@ func (a *Agent) cachedDataset(kind string) *keygen.Dataset {
 	}
 	now, _ := a.trustedNow()
 	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
-	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired)) {
+	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired) && !errors.Is(err, keygen.ErrCertClockSkew)) {
 		return nil
 	}
 	return ds

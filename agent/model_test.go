@@ -57,6 +57,7 @@ import (
 //	KEYGEN_MODEL_KEEP=i,j,… replay only these event indexes of the seed
 //	KEYGEN_MODEL_MINIMIZE=1 shrink each failing trace and print the result
 //	KEYGEN_MODEL_STRICT=1   fail on known violations too
+//	KEYGEN_MODEL_LOGS=N     print the last N agent log lines of a failure (default 40)
 
 const (
 	modelDefaultSeqs   = 40
@@ -991,7 +992,7 @@ func runModelSeq(t *testing.T, seed uint64, events []modelEvent) (v *violation, 
 	synctest.Test(t, func(t *testing.T) {
 		m := newModelRun(t, seed, events)
 		v = m.run()
-		trace, logs = m.trace, m.e.logs.Tail(40)
+		trace, logs = m.trace, m.e.logs.Tail(modelLogTail())
 	})
 	return v, trace, logs
 }
@@ -1112,4 +1113,13 @@ func minimizeTrace(t *testing.T, seed uint64, events []modelEvent, id string, st
 		}
 	}
 	return idx
+}
+
+// modelLogTail is how many agent log lines a failure prints: 40, or
+// KEYGEN_MODEL_LOGS=N.
+func modelLogTail() int {
+	if n, err := strconv.Atoi(os.Getenv("KEYGEN_MODEL_LOGS")); err == nil && n > 0 {
+		return n
+	}
+	return 40
 }

@@ -173,3 +173,34 @@ func TestRelearnClockValidationRefusalApplies(t *testing.T) {
 		noBadTransitions(t, e)
 	})
 }
+
+// I4/status-valid-after-signed-invalid-offline (model seed 27: expire;
+// outage; date-skew(-3h); 5xx-burst): the refusal was recorded at corrected
+// time, which a Date 3 h behind put before the cached machine file's
+// issued time; offline, that "newer" file won and the agent ran offline
+// valid=true on a license Keygen had refused. A refusal is newer than
+// every file in the cache when it arrives.
+func TestRefusalUnderSkewedDateBeatsCachedFile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		time.Sleep(30 * time.Minute)
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
+		e.srv.SetFaults(devserver.Faults{DateSkew: -3 * time.Hour})
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.State != string(StateSuspended) {
+			t.Fatalf("status after the refusal = %s valid=%v", st.State, st.Valid)
+		}
+		// Offline, once corrected time (3 h behind the files' clock) has
+		// passed the cached file's issued time.
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		time.Sleep(3*time.Hour + 10*time.Minute)
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.Online {
+			t.Fatalf("offline after a signed refusal: status %s valid=%v online=%v: %s", st.State, st.Valid, st.Online, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
+}
