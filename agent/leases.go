@@ -95,6 +95,14 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 		return nil, err
 	}
 	lp := l.procLocked() // l is not shared until commit
+	// A signed answer during the spawn (a refusal in the validation that
+	// relearned the clock, say) may have refused the license: the new
+	// lease is then not granted (model test, I4/granted-after-signed-
+	// invalid-online).
+	if now := a.view(); !now.Valid && now.State != StateStarting {
+		a.discardSpawned(lp)
+		return nil, a.leaseAllowed(now)
+	}
 	if err := seat.commit(l); err != nil {
 		// The shutdown ended every lease while this one was spawning.
 		a.endAtShutdown(a.haltCtx(), lp)
@@ -578,6 +586,29 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	a.leases.remove(l)
 	a.log.Info("lease released", "lease", id, "pid", l.pid, "reason", reason)
 	return true
+}
+
+// discardSpawned undoes a spawn whose lease is not granted after all: its
+// Keygen process is killed (queued when Keygen cannot be reached), a
+// queued offline spawn dropped, and the persisted lease deleted.
+func (a *Agent) discardSpawned(lp leaseProc) {
+	ctx, cancel := context.WithTimeout(a.haltCtx(), 30*time.Second)
+	defer cancel()
+	switch {
+	case lp.processID != "":
+		if err := a.killProcess(ctx, lp.processID); err != nil {
+			if offline(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				a.queueKill(lp.leaseID, lp.processID)
+			} else {
+				a.log.Warn("killing Keygen process", "process", lp.processID, "err", err)
+			}
+		}
+	case lp.offline:
+		a.dropQueuedSpawn(lp.leaseID)
+	}
+	a.persist(func() error { return a.store.DeleteLease(lp.leaseID) })
+	a.dropProof(lp.leaseID)
+	a.log.Info("lease not granted: the license was refused while its process was spawned", "lease", lp.leaseID)
 }
 
 func (a *Agent) queueKill(leaseID, processID string) {

@@ -204,3 +204,39 @@ func TestRefusalUnderSkewedDateBeatsCachedFile(t *testing.T) {
 		noBadTransitions(t, e)
 	})
 }
+
+// I4/granted-after-signed-invalid-online (model seed 18, minimal trace
+// date-skew(+2h17m); expire; app-start): the spawn's answer was refused
+// for its Date, the clock relearned from a validation that said EXPIRED
+// (state expired at once), and the retried spawn's lease was still
+// granted. A lease is not granted when the license was refused while its
+// process was being spawned; the process is killed.
+func TestNoGrantWhenRefusedDuringSpawn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		e.srv.SetFaults(devserver.Faults{DateSkew: 2*time.Hour + 17*time.Minute})
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) {
+			exp := time.Now().Add(-time.Second)
+			l.Expiry = &exp
+		})
+		e.procs.Spawn(100)
+		c := e.dial(agenttest.PeerFor(100))
+		defer c.Close()
+		r, code, err := c.Acquire(acquireParams())
+		if err == nil {
+			t.Fatalf("lease %s granted on a license Keygen answered EXPIRED (status %s)", r.LeaseID, e.status().State)
+		}
+		if code != ipc.CodeLicenseInvalid {
+			t.Fatalf("acquire: %v, want %s", err, ipc.CodeLicenseInvalid)
+		}
+		synctest.Wait()
+		if n := e.liveProcesses(); n != 0 {
+			t.Errorf("%d Keygen processes alive after the refused acquire", n)
+		}
+		if n := len(e.a.leases.liveIDs()); n != 0 {
+			t.Errorf("%d leases held", n)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
+}
