@@ -412,6 +412,7 @@ func (m *modelRun) setFault(k evKind, f devserver.Faults) {
 	if k == evDateSkew {
 		m.skewTaint = true
 	} else if m.skewTaint && !m.keygenHealthy() {
+		// Leases granted from now on are excused where they are granted.
 		m.excuseAll("Keygen's signed Date disagreed with its machine files (date-skew), then Keygen went away")
 	}
 	m.unstable()
@@ -483,6 +484,9 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	a.held, a.leaseID, a.revoked = true, r.LeaseID, revoked
 	if !wasHeld {
 		a.excuse = ""
+	}
+	if m.skewTaint && !m.keygenHealthy() && m.fault != evDateSkew {
+		a.excuse = "granted after a date-skew fault while Keygen is away"
 	}
 	if inv, code, at := m.v.get(); inv {
 		st := m.e.status()
