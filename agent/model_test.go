@@ -53,6 +53,7 @@ import (
 //
 //	KEYGEN_MODEL_SEED=N     run only seed N (replays a reported failure)
 //	KEYGEN_MODEL_SEQS=N     run N sequences (default modelDefaultSeqs)
+//	KEYGEN_MODEL_FIRST=N    start at seed N (default 1)
 //	KEYGEN_MODEL_EVENTS=N   events per sequence (default 200)
 //	KEYGEN_MODEL_KEEP=i,j,… replay only these event indexes of the seed
 //	KEYGEN_MODEL_MINIMIZE=1 shrink each failing trace and print the result
@@ -71,41 +72,10 @@ const (
 // the test. Empty this list as the fixes land: a fixed violation then
 // stays fixed. KEYGEN_MODEL_STRICT=1 fails on these too.
 var knownViolations = map[string]string{
-	// issue 14 item 1: activate revokes, drops the machine and the machine
-	// file before the new key is checked (setLicenseKey).
-	"I3/lease-revoked-by-activate-wrong-key":                   "activate with a mistyped key revokes every lease (item 1)",
-	"I5/state-invalid-NOT_FOUND-want-valid-true":               "a refused key stays configured: invalid until an admin fixes it (item 1)",
-	"I5/state-offline_expired-OFFLINE_EXPIRED-want-valid-true": "a refused key dropped the machine file: nothing to run from (item 1)",
-	// item 2: handleDeactivate revokes before it calls Keygen.
-	"I3/lease-revoked-by-failed-deactivate": "deactivate without Keygen revokes every lease, then fails (item 2)",
-	// item 3: goOffline trusts the older cached machine file over a newer
-	// signed invalid verdict (suspended, deleted).
-	"I4/status-valid-after-signed-invalid-offline": "offline from a stale machine file after a signed refusal (item 3)",
-	"I4/granted-after-signed-invalid-offline":      "lease granted offline after a signed refusal (item 3)",
-	// item 4: a 403 LICENSE_SUSPENDED on a spawn or ping does not change
-	// the state until the next validation.
-	"I4/status-valid-after-signed-invalid-online": "a signed 403 LICENSE_SUSPENDED leaves the status valid (item 4)",
-	"I4/granted-after-signed-invalid-online":      "lease granted online after a signed refusal (item 4)",
-	// item 6 (clock_tampered online) is fixed (agent/clock.go); what remains:
-	"I3/lease-revoked-offline_expired": "offline_expired early: a wrong clock or an older imported file (item 6, import)",
-	// Found once item 6 let a deactivate succeed under a skewed Date (seed
-	// 1): activate with the right key while Keygen is unreachable fails,
-	// yet the key is kept and the agent activates when Keygen is back; the
-	// model counts the machine as deactivated (items 1-2: what a failed
-	// activate leaves behind).
-	"I5/state-active-VALID-want-valid-false": "a failed activate (Keygen unreachable) still activates later (items 1-2)",
-	// Seed 10, after item 6's fix: an agent restarted just before the
-	// bad-signature fault, under a latency fault, went starting -> invalid
-	// online; not diagnosed to the end (likely a validation in flight when
-	// the fault began, answered with its genuine signature).
-	"I6/unsigned-answer-trusted": "restart then bad-signature under latency: starting -> invalid online (undiagnosed)",
-	// item 9: a dead peer's inherited connection gets a lease.
-	"I2/dead-peer-granted": "a forked child on its dead parent's connection is granted a lease (item 9)",
-	// restoreLeases and the schedulers mix clocks: adoption deadlines are
-	// a.now() (the local clock, maybe wrong) + window, fired by a
-	// scheduler on the real clock; a clock 1 min slow leaves no window.
-	"I3/re-acquire-refused-PROCESS_LIMIT_EXCEEDED": "after a crash a running app is refused its seat: adoption window lost to a slow local clock",
-	"I2/fork-exit-not-revoked":                     "an app that forks and exits loses its lease without lease.revoked (item 9)",
+	// Empty: every violation the model found is fixed (the agent's fixes
+	// each pinned by a test, agent/licensestate_test.go and
+	// agent/modelfix_test.go) or, where the model was wrong, the model
+	// corrected (skewTaint).
 }
 
 type violation struct {
@@ -1005,6 +975,13 @@ func TestModelSequences(t *testing.T) {
 	seqs := envInt(t, "KEYGEN_MODEL_SEQS", modelDefaultSeqs)
 	nEvents := envInt(t, "KEYGEN_MODEL_EVENTS", modelDefaultEvents)
 	first := uint64(1)
+	if s := os.Getenv("KEYGEN_MODEL_FIRST"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("KEYGEN_MODEL_FIRST=%q: %v", s, err)
+		}
+		first = n
+	}
 	if s := os.Getenv("KEYGEN_MODEL_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
