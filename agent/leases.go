@@ -342,7 +342,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 				}
 			}
 			l.offline = true
-			a.sched.Set(schedKey{kind: schedOutbox}, a.now().Add(outboxRetry))
+			a.sched.Set(schedKey{kind: schedOutbox}, schedNow().Add(outboxRetry))
 		default:
 			return nil, mapKeygenError(err)
 		}

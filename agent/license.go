@@ -470,7 +470,7 @@ func (a *Agent) scheduleMachineHeartbeat(v licenseView) {
 	if _, ok := a.sched.Due(machineHeartbeatKey); ok {
 		return
 	}
-	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
+	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
 }
 
 // machineHeartbeatInterval is the machine's heartbeat window, 0 when none

@@ -240,3 +240,36 @@ func TestNoGrantWhenRefusedDuringSpawn(t *testing.T) {
 		noBadTransitions(t, e)
 	})
 }
+
+// The scheduler sleeps on the monotonic clock; its deadlines came from the
+// local wall clock. Model seed 46 (clock-jump(-8760h), then an offline
+// kill queued): the outbox retry was due a year ago, fired, was set a year
+// ago again, and the agent spun forever. The same mix left restored leases
+// no adoption window when the local clock was slow (F9,
+// I3/re-acquire-refused-PROCESS_LIMIT_EXCEEDED). With the clock a year
+// slow, a restarted agent still gives a live app its adoption window.
+func TestSchedulerDeadlinesIgnoreWallClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{AdoptionWindow: Duration(60 * time.Second)}})
+		c := holdLease(t, e, 100)
+		e.offset.Store(int64(-365 * 24 * time.Hour))
+		e.crash()
+		c.Close()
+		e.start()
+		synctest.Wait()
+		ids := e.a.leases.liveIDs()
+		if len(ids) != 1 {
+			t.Fatalf("%d leases after the restart, want the restored one (released at once?)", len(ids))
+		}
+		if due, ok := e.a.sched.Due(schedKey{kind: schedAdopt, lease: ids[0]}); !ok || due.Before(time.Now().Add(59*time.Second)) {
+			t.Fatalf("adoption deadline %v (scheduled %v), want a minute from now %v", due, ok, time.Now())
+		}
+		c2 := e.dial(agenttest.PeerFor(100))
+		defer c2.Close()
+		r, _, err := c2.Acquire(acquireParams())
+		if err != nil || !r.Reused {
+			t.Fatalf("re-acquire after the restart: %+v %v, want the restored lease", r, err)
+		}
+	})
+}
