@@ -72,10 +72,19 @@ const (
 // the test. Empty this list as the fixes land: a fixed violation then
 // stays fixed. KEYGEN_MODEL_STRICT=1 fails on these too.
 var knownViolations = map[string]string{
-	// Empty: every violation the model found is fixed (the agent's fixes
-	// each pinned by a test, agent/licensestate_test.go and
-	// agent/modelfix_test.go) or, where the model was wrong, the model
-	// corrected (skewTaint).
+	// Seeds 1-40 (the CI budget) run clean in strict mode: every violation
+	// they found is fixed (each agent fix pinned by a test in
+	// agent/licensestate_test.go or agent/modelfix_test.go) or, where the
+	// model was wrong, the model corrected (skewTaint). Seeds 41-100 found
+	// these, not yet diagnosed:
+	"I3/re-acquire-refused-LICENSE_INVALID": "seed 62: a held lease refused on re-acquire, 'system clock is 3h27m behind the last trusted time' (undiagnosed)",
+	"I3/lease-revoked-clock_tampered":       "seeds 66, 74: clock set back, then offline (bad-signature / outage): clock_tampered revokes leases (undiagnosed)",
+	"I3/lease-revoked-active-in-advance":    "seed 89: a lease revoked while active/VALID online with no fault (undiagnosed)",
+	// Seeds 58 and 99 also hit I4/granted-after-signed-invalid-reused
+	// (status starting, the signed verdict observed 0 s before the reuse:
+	// likely the restart's first validation answered while the app
+	// re-claimed); not listed here so that the fixed case (seed 4) stays
+	// fixed in the CI budget.
 }
 
 type violation struct {
