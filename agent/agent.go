@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -52,7 +53,11 @@ type Deps struct {
 	Processes ProcessWatcher
 	// Now is the local clock; default time.Now. Tests inject it to roll the
 	// clock back.
-	Now    func() time.Time
+	Now func() time.Time
+	// Rand draws the jitter of revalidations and heartbeat pings, uniform in
+	// [0, 1); default math/rand/v2's Float64. Must be safe for concurrent
+	// use. The model test seeds it so a seed replays the same timers.
+	Rand   func() float64
 	Logger *slog.Logger
 	// LogLevel, when set, is adjusted on config reload.
 	LogLevel *slog.LevelVar
@@ -157,6 +162,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
+	}
+	if deps.Rand == nil {
+		deps.Rand = rand.Float64
 	}
 	keys, err := keygen.ParsePublicKeys(cfg.PublicKey, cfg.RSAPublicKey, cfg.ECDSAPublicKey)
 	if err != nil && !cfg.Insecure {

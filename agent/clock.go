@@ -278,7 +278,36 @@ func (a *Agent) relearnClock(ctx context.Context) bool {
 	a.clock.observeValidation(v)
 	after, _ := a.clock.skew()
 	a.log.Info("local clock moved; relearned Keygen's time", "offset_before", before, "offset", after)
+	a.observeLicenseRefusal(v)
 	return true
+}
+
+// observeLicenseRefusal acts on a verified, nonce-bound validation made
+// for another purpose (relearnClock's): when it refuses the license itself
+// the state changes at once and the license loop revalidates, as for any
+// other signed refusal (model test: a license deleted under a skewed Date
+// was answered NOT_FOUND here and the status stayed active,
+// I4/status-valid-after-signed-invalid-online). Only the codes
+// license_validation_service.rb returns before it looks at any scope
+// count: the scopes of this validation are not the license loop's.
+func (a *Agent) observeLicenseRefusal(v *keygen.Validation) {
+	if v == nil || v.Valid {
+		return
+	}
+	view := licenseView{Online: true, License: v.License, Code: v.Code, Detail: v.Detail}
+	switch {
+	case v.License == nil || v.Code == "NOT_FOUND":
+		view.State, view.Code, view.Detail = StateInvalid, nonEmpty(v.Code, "NOT_FOUND"), "Keygen does not know this license key"
+	case v.Code == "BANNED" || v.Code == "SUSPENDED" || v.Code == "EXPIRED" || v.Code == "OVERDUE":
+		view.State = verdictState(v.Code, false)
+		if remedy := Explain(v.Code); remedy != "" {
+			view.Detail = v.Detail + ": " + remedy
+		}
+	default:
+		return
+	}
+	a.fire(evVerdict, view)
+	a.kickLicenseLoop()
 }
 
 // clockSkew is status's clock_skew: set when the learned offset exceeds

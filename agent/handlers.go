@@ -185,11 +185,20 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 			return nil, explainKeygenError("the license key was not changed", err)
 		}
 	}
+	// A deactivated machine stays deactivated when this activation cannot
+	// reach Keygen: the error says nothing changed, so the agent must not
+	// activate on its own once Keygen is back (model test, I5).
+	wasDeactivated := a.deactivated()
+	pending, _ := a.store.Meta(metaPendingDeactivation)
 	if err := a.setLicense(p.Key, p.Token); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "storing the license key: %v", err)
 	}
 	if err := a.requestSync(ctx); err != nil && !errors.Is(err, errActivationRefused) {
 		if offline(err) {
+			if wasDeactivated {
+				a.stayDeactivated(pending)
+				return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; this machine stays deactivated: %v", err)
+			}
 			return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable: %v", err)
 		}
 		return nil, mapKeygenError(err)
@@ -199,6 +208,22 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 		return st, &ipc.Error{Code: ipc.CodeLicenseInvalid, Message: st.Detail, Data: map[string]any{"state": st.State, "keygen_code": st.Code}}
 	}
 	return st, nil
+}
+
+// stayDeactivated undoes what setLicense cleared for an activation that
+// could not reach Keygen: the deactivated mark, and a deactivation queued
+// offline that Keygen has not seen yet.
+func (a *Agent) stayDeactivated(pending []byte) {
+	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
+		a.log.Warn("restoring the deactivated mark", "err", err)
+	}
+	if len(pending) > 0 {
+		if err := a.store.PutMeta(metaPendingDeactivation, pending); err != nil {
+			a.log.Warn("restoring the queued deactivation", "err", err)
+		}
+	}
+	a.fire(evDeactivated, licenseView{State: StateNotActivated, Code: "DEACTIVATED",
+		Detail: "this machine was deactivated: run `keygen-agent activate KEY` to activate it again"})
 }
 
 // setLicenseKey switches the agent to another license key: the machine
@@ -324,6 +349,11 @@ func (a *Agent) importCertificate(data []byte) error {
 		if ds.Machine == nil || ds.Machine.Fingerprint != a.fp.Load().Fingerprint {
 			return errors.New("machine file is for another machine")
 		}
+	}
+	if err := a.notOlder(kind, ds); err != nil {
+		return err
+	}
+	if kind == certMachine {
 		if ds.License != nil && ds.License.Key != "" && a.licenseKey() == "" {
 			_ = a.store.PutMeta(metaLicenseKey, []byte(ds.License.Key))
 		}
@@ -338,13 +368,6 @@ func (a *Agent) importCertificate(data []byte) error {
 			return err
 		}
 	}
-	if cached := a.cachedIssued(kind); !cached.IsZero() && ds.Issued.Before(cached) {
-		// The newest signed fact wins: an older file (a stale backup, or
-		// one with a higher limit from before a policy change) never
-		// replaces a newer one.
-		return fmt.Errorf("%w: issued %s, the cached %s file was issued %s", errOlderCertificate,
-			ds.Issued.UTC().Format(time.RFC3339), kind, cached.UTC().Format(time.RFC3339))
-	}
 	a.advanceWatermark(ds.Issued)
 	if err := a.store.PutCertificate(kind, data, now); err != nil {
 		return err
@@ -356,22 +379,63 @@ func (a *Agent) importCertificate(data []byte) error {
 	return nil
 }
 
+// notOlder refuses an import that would replace the cached file of its
+// kind with a worse one. The newest signed fact wins: a file issued before
+// the cached one (a stale backup, or one with a higher limit from before a
+// policy change) never replaces it. And an import never shortens offline
+// use: while the cached file is the one in force (unexpired, and no
+// persisted refusal newer than it), a file that expires before it is
+// refused. A file's TTL is what its check-out asked for, not a verdict of
+// Keygen's: the model test imported a 1 h file checked out just after
+// the agent's one-month file, and an hour later the agent was
+// offline_expired and revoked leases well within the grace
+// (I3/lease-revoked-offline_expired). Online the agent checks files out
+// itself, so newer facts still arrive.
+func (a *Agent) notOlder(kind string, ds *keygen.Dataset) error {
+	cached := a.cachedDataset(kind)
+	if cached == nil {
+		return nil
+	}
+	if ds.Issued.Before(cached.Issued) {
+		return fmt.Errorf("%w: issued %s, the cached %s file was issued %s", errOlderCertificate,
+			ds.Issued.UTC().Format(time.RFC3339), kind, cached.Issued.UTC().Format(time.RFC3339))
+	}
+	now, _ := a.trustedNow()
+	inForce := cached.Expiry == nil || cached.Expiry.After(now)
+	if vr := a.verdict(); vr != nil && !cached.Issued.After(vr.At) {
+		inForce = false
+	}
+	if inForce && ds.Expiry != nil && (cached.Expiry == nil || ds.Expiry.Before(*cached.Expiry)) {
+		until := "never expires"
+		if cached.Expiry != nil {
+			until = "expires " + cached.Expiry.UTC().Format(time.RFC3339)
+		}
+		return fmt.Errorf("%w: it expires %s, the cached %s file %s", errShorterCertificate,
+			ds.Expiry.UTC().Format(time.RFC3339), kind, until)
+	}
+	return nil
+}
+
 // errOlderCertificate: an import older than the certificate in the cache.
 var errOlderCertificate = errors.New("the certificate is older than the one in the cache")
 
-// cachedIssued is when the cached certificate of this kind was issued, if
-// one is cached and still verifies (expired included); zero otherwise.
-func (a *Agent) cachedIssued(kind string) time.Time {
+// errShorterCertificate: an import that would end offline use before the
+// certificate in the cache does.
+var errShorterCertificate = errors.New("the certificate expires before the one in the cache")
+
+// cachedDataset is the cached file of kind, verified (outside its time
+// window is fine: expired, or issued after corrected time), or nil.
+func (a *Agent) cachedDataset(kind string) *keygen.Dataset {
 	rec, err := a.store.Certificate(kind)
 	if err != nil || rec == nil {
-		return time.Time{}
+		return nil
 	}
 	now, _ := a.trustedNow()
 	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
-	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired)) {
-		return time.Time{}
+	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired) && !errors.Is(err, keygen.ErrCertClockSkew)) {
+		return nil
 	}
-	return ds.Issued
+	return ds
 }
 
 // connSet is the set of open connections, for broadcasts.

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
@@ -48,7 +47,7 @@ func (a *Agent) fireHeartbeat(ctx context.Context, key schedKey) {
 			a.replayOutbox(ctx)
 		}
 		if out, err := a.store.Outbox(); err == nil && len(out) > 0 {
-			a.sched.Set(key, a.now().Add(outboxRetry))
+			a.sched.Set(key, schedNow().Add(outboxRetry))
 		}
 	case schedAdopt:
 		if a.leases.unclaimed(key.lease) {
@@ -65,7 +64,7 @@ func retryDelay(interval time.Duration) time.Duration {
 
 // schedulePing schedules lease id's next process heartbeat.
 func (a *Agent) schedulePing(id string, interval time.Duration) {
-	a.sched.Set(schedKey{kind: schedPing, lease: id}, heartbeat.NextPing(a.now(), interval, a.config().HeartbeatFraction, 0.1, rand.Float64))
+	a.sched.Set(schedKey{kind: schedPing, lease: id}, heartbeat.NextPing(schedNow(), interval, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
 }
 
 func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
@@ -77,14 +76,14 @@ func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
 	err := a.pingMachine(ctx)
 	switch {
 	case err == nil:
-		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, rand.Float64))
+		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
 		a.backOnline(v)
 	case errors.Is(err, keygen.ErrHeartbeatDead) || errors.Is(err, keygen.ErrNotFound):
 		a.log.Warn("machine heartbeat lost; re-validating", "err", err)
 		a.goOwned(func() { _ = a.requestSync(a.ctx()) })
 	default:
 		if ctx.Err() == nil {
-			a.sched.Set(machineHeartbeatKey, a.now().Add(retryDelay(d)))
+			a.sched.Set(machineHeartbeatKey, schedNow().Add(retryDelay(d)))
 		}
 	}
 }
@@ -117,7 +116,7 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 		// under the same lease, transparently for the app.
 		a.log.Info("Keygen process lost; re-spawning under the same lease", "lease", id, "err", err)
 		if !a.respawn(ctx, l) {
-			a.sched.Set(key, a.now().Add(retryDelay(lp.interval)))
+			a.sched.Set(key, schedNow().Add(retryDelay(lp.interval)))
 			return
 		}
 		a.backOnline(a.view())
@@ -130,7 +129,7 @@ func (a *Agent) fireProcessHeartbeat(ctx context.Context, id string) {
 		} else {
 			a.log.Warn("process ping failed", "lease", id, "err", err)
 		}
-		a.sched.Set(key, a.now().Add(retryDelay(lp.interval)))
+		a.sched.Set(key, schedNow().Add(retryDelay(lp.interval)))
 		return
 	}
 	a.schedulePing(id, lp.interval)
@@ -166,3 +165,11 @@ func (a *Agent) respawn(ctx context.Context, l *lease) bool {
 // minProcessInterval is the shortest heartbeat duration Keygen accepts
 // (policy.rb: heartbeat_duration >= 60).
 const minProcessInterval = 60 * time.Second
+
+// schedNow is the base of every deadline given to a.sched. The scheduler
+// sleeps on the monotonic clock (time.Now), so its deadlines must not come
+// from the local wall clock a.now, which may be wrong by any amount: a
+// clock a year slow put the outbox retry a year in the past, and the
+// scheduler fired it again at once, forever (model test, seed 46); a clock
+// a minute slow left restored leases no adoption window (F9).
+func schedNow() time.Time { return time.Now() }

@@ -53,6 +53,9 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 	}
 	key := procKey{peer.PID, peer.StartTime}
 	v := a.view()
+	if err := a.reuseAllowed(v); err != nil {
+		return nil, err
+	}
 	if res := a.reuse(key, conn, v); res != nil {
 		return res, nil
 	}
@@ -80,6 +83,9 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 			return nil, err
 		}
 		v = a.view()
+		if err := a.reuseAllowed(v); err != nil {
+			return nil, err
+		}
 		if res := a.reuse(key, conn, v); res != nil {
 			return res, nil
 		}
@@ -92,6 +98,14 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 		return nil, err
 	}
 	lp := l.procLocked() // l is not shared until commit
+	// A signed answer during the spawn (a refusal in the validation that
+	// relearned the clock, say) may have refused the license: the new
+	// lease is then not granted (model test, I4/granted-after-signed-
+	// invalid-online).
+	if now := a.view(); !now.Valid && now.State != StateStarting {
+		a.discardSpawned(lp)
+		return nil, a.leaseAllowed(now)
+	}
 	if err := seat.commit(l); err != nil {
 		// The shutdown ended every lease while this one was spawning.
 		a.endAtShutdown(a.haltCtx(), lp)
@@ -113,6 +127,27 @@ func (a *Agent) peerAlive(peer ipc.Peer) error {
 	return &ipc.Error{Code: ipc.CodeProcessExited,
 		Message: fmt.Sprintf("process %d, which opened this connection, has exited; a process that inherited the connection must connect itself", peer.PID),
 		Data:    map[string]any{"pid": peer.PID}}
+}
+
+// reuseAllowed decides whether an existing lease (one restored after a
+// restart, or held on another connection) may be handed back. Handing it
+// back is a grant: not while the license is known invalid, and not while
+// the agent is starting and the persisted verdict says Keygen refused the
+// license (a restored lease would otherwise outlive the refusal until the
+// first sync; issue 14 I4).
+func (a *Agent) reuseAllowed(v licenseView) error {
+	if v.State == StateStarting {
+		if vr := a.verdict(); vr != nil {
+			return &ipc.Error{Code: ipc.CodeLicenseInvalid,
+				Message: "Keygen refused this license or machine at " + vr.At.UTC().Format(time.RFC3339) + ": " + nonEmpty(vr.Detail, string(vr.State)),
+				Data:    map[string]any{"reason": nonEmpty(vr.Code, string(vr.State)), "state": vr.State, "keygen_code": vr.Code}}
+		}
+		return nil
+	}
+	if !v.Valid {
+		return a.leaseAllowed(v)
+	}
+	return nil
 }
 
 // reuse gives the caller its existing lease back on conn, or returns nil.
@@ -305,7 +340,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 				}
 			}
 			l.offline = true
-			a.sched.Set(schedKey{kind: schedOutbox}, a.now().Add(outboxRetry))
+			a.sched.Set(schedKey{kind: schedOutbox}, schedNow().Add(outboxRetry))
 		default:
 			return nil, mapKeygenError(err)
 		}
@@ -555,8 +590,32 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	return true
 }
 
+// discardSpawned undoes a spawn whose lease is not granted after all: its
+// Keygen process is killed (queued when Keygen cannot be reached), a
+// queued offline spawn dropped, and the persisted lease deleted.
+func (a *Agent) discardSpawned(lp leaseProc) {
+	ctx, cancel := context.WithTimeout(a.haltCtx(), 30*time.Second)
+	defer cancel()
+	switch {
+	case lp.processID != "":
+		if err := a.killProcess(ctx, lp.processID); err != nil {
+			if offline(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				a.queueKill(lp.leaseID, lp.processID, "")
+			} else {
+				a.log.Warn("killing Keygen process", "process", lp.processID, "err", err)
+			}
+		}
+	case lp.offline:
+		a.dropQueuedSpawn(lp.leaseID)
+	}
+	a.persist(func() error { return a.store.DeleteLease(lp.leaseID) })
+	a.dropProof(lp.leaseID)
+	a.log.Info("lease not granted: the license was refused while its process was spawned", "lease", lp.leaseID)
+}
+
 func (a *Agent) queueKill(leaseID, processID, user string) {
 	if _, err := a.store.Enqueue(cache.OutboxEntry{Kind: cache.OutboxKill, LeaseID: leaseID, ProcessID: processID, User: user, Created: a.now()}); err != nil {
+
 		a.log.Error("queueing kill", "process", processID, "err", err)
 	}
 }

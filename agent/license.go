@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -75,10 +74,10 @@ func (a *Agent) licenseLoop(ctx context.Context) {
 			// Retrying a refused credential at every revalidation only
 			// repeats the refusal: back off until the credential changes.
 			backoff = minBackoff
-			wait = jitter(authBackoff(a.config().RevalidateInterval.D(), refusals), 0.1)
+			wait = jitter(authBackoff(a.config().RevalidateInterval.D(), refusals), 0.1, a.deps.Rand)
 		default:
 			backoff = minBackoff
-			wait = jitter(a.config().RevalidateInterval.D(), 0.1)
+			wait = jitter(a.config().RevalidateInterval.D(), 0.1, a.deps.Rand)
 		}
 		t := time.NewTimer(wait)
 	wait:
@@ -131,8 +130,8 @@ func (a *Agent) requestSync(ctx context.Context) error {
 	}
 }
 
-func jitter(d time.Duration, share float64) time.Duration {
-	return d + time.Duration((rand.Float64()*2-1)*share*float64(d))
+func jitter(d time.Duration, share float64, rnd func() float64) time.Duration {
+	return d + time.Duration((rnd()*2-1)*share*float64(d))
 }
 
 // sync brings the license view up to date with Keygen, or with the cached
@@ -475,7 +474,7 @@ func (a *Agent) scheduleMachineHeartbeat(v licenseView) {
 	if _, ok := a.sched.Due(machineHeartbeatKey); ok {
 		return
 	}
-	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(a.now(), d, a.config().HeartbeatFraction, 0.1, rand.Float64))
+	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
 }
 
 // machineHeartbeatInterval is the machine's heartbeat window, 0 when none

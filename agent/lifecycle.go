@@ -155,11 +155,25 @@ func (a *Agent) recordVerdict(v licenseView) {
 		a.clearVerdict()
 		return
 	}
+	// At orders the refusal against machine files: it is received now, so
+	// it is newer than every file already in the cache and than the
+	// refusal it repeats, whatever the clocks say. Measured on corrected
+	// time alone it could fall before the cached file's issued time (a
+	// Keygen whose signed Date disagrees with its files, or an offset
+	// relearned since), and offline the older file would win over it
+	// (model test, I4/status-valid-after-signed-invalid-offline, seed 27).
 	at, _ := a.trustedNow()
-	rec := verdictRecord{State: v.State, Code: v.Code, Detail: v.Detail, At: at}
+	if ds := a.cachedDataset(certMachine); ds != nil && ds.Issued.After(at) {
+		at = ds.Issued
+	}
+	rec := verdictRecord{State: v.State, Code: v.Code, Detail: v.Detail}
 	if v.License != nil {
 		rec.LicenseID = v.License.ID
 	}
+	if prev := a.verdict(); prev != nil && prev.LicenseID == rec.LicenseID && prev.At.After(at) {
+		at = prev.At
+	}
+	rec.At = at
 	b, err := json.Marshal(rec)
 	if err == nil {
 		err = a.store.PutMeta(metaVerdict, b)

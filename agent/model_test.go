@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -52,10 +53,12 @@ import (
 //
 //	KEYGEN_MODEL_SEED=N     run only seed N (replays a reported failure)
 //	KEYGEN_MODEL_SEQS=N     run N sequences (default modelDefaultSeqs)
+//	KEYGEN_MODEL_FIRST=N    start at seed N (default 1)
 //	KEYGEN_MODEL_EVENTS=N   events per sequence (default 200)
 //	KEYGEN_MODEL_KEEP=i,j,… replay only these event indexes of the seed
 //	KEYGEN_MODEL_MINIMIZE=1 shrink each failing trace and print the result
 //	KEYGEN_MODEL_STRICT=1   fail on known violations too
+//	KEYGEN_MODEL_LOGS=N     print the last N agent log lines of a failure (default 40)
 
 const (
 	modelDefaultSeqs   = 40
@@ -69,44 +72,19 @@ const (
 // the test. Empty this list as the fixes land: a fixed violation then
 // stays fixed. KEYGEN_MODEL_STRICT=1 fails on these too.
 var knownViolations = map[string]string{
-	// issue 14 item 1: activate revokes, drops the machine and the machine
-	// file before the new key is checked (setLicenseKey).
-	"I3/lease-revoked-by-activate-wrong-key":                   "activate with a mistyped key revokes every lease (item 1)",
-	"I5/state-invalid-NOT_FOUND-want-valid-true":               "a refused key stays configured: invalid until an admin fixes it (item 1)",
-	"I5/state-offline_expired-OFFLINE_EXPIRED-want-valid-true": "a refused key dropped the machine file: nothing to run from (item 1)",
-	// item 2: handleDeactivate revokes before it calls Keygen.
-	"I3/lease-revoked-by-failed-deactivate": "deactivate without Keygen revokes every lease, then fails (item 2)",
-	// item 3: goOffline trusts the older cached machine file over a newer
-	// signed invalid verdict (suspended, deleted).
-	"I4/status-valid-after-signed-invalid-offline": "offline from a stale machine file after a signed refusal (item 3)",
-	"I4/granted-after-signed-invalid-offline":      "lease granted offline after a signed refusal (item 3)",
-	// item 4: a 403 LICENSE_SUSPENDED on a spawn or ping does not change
-	// the state until the next validation.
-	"I4/status-valid-after-signed-invalid-online": "a signed 403 LICENSE_SUSPENDED leaves the status valid (item 4)",
-	"I4/granted-after-signed-invalid-online":      "lease granted online after a signed refusal (item 4)",
-	// restoreLeases hands restored leases back (reuse) before any
-	// validation, whatever the last signed verdict said.
-	"I4/granted-after-signed-invalid-reused": "a restored lease is handed back after a signed refusal (restoreLeases/reuse)",
-	// item 6 (clock_tampered online) is fixed (agent/clock.go); what remains:
-	"I3/lease-revoked-offline_expired": "offline_expired early: a wrong clock or an older imported file (item 6, import)",
-	// Found once item 6 let a deactivate succeed under a skewed Date (seed
-	// 1): activate with the right key while Keygen is unreachable fails,
-	// yet the key is kept and the agent activates when Keygen is back; the
-	// model counts the machine as deactivated (items 1-2: what a failed
-	// activate leaves behind).
-	"I5/state-active-VALID-want-valid-false": "a failed activate (Keygen unreachable) still activates later (items 1-2)",
-	// Seed 10, after item 6's fix: an agent restarted just before the
-	// bad-signature fault, under a latency fault, went starting -> invalid
-	// online; not diagnosed to the end (likely a validation in flight when
-	// the fault began, answered with its genuine signature).
-	"I6/unsigned-answer-trusted": "restart then bad-signature under latency: starting -> invalid online (undiagnosed)",
-	// item 9: a dead peer's inherited connection gets a lease.
-	"I2/dead-peer-granted": "a forked child on its dead parent's connection is granted a lease (item 9)",
-	// restoreLeases and the schedulers mix clocks: adoption deadlines are
-	// a.now() (the local clock, maybe wrong) + window, fired by a
-	// scheduler on the real clock; a clock 1 min slow leaves no window.
-	"I3/re-acquire-refused-PROCESS_LIMIT_EXCEEDED": "after a crash a running app is refused its seat: adoption window lost to a slow local clock",
-	"I2/fork-exit-not-revoked":                     "an app that forks and exits loses its lease without lease.revoked (item 9)",
+	// Seeds 1-40 (the CI budget) run clean in strict mode: every violation
+	// they found is fixed (each agent fix pinned by a test in
+	// agent/licensestate_test.go or agent/modelfix_test.go) or, where the
+	// model was wrong, the model corrected (skewTaint). Seeds 41-100 found
+	// these, not yet diagnosed:
+	"I3/re-acquire-refused-LICENSE_INVALID": "seed 62: a held lease refused on re-acquire, 'system clock is 3h27m behind the last trusted time' (undiagnosed)",
+	"I3/lease-revoked-clock_tampered":       "seeds 66, 74: clock set back, then offline (bad-signature / outage): clock_tampered revokes leases (undiagnosed)",
+	"I3/lease-revoked-active-in-advance":    "seed 89: a lease revoked while active/VALID online with no fault (undiagnosed)",
+	// Seeds 58 and 99 also hit I4/granted-after-signed-invalid-reused
+	// (status starting, the signed verdict observed 0 s before the reuse:
+	// likely the restart's first validation answered while the app
+	// re-claimed); not listed here so that the fixed case (seed 4) stays
+	// fixed in the CI budget.
 }
 
 type violation struct {
@@ -246,15 +224,38 @@ type modelRun struct {
 	faultSince                  time.Time
 	clockOff                    time.Duration
 	clockOffWhileFault          bool
-	stableSince                 time.Time // last change that I5 lets the agent catch up with
-	revalidate                  time.Duration
-	sigStart                    *ipc.Status // status when a signature fault began (I6)
-	oldCert, otherCert          []byte
-	agentKeyWrong               bool
-	lastStatus                  *ipc.Status
-	cur                         evKind // the event being applied
-	faults                      devserver.Faults
-	stopped                     bool
+	// skewTaint: a date-skew fault happened and Keygen has not been healthy
+	// for a revalidation since. The dev server's DateSkew shifts only the
+	// signed Date header, not the issued time of the machine files it
+	// signs; a real Keygen stamps both from one clock (Time.current in
+	// signature_headers.rb and machine_checkout_service.rb). Given those
+	// contradictory signed times the agent cannot place the machine file
+	// on Keygen's clock and rejects it (issued in the future), so an
+	// outage in that window may end leases: the agent fails closed on
+	// evidence a real Keygen would not produce (seeds 29, 39).
+	skewTaint          bool
+	stableSince        time.Time // last change that I5 lets the agent catch up with
+	revalidate         time.Duration
+	sigStart           *ipc.Status // status when a signature fault began (I6)
+	oldCert, otherCert []byte
+	agentKeyWrong      bool
+	lastStatus         *ipc.Status
+	cur                evKind // the event being applied
+	faults             devserver.Faults
+	stopped            bool
+	starts             uint64 // agents started (seeds their jitter)
+}
+
+// seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
+// stream), safe for the agent's goroutines.
+func seededFloat64(seed, stream uint64) func() float64 {
+	var mu sync.Mutex
+	r := rand.New(rand.NewPCG(seed, stream))
+	return func() float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return r.Float64()
+	}
 }
 
 const (
@@ -302,6 +303,10 @@ func (m *modelRun) startAgent() {
 	deps.HTTPClient = &http.Client{Transport: &observer{rt: e.srv.Transport(), v: m.v, rightKey: e.license.Key}, Timeout: 30 * time.Second}
 	deps.Fingerprinter, deps.Processes = e.fp, e.procs
 	deps.Now, deps.Logger, deps.NoWatch = e.now, log, true
+	// The agent's jitter comes from the seed (one stream per agent start),
+	// so a seed replays the same timers, not only the same events.
+	m.starts++
+	deps.Rand = seededFloat64(m.seed, m.starts)
 	deps.ConfigLoad = func() (Config, []string, error) {
 		c := e.cfg
 		c.RevalidateInterval = Duration(m.revalidate)
@@ -383,6 +388,12 @@ func (m *modelRun) setFault(k evKind, f devserver.Faults) {
 	if k != evAdvance {
 		m.clockOffWhileFault = m.clockOff != 0
 	}
+	if k == evDateSkew {
+		m.skewTaint = true
+	} else if m.skewTaint && !m.keygenHealthy() {
+		// Leases granted from now on are excused where they are granted.
+		m.excuseAll("Keygen's signed Date disagreed with its machine files (date-skew), then Keygen went away")
+	}
 	m.unstable()
 }
 
@@ -452,6 +463,9 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	a.held, a.leaseID, a.revoked = true, r.LeaseID, revoked
 	if !wasHeld {
 		a.excuse = ""
+	}
+	if m.skewTaint && !m.keygenHealthy() && m.fault != evDateSkew {
+		a.excuse = "granted after a date-skew fault while Keygen is away"
 	}
 	if inv, code, at := m.v.get(); inv {
 		st := m.e.status()
@@ -852,6 +866,9 @@ func (m *modelRun) checkTimed() *violation {
 	if m.clockOffWhileFault && !m.keygenHealthy() {
 		m.excuseAll("clock changed while offline")
 	}
+	if m.skewTaint && m.keygenHealthy() && now.Sub(m.faultSince) > m.revalidate*11/10+time.Minute {
+		m.skewTaint = false
+	}
 	// I2: a dead app's lease and Keygen process go within one heartbeat
 	// plus the adoption window.
 	window := time.Duration(m.maxHB)*time.Second + modelAdoption + 30*time.Second
@@ -958,7 +975,7 @@ func runModelSeq(t *testing.T, seed uint64, events []modelEvent) (v *violation, 
 	synctest.Test(t, func(t *testing.T) {
 		m := newModelRun(t, seed, events)
 		v = m.run()
-		trace, logs = m.trace, m.e.logs.Tail(40)
+		trace, logs = m.trace, m.e.logs.Tail(modelLogTail())
 	})
 	return v, trace, logs
 }
@@ -967,6 +984,13 @@ func TestModelSequences(t *testing.T) {
 	seqs := envInt(t, "KEYGEN_MODEL_SEQS", modelDefaultSeqs)
 	nEvents := envInt(t, "KEYGEN_MODEL_EVENTS", modelDefaultEvents)
 	first := uint64(1)
+	if s := os.Getenv("KEYGEN_MODEL_FIRST"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("KEYGEN_MODEL_FIRST=%q: %v", s, err)
+		}
+		first = n
+	}
 	if s := os.Getenv("KEYGEN_MODEL_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -1079,4 +1103,13 @@ func minimizeTrace(t *testing.T, seed uint64, events []modelEvent, id string, st
 		}
 	}
 	return idx
+}
+
+// modelLogTail is how many agent log lines a failure prints: 40, or
+// KEYGEN_MODEL_LOGS=N.
+func modelLogTail() int {
+	if n, err := strconv.Atoi(os.Getenv("KEYGEN_MODEL_LOGS")); err == nil && n > 0 {
+		return n
+	}
+	return 40
 }

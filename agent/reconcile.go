@@ -43,12 +43,12 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 			a.goOwned(func() { a.releaseLease(l.id, "the app exited while the agent was down") })
 			continue
 		}
-		until := a.now().Add(window)
+		until := schedNow().Add(window)
 		a.leases.restore(l, until)
 		a.sched.Set(schedKey{kind: schedAdopt, lease: l.id}, until)
 		if r.ProcessID != "" {
 			// Ping soon: the process may have died while we were down.
-			a.sched.Set(schedKey{kind: schedPing, lease: l.id}, a.now())
+			a.sched.Set(schedKey{kind: schedPing, lease: l.id}, schedNow())
 		}
 		a.watchLease(l)
 		a.log.Info("lease awaiting re-adoption", "lease", l.id, "pid", l.pid, "until", until)

@@ -1,0 +1,275 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/keygen-agent/keygen-agent/internal/agenttest"
+	"github.com/keygen-agent/keygen-agent/ipc"
+	"github.com/keygen-agent/keygen-agent/keygen"
+	"github.com/keygen-agent/keygen-agent/keygen/devserver"
+)
+
+// Regressions for the violations the model test (model_test.go) found
+// after the issue 14 fixes; each names its invariant and key.
+
+// I4/granted-after-signed-invalid-reused (model seed 4, minimal trace
+// app-start; suspend; latency; app-start; agent-crash): the agent persisted
+// Keygen's signed SUSPENDED and crashed before it revoked the lease. After
+// the restart, while the first validation is still in flight (status
+// starting), the app reconnects: its restored lease must not be handed
+// back, since the newest signed fact refuses the license.
+func TestRestoredLeaseNotReusedAfterPersistedRefusal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{AdoptionWindow: Duration(60 * time.Second)}})
+		c := holdLease(t, e, 100)
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
+		// Keygen's refusal is persisted; the crash comes before the leases
+		// are ended.
+		e.a.recordVerdict(licenseView{State: StateSuspended, Code: "SUSPENDED", Detail: "is suspended", Online: true})
+		e.crash()
+		c.Close()
+		e.srv.SetFaults(devserver.Faults{Latency: 8 * time.Second})
+		e.start()
+		synctest.Wait()
+		if st := e.status(); st.State != string(StateStarting) {
+			t.Fatalf("status = %s, want starting (the first validation is slow)", st.State)
+		}
+		c2 := e.dial(agenttest.PeerFor(100))
+		defer c2.Close()
+		r, code, err := c2.Acquire(acquireParams())
+		if err == nil {
+			t.Fatalf("restored lease handed back (reused=%v) after Keygen's signed refusal", r.Reused)
+		}
+		if code != ipc.CodeLicenseInvalid {
+			t.Fatalf("acquire: %v, want %s", err, ipc.CodeLicenseInvalid)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		e.waitFor("suspended", func() bool { return e.status().State == string(StateSuspended) })
+		noBadTransitions(t, e)
+	})
+}
+
+// I5/state-active-VALID-want-valid-false (model seed 1, minimal trace
+// deactivate; outage; activate-right; ...): `activate` after a deactivate,
+// with Keygen unreachable, answered OFFLINE_EXPIRED yet left the
+// deactivated mark cleared, so the agent activated the machine by itself
+// once Keygen was back, taking a seat nobody was told about. A failed
+// activation leaves the machine deactivated, and keeps a deactivation
+// queued offline.
+func TestOfflineActivateLeavesMachineDeactivated(t *testing.T) {
+	for _, queued := range []bool{false, true} {
+		t.Run(map[bool]string{false: "online-deactivate", true: "offline-deactivate"}[queued], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+				var raw json.RawMessage
+				if queued {
+					e.srv.SetFaults(devserver.Faults{Refuse: true})
+					raw, _ = json.Marshal(ipc.DeactivateParams{Offline: true})
+				}
+				if _, err := e.a.handleDeactivate(context.Background(), raw); err != nil {
+					t.Fatalf("deactivate: %v", err)
+				}
+				e.srv.SetFaults(devserver.Faults{Refuse: true})
+				_, err := e.a.handleActivate(context.Background(), activateRaw(e.license.Key))
+				if ipcCode(err) != ipc.CodeOfflineExpired {
+					t.Fatalf("activate with Keygen unreachable: %v", err)
+				}
+				if st := e.status(); st.State != string(StateNotActivated) {
+					t.Errorf("status after the failed activate = %s, want not_activated", st.State)
+				}
+				e.srv.SetFaults(devserver.Faults{})
+				time.Sleep(30 * time.Minute)
+				synctest.Wait()
+				if st := e.status(); st.State != string(StateNotActivated) || st.Valid {
+					t.Errorf("status = %s valid=%v, want not_activated", st.State, st.Valid)
+				}
+				if n := len(e.srv.Machines()); n != 0 {
+					t.Errorf("Keygen has %d machines, want 0 (activated without being asked, or the queued deactivation lost)", n)
+				}
+				noBadTransitions(t, e)
+			})
+		})
+	}
+}
+
+// I3/lease-revoked-offline_expired (model seed 15, minimal trace
+// app-start; bad-signature; import-expired; advance(17m); advance(45m)): a
+// 1 h machine file checked out in the same second as the agent's cached
+// one-month file was imported (newer by milliseconds) and replaced it; an
+// hour later the agent was offline_expired and revoked the lease, well
+// within the 3 h grace. An import never shortens offline use.
+func TestImportShorterFileRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{OfflineGrace: Duration(3 * time.Hour)}})
+		c := holdLease(t, e, 100)
+		cached, err := e.a.store.Certificate(certMachine)
+		if err != nil || cached == nil {
+			t.Fatalf("cached machine file: %v", err)
+		}
+		kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
+			PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := kc.CheckoutMachine(context.Background(), e.fp.Result().Fingerprint, keygen.CheckoutOptions{Encrypt: true, TTL: time.Hour,
+			Include: []string{"license", "license.entitlements", "license.policy", "components"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.a.importCertificate(co.Certificate); !errors.Is(err, errShorterCertificate) {
+			t.Fatalf("importing a shorter file: %v", err)
+		}
+		if cur, _ := e.a.store.Certificate(certMachine); string(cur.Raw) != string(cached.Raw) {
+			t.Fatal("the shorter file replaced the cached one")
+		}
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		time.Sleep(62 * time.Minute)
+		synctest.Wait()
+		if st := e.status(); st.State != string(StateOffline) || !st.Valid {
+			t.Fatalf("status 62 min into a 3 h grace = %s valid=%v, want offline valid", st.State, st.Valid)
+		}
+		if c.Revoked() != 0 {
+			t.Fatal("lease revoked within the grace")
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
+}
+
+// I4/status-valid-after-signed-invalid-online (model seed 26, minimal
+// trace app-start; date-skew(+2h11m); delete; app-crash): the dead app's
+// process kill was refused for its Date (outside the window on corrected
+// time), so the agent relearned the clock from a nonce-bound validation;
+// that validation said NOT_FOUND, signed and fresh, and was ignored: the
+// status stayed active until the next revalidation.
+func TestRelearnClockValidationRefusalApplies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		c := holdLease(t, e, 100)
+		e.srv.SetFaults(devserver.Faults{DateSkew: 2*time.Hour + 11*time.Minute})
+		req, _ := http.NewRequest(http.MethodDelete, e.cfg.APIURL+"/v1/accounts/"+e.cfg.Account+"/licenses/"+e.license.ID, nil)
+		req.Header.Set("Authorization", "Bearer "+e.srv.AdminToken())
+		req.Header.Set("Accept", "application/vnd.api+json")
+		resp, err := e.srv.Transport().RoundTrip(req)
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("deleting the license: %v %v", err, resp)
+		}
+		resp.Body.Close()
+		// The app crashes: the agent kills its Keygen process.
+		e.procs.Exit(100)
+		c.Close()
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.State != string(StateInvalid) || st.Code != "NOT_FOUND" {
+			t.Fatalf("status after Keygen answered NOT_FOUND = %s/%s valid=%v\nlogs:\n%s", st.State, st.Code, st.Valid, e.logs.Tail(20))
+		}
+		noBadTransitions(t, e)
+	})
+}
+
+// I4/status-valid-after-signed-invalid-offline (model seed 27: expire;
+// outage; date-skew(-3h); 5xx-burst): the refusal was recorded at corrected
+// time, which a Date 3 h behind put before the cached machine file's
+// issued time; offline, that "newer" file won and the agent ran offline
+// valid=true on a license Keygen had refused. A refusal is newer than
+// every file in the cache when it arrives.
+func TestRefusalUnderSkewedDateBeatsCachedFile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		time.Sleep(30 * time.Minute)
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
+		e.srv.SetFaults(devserver.Faults{DateSkew: -3 * time.Hour})
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.State != string(StateSuspended) {
+			t.Fatalf("status after the refusal = %s valid=%v", st.State, st.Valid)
+		}
+		// Offline, once corrected time (3 h behind the files' clock) has
+		// passed the cached file's issued time.
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		time.Sleep(3*time.Hour + 10*time.Minute)
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.Online {
+			t.Fatalf("offline after a signed refusal: status %s valid=%v online=%v: %s", st.State, st.Valid, st.Online, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
+}
+
+// I4/granted-after-signed-invalid-online (model seed 18, minimal trace
+// date-skew(+2h17m); expire; app-start): the spawn's answer was refused
+// for its Date, the clock relearned from a validation that said EXPIRED
+// (state expired at once), and the retried spawn's lease was still
+// granted. A lease is not granted when the license was refused while its
+// process was being spawned; the process is killed.
+func TestNoGrantWhenRefusedDuringSpawn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		e.srv.SetFaults(devserver.Faults{DateSkew: 2*time.Hour + 17*time.Minute})
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) {
+			exp := time.Now().Add(-time.Second)
+			l.Expiry = &exp
+		})
+		e.procs.Spawn(100)
+		c := e.dial(agenttest.PeerFor(100))
+		defer c.Close()
+		r, code, err := c.Acquire(acquireParams())
+		if err == nil {
+			t.Fatalf("lease %s granted on a license Keygen answered EXPIRED (status %s)", r.LeaseID, e.status().State)
+		}
+		if code != ipc.CodeLicenseInvalid {
+			t.Fatalf("acquire: %v, want %s", err, ipc.CodeLicenseInvalid)
+		}
+		synctest.Wait()
+		if n := e.liveProcesses(); n != 0 {
+			t.Errorf("%d Keygen processes alive after the refused acquire", n)
+		}
+		if n := len(e.a.leases.liveIDs()); n != 0 {
+			t.Errorf("%d leases held", n)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
+}
+
+// The scheduler sleeps on the monotonic clock; its deadlines came from the
+// local wall clock. Model seed 46 (clock-jump(-8760h), then an offline
+// kill queued): the outbox retry was due a year ago, fired, was set a year
+// ago again, and the agent spun forever. The same mix left restored leases
+// no adoption window when the local clock was slow (F9,
+// I3/re-acquire-refused-PROCESS_LIMIT_EXCEEDED). With the clock a year
+// slow, a restarted agent still gives a live app its adoption window.
+func TestSchedulerDeadlinesIgnoreWallClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{AdoptionWindow: Duration(60 * time.Second)}})
+		c := holdLease(t, e, 100)
+		e.offset.Store(int64(-365 * 24 * time.Hour))
+		e.crash()
+		c.Close()
+		e.start()
+		synctest.Wait()
+		ids := e.a.leases.liveIDs()
+		if len(ids) != 1 {
+			t.Fatalf("%d leases after the restart, want the restored one (released at once?)", len(ids))
+		}
+		if due, ok := e.a.sched.Due(schedKey{kind: schedAdopt, lease: ids[0]}); !ok || due.Before(time.Now().Add(59*time.Second)) {
+			t.Fatalf("adoption deadline %v (scheduled %v), want a minute from now %v", due, ok, time.Now())
+		}
+		c2 := e.dial(agenttest.PeerFor(100))
+		defer c2.Close()
+		r, _, err := c2.Acquire(acquireParams())
+		if err != nil || !r.Reused {
+			t.Fatalf("re-acquire after the restart: %+v %v, want the restored lease", r, err)
+		}
+	})
+}
