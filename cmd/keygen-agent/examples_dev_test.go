@@ -18,7 +18,8 @@ import (
 // signed process document and the machine file, checked with the account's
 // public key against this machine's fingerprint, exactly as an app does it
 // from docs/protocol.md "Verifying a lease". (ipc/examples_verify_test.go
-// runs them against a stub agent and every tampered variant.)
+// runs them against a stub agent and every tampered variant.) Each then
+// records a metered use with license.use.
 func TestExamplesVerifyRealLeaseFromDev(t *testing.T) {
 	useNoService(t)
 	dir := t.TempDir()
@@ -62,7 +63,7 @@ func TestExamplesVerifyRealLeaseFromDev(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, bin, ex.script, "--socket", sock, "--app", "verify-"+ex.interp,
-				"--public-key", info["public_key"], "--fingerprint", fp)
+				"--public-key", info["public_key"], "--fingerprint", fp, "--use", "1")
 			out, err := cmd.StdoutPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -80,7 +81,7 @@ func TestExamplesVerifyRealLeaseFromDev(t *testing.T) {
 			var lines []string
 			for sc.Scan() {
 				lines = append(lines, sc.Text())
-				if strings.HasPrefix(sc.Text(), "acquired ") {
+				if strings.HasPrefix(sc.Text(), "uses: ") {
 					break
 				}
 			}
@@ -89,6 +90,9 @@ func TestExamplesVerifyRealLeaseFromDev(t *testing.T) {
 					t.Skip("python3 has neither cryptography nor PyNaCl: it cannot verify")
 				}
 				t.Fatalf("want a verified online lease; stdout %q, stderr %s", lines, stderr.String())
+			}
+			if last := lines[len(lines)-1]; !strings.HasPrefix(last, "uses: ") || strings.Contains(last, "offline") {
+				t.Fatalf("want one metered use recorded online; stdout %q, stderr %s", lines, stderr.String())
 			}
 		})
 	}

@@ -207,6 +207,7 @@ async function main() {
       component: { type: 'string', multiple: true, default: [] },
       'max-age': { type: 'string', default: '0' },
       'require-online': { type: 'boolean', default: false },
+      use: { type: 'string', default: '0' },
     },
   });
   const verify = values['public-key'] !== '';
@@ -254,6 +255,21 @@ async function main() {
   }
   console.log(`acquired ${lease.lease_id}`);
   console.log(`entitlements: ${(lease.entitlements || []).join(', ')}`);
+  if (Number(values.use) > 0) {
+    // Metered uses (license.use): Keygen counts them against maxUses.
+    try {
+      const u = await agent.call('license.use', { count: Number(values.use) });
+      console.log(`uses: ${u.uses} of ${u.max_uses === undefined ? 'unlimited' : u.max_uses}${u.offline ? ` (offline, ${u.queued} queued)` : ''}`);
+    } catch (e) {
+      if (e.code === 'USES_EXCEEDED') {
+        console.error(`no uses left: ${e.data.uses} of ${e.data.limit} used`);
+        try { await agent.call('lease.release', { lease_id: lease.lease_id }); } catch (_) { /* gone */ }
+        agent.close();
+        return 5;
+      }
+      throw e;
+    }
+  }
   return new Promise((resolve) => {
     agent.onNotification = (method, params) => {
       if (method === 'lease.revoked' && params.lease_id === lease.lease_id) {

@@ -259,6 +259,7 @@ def main():
     ap.add_argument("--component", action="append", default=[])
     ap.add_argument("--max-age", type=int, default=0, help="seconds")
     ap.add_argument("--require-online", action="store_true")
+    ap.add_argument("--use", type=int, default=0, help="record this many metered uses (license.use)")
     args = ap.parse_args()
     verify = None
     if args.public_key:
@@ -303,6 +304,22 @@ def main():
         print("verified offline: machine file only" if r["offline"] else "verified %s" % r["process"])
     print("acquired %s" % lease["lease_id"])
     print("entitlements: %s" % ", ".join(lease.get("entitlements") or []))
+    if args.use > 0:
+        # Metered uses (license.use): Keygen counts them against maxUses.
+        try:
+            u = agent.call("license.use", {"count": args.use})
+        except AgentError as e:
+            if e.code != "USES_EXCEEDED":
+                raise
+            print("no uses left: %s of %s used" % (e.data.get("uses"), e.data.get("limit")), file=sys.stderr)
+            try:
+                agent.call("lease.release", {"lease_id": lease["lease_id"]})
+            except (AgentError, ConnectionError):
+                pass
+            agent.close()
+            return 5
+        print("uses: %s of %s%s" % (u.get("uses"), u.get("max_uses", "unlimited"),
+                                     " (offline, %s queued)" % u.get("queued") if u.get("offline") else ""))
     sys.stdout.flush()
     try:
         while True:
