@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/Microsoft/go-winio"
 	"golang.org/x/sys/windows"
@@ -40,8 +41,31 @@ func Listen(path string, o ListenOptions) (net.Listener, error) {
 	return ln, nil
 }
 
+// dialTransport opens the pipe at Identification level and sends a blank
+// line (which the server skips): the server identifies a connection by
+// impersonating it, which it may do only once it has read from the pipe,
+// so this lets it admit the connection before the first request.
 func dialTransport(ctx context.Context, path string) (net.Conn, error) {
-	return winio.DialPipeAccessImpLevel(ctx, path, windows.GENERIC_READ|windows.GENERIC_WRITE, winio.PipeImpLevelIdentification)
+	nc, err := winio.DialPipeAccessImpLevel(ctx, path, windows.GENERIC_READ|windows.GENERIC_WRITE, winio.PipeImpLevelIdentification)
+	if err != nil {
+		return nil, err
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(10 * time.Second)
+	}
+	_ = nc.SetWriteDeadline(dl)
+	_, err = nc.Write([]byte("\n"))
+	_ = nc.SetWriteDeadline(time.Time{})
+	// A server that refused the connection (BUSY) has written its answer
+	// and closed: the write fails with a broken pipe and the caller reads
+	// the refusal. Only a server that never reads is an error here.
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		nc.Close()
+		return nil, fmt.Errorf("write to %s: %w", path, err)
+	}
+	return nc, nil
 }
 
 // lookupGroupID: Windows admins are decided from the token, not a group.

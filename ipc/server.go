@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -335,6 +336,20 @@ func (s *Server) peerOf(nc net.Conn) (Peer, error) {
 
 func (s *Server) serveConn(c *Conn) {
 	defer s.wg.Done()
+	// Windows identifies the connection by impersonating it, which needs
+	// data read from the pipe first (this package's client sends a blank
+	// line at once); elsewhere, or with PeerFunc, first is nil.
+	var first []byte
+	var err error
+	if s.cfg.PeerFunc == nil {
+		first, err = firstData(c.nc, s.cfg.IdleTimeout)
+	}
+	if err != nil {
+		s.log.Debug("connection closed before its first message", "conn", c.id, "err", err)
+		c.Close()
+		s.forget(c)
+		return
+	}
 	p, err := s.peerOf(c.nc)
 	if err != nil {
 		// Fail closed: a connection whose caller is unknown gets nothing.
@@ -344,6 +359,7 @@ func (s *Server) serveConn(c *Conn) {
 		return
 	}
 	c.peer = p
+	defer releasePeer(c.nc)
 	if reason, ok := s.admit(c); !ok {
 		s.forget(c)
 		s.refuse(c.nc, reason, "uid", p.UID, "pid", p.PID)
@@ -355,7 +371,7 @@ func (s *Server) serveConn(c *Conn) {
 	if s.cfg.OnConnect != nil {
 		s.cfg.OnConnect(c)
 	}
-	c.readLoop()
+	c.readLoop(first)
 	c.Close()
 	c.inflight.Wait()
 	if s.cfg.OnClose != nil {
@@ -645,12 +661,16 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-func (c *Conn) readLoop() {
+func (c *Conn) readLoop(first []byte) {
 	limit := c.s.cfg.MaxMessageSize
 	if c.peer.Admin {
 		limit = c.s.cfg.MaxAdminMessageSize
 	}
-	fr := newFrameReader(c.nc, limit)
+	var r io.Reader = c.nc
+	if len(first) > 0 {
+		r = io.MultiReader(bytes.NewReader(first), c.nc)
+	}
+	fr := newFrameReader(r, limit)
 	// A connection must send a complete request within IdleTimeout; after
 	// that it may idle as long as it likes (it may hold a lease).
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
