@@ -222,7 +222,7 @@ func TestLeaseRecordDurableBeforeAcquireAnswers(t *testing.T) {
 // and agent id) for the same license on the same machine as e: a system
 // and a per-user agent, or two installs.
 func (e *env) secondAgent() *env {
-	dir := e.t.(*testing.T).TempDir()
+	dir := tempDir(e.t.(*testing.T))
 	e2 := &env{noWatch: true, t: e.t, srv: e.srv, policy: e.policy, license: e.license, dir: dir, fp: e.fp,
 		procs: e.procs, logs: &agenttest.SyncBuffer{}, cfg: e.cfg}
 	e2.cfg.DataDir = dir
