@@ -253,6 +253,11 @@ async function main() {
       return 6;
     }
   }
+  try {
+    // A policy that requires check-ins: when the next one is due.
+    const st = await agent.call('license.status', {});
+    if (st.next_check_in) console.log(`next check-in: ${st.next_check_in}`);
+  } catch (_) { /* an older agent: no status details */ }
   console.log(`acquired ${lease.lease_id}`);
   console.log(`entitlements: ${(lease.entitlements || []).join(', ')}`);
   if (Number(values.use) > 0) {

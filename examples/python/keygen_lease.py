@@ -302,6 +302,13 @@ def main():
             agent.close()
             return 6
         print("verified offline: machine file only" if r["offline"] else "verified %s" % r["process"])
+    try:
+        # A policy that requires check-ins: when the next one is due.
+        st = agent.call("license.status", {})
+        if st.get("next_check_in"):
+            print("next check-in: %s" % st["next_check_in"])
+    except AgentError:
+        pass  # an older agent: no status details
     print("acquired %s" % lease["lease_id"])
     print("entitlements: %s" % ", ".join(lease.get("entitlements") or []))
     if args.use > 0:
