@@ -533,19 +533,25 @@ func (a *Agent) hardwareChanges(ctx context.Context) []ipc.ComponentChange {
 			recorded = append(recorded, fingerprint.Component{Name: c.Name, Fingerprint: c.Fingerprint})
 		}
 	}
-	cmp := fingerprint.Compare(recorded, a.fp.Load().Components)
+	return componentChanges(fingerprint.Compare(recorded, a.fp.Load().Components), true)
+}
+
+// componentChanges lists a comparison's changed, missing and added
+// components (and the matched ones when asked), for status and doctor.
+func componentChanges(cmp fingerprint.Comparison, matched bool) []ipc.ComponentChange {
 	var out []ipc.ComponentChange
-	for _, n := range cmp.Changed {
-		out = append(out, ipc.ComponentChange{Name: n, Change: "changed"})
+	for _, group := range []struct {
+		names  []string
+		change string
+	}{{cmp.Changed, "changed"}, {cmp.Missing, "missing"}, {cmp.Added, "added"}} {
+		for _, n := range group.names {
+			out = append(out, ipc.ComponentChange{Name: n, Change: group.change})
+		}
 	}
-	for _, n := range cmp.Missing {
-		out = append(out, ipc.ComponentChange{Name: n, Change: "missing"})
-	}
-	for _, n := range cmp.Added {
-		out = append(out, ipc.ComponentChange{Name: n, Change: "added"})
-	}
-	for _, n := range cmp.Matched {
-		out = append(out, ipc.ComponentChange{Name: n, Change: "matched"})
+	if matched {
+		for _, n := range cmp.Matched {
+			out = append(out, ipc.ComponentChange{Name: n, Change: "matched"})
+		}
 	}
 	return out
 }
@@ -769,18 +775,7 @@ func (a *Agent) offlineComponentsPass(ds *keygen.Dataset, pol *keygen.Policy) ([
 	if fingerprint.Passes(strategy, len(matched), len(supplied)) {
 		return nil, true
 	}
-	cmp := fingerprint.Compare(recorded, current)
-	var out []ipc.ComponentChange
-	for _, n := range cmp.Changed {
-		out = append(out, ipc.ComponentChange{Name: n, Change: "changed"})
-	}
-	for _, n := range cmp.Missing {
-		out = append(out, ipc.ComponentChange{Name: n, Change: "missing"})
-	}
-	for _, n := range cmp.Added {
-		out = append(out, ipc.ComponentChange{Name: n, Change: "added"})
-	}
-	return out, false
+	return componentChanges(fingerprint.Compare(recorded, current), false), false
 }
 
 func (a *Agent) fillDataset(v *licenseView, ds *keygen.Dataset) {
