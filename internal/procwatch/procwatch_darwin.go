@@ -58,7 +58,7 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 	ch := make(chan struct{})
 	w := &kqWatch{ctx: ctx, pid: pid, start: startTime, ch: ch}
 	if err := hub.add(w); err != nil {
-		go pollExit(ctx, pid, startTime, ch)
+		go pollExit(ctx, pid, startTime, time.Second, ch)
 		return ch, nil
 	}
 	context.AfterFunc(ctx, func() { hub.remove(w) })
@@ -243,23 +243,6 @@ func pollWatch(w *kqWatch) {
 		if !Alive(w.pid, w.start) {
 			w.fire()
 			return
-		}
-	}
-}
-
-// pollExit is the fallback when the shared kqueue is unavailable.
-func pollExit(ctx context.Context, pid int, startTime uint64, ch chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		if !Alive(pid, startTime) {
-			close(ch)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }

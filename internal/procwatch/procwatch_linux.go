@@ -72,7 +72,7 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 		return ch, nil
 	}
 	if err != nil {
-		go pollExit(ctx, pid, startTime, ch)
+		go pollExit(ctx, pid, startTime, 250*time.Millisecond, ch)
 		return ch, nil
 	}
 	// The pidfd pins the process; check it is the one we mean.
@@ -134,20 +134,3 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 
 // safetyPoll is the period of WatchExit's liveness check next to the pidfd.
 const safetyPoll = 5 * time.Second
-
-// pollExit is the fallback when pidfds are unavailable.
-func pollExit(ctx context.Context, pid int, startTime uint64, ch chan struct{}) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if !Alive(pid, startTime) {
-			close(ch)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}

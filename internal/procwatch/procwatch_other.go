@@ -36,20 +36,6 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 		return nil, fmt.Errorf("watch exit: invalid pid %d", pid)
 	}
 	ch := make(chan struct{})
-	go func() {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			if !Alive(pid, startTime) {
-				close(ch)
-				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	go pollExit(ctx, pid, startTime, 250*time.Millisecond, ch)
 	return ch, nil
 }

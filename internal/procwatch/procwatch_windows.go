@@ -249,7 +249,7 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 	}
 	if !ok {
 		logger().Warn("cannot open process to wait for its exit; polling", "pid", pid, "err", err)
-		go pollExit(ctx, pid, startTime, ch)
+		go pollExit(ctx, pid, startTime, time.Second, ch)
 		return ch, nil
 	}
 	var once sync.Once
@@ -262,31 +262,14 @@ func WatchExit(ctx context.Context, pid int, startTime uint64) (<-chan struct{},
 		},
 		func(err error) {
 			logger().Warn("waiting for process exit failed; polling", "pid", pid, "err", err)
-			go pollExit(ctx, pid, startTime, ch)
+			go pollExit(ctx, pid, startTime, time.Second, ch)
 		})
 	if err != nil {
 		windows.CloseHandle(h)
 		logger().Warn("cannot wait for process exit; polling", "pid", pid, "err", err)
-		go pollExit(ctx, pid, startTime, ch)
+		go pollExit(ctx, pid, startTime, time.Second, ch)
 		return ch, nil
 	}
 	context.AfterFunc(ctx, stop)
 	return ch, nil
-}
-
-// pollExit is the fallback when a process cannot be waited for.
-func pollExit(ctx context.Context, pid int, startTime uint64, ch chan struct{}) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		if !Alive(pid, startTime) {
-			close(ch)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
