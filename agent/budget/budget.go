@@ -479,6 +479,7 @@ func (b *Budget) ownerAllowedAt(owner string, now time.Time, sh []share) time.Ti
 			continue
 		}
 		g := &b.windows[i]
+		g.prune(now)
 		if g.n == 0 {
 			continue // cannot happen: the owner's or the agent's sends are in it
 		}
