@@ -342,7 +342,13 @@ func median(ds []time.Duration) time.Duration {
 func runSocketAttack(t *testing.T, bin, attacker, name, mode string, maxProcs int, holdSeat bool,
 	good func(*testing.T, string) (time.Duration, bool)) attackRow {
 	row := attackRow{name: name}
-	// A tight request budget for the budget attack, so it saturates.
+	// A tight request budget for the budget attack, so it saturates: 40
+	// per 30 s is 36 at the agent's safety share. The agent's start-up
+	// takes 8 of them, so the users may hold 28 and the attacker half of
+	// that, 14; the good client's quiet acquire and about five under
+	// attack (spawn + kill each) ask for about 12. With a fixed half of
+	// the window per user (18) the attacker, the agent and the good client
+	// filled it and the good client's spawn waited out its 10 s.
 	extra := ""
 	if mode == "hog" {
 		extra = "[rate_limit]\nshort_limit = 40\nlong_limit = 300\n"
@@ -364,10 +370,10 @@ func runSocketAttack(t *testing.T, bin, attacker, name, mode string, maxProcs in
 	pid := a.cmd.Process.Pid
 	row.rssBefore = rssOf(pid)
 	// The good client's quiet calls spend its own share of the budget
-	// too: fewer for the budget attack.
+	// too: one for the budget attack.
 	samples := 5
 	if mode == "hog" {
-		samples = 2
+		samples = 1
 	}
 	var quiet []time.Duration
 	for range samples {
@@ -437,16 +443,7 @@ func runSocketAttack(t *testing.T, bin, attacker, name, mode string, maxProcs in
 	if row.rssPeak > rssGoal {
 		problems = append(problems, fmt.Sprintf("peak RSS %s over %s", mb(row.rssPeak), mb(rssGoal)))
 	}
-	if row.goodErrors > 0 && mode == "hog" && os.Getenv("CHAOS_ATTACK_STRICT") == "" {
-		// Open defect, reported and not failing: with the merged round-2
-		// agent, after a few attacker acquires both the attacker's kills
-		// and the good user's next spawn wait out the 10 s spawn budget
-		// although the window holds far fewer requests than its limit
-		// (CHAOS_ATTACK_ONLY=hog CHAOS_ATTACK_LOGS=1 shows it).
-		// CHAOS_ATTACK_STRICT=1 fails on it.
-		t.Logf("OPEN DEFECT (not failing): %d of %d good acquires were granted offline under the request-budget attack", row.goodErrors, row.goodCalls)
-		notes = append(notes, "note: open defect, a good acquire was granted offline")
-	} else if row.goodErrors > 0 {
+	if row.goodErrors > 0 {
 		problems = append(problems, fmt.Sprintf("%d of %d good calls failed", row.goodErrors, row.goodCalls))
 	}
 	if !exited {

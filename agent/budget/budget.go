@@ -56,8 +56,13 @@ var DefaultWindows = []Window{
 // DefaultSafety is the share of each limit the budget allows itself.
 const DefaultSafety = 0.9
 
-// DefaultOwnerShare is the share of each window one local user may use.
+// DefaultOwnerShare is the share of the users' part of each window (what
+// the agent leaves) one local user may use when it is the only user.
 const DefaultOwnerShare = 0.5
+
+// DefaultAgentReserve is the share of each window kept for the agent's own
+// requests (pings, revalidations) whatever the local users ask for.
+const DefaultAgentReserve = 0.2
 
 // MaxPause bounds how long a single [Observation] can pause the budget, so a
 // Reset skewed by a wrong clock cannot stop the agent for good.
@@ -72,12 +77,19 @@ type Config struct {
 	// other values mean [DefaultSafety]. The effective limit of a window is
 	// floor(Safety*Limit), at least 1.
 	Safety float64
-	// OwnerShare is the share of each effective window one owner other
-	// than the agent ("") may use, in (0, 1]; other values mean
-	// [DefaultOwnerShare]. A user looping requests then leaves the rest
-	// of every window to other users and to the agent's own pings and
-	// revalidations.
+	// OwnerShare is the share of the users' part of each effective window
+	// one owner other than the agent ("") may use, in (0, 1]; other values
+	// mean [DefaultOwnerShare]. The users' part is what the agent used or
+	// reserves (AgentReserve) leaves; when n users are active (requests in
+	// the window, or waiting) each may use at most 1/n of it. A user
+	// looping requests then leaves the rest of every window to the other
+	// users and to the agent's own pings and revalidations.
 	OwnerShare float64
+	// AgentReserve is the share of each effective window the local users
+	// together can never take from the agent (""), in (0, 1); other values
+	// mean [DefaultAgentReserve]. It is floor(AgentReserve*limit), at most
+	// limit-1; the agent's own requests count against it.
+	AgentReserve float64
 	// Now is the clock; nil means time.Now. It must advance with the time
 	// package's timers (it is meant for tests and clock offsets).
 	Now func() time.Time
@@ -114,11 +126,12 @@ type Stats struct {
 // window tracks the send times still inside one sliding window, oldest
 // first, in a growable ring.
 type window struct {
-	limit  int // effective limit
-	period time.Duration
-	buf    []time.Time
-	head   int
-	n      int
+	limit   int // effective limit
+	reserve int // the part of limit kept for the agent (global windows)
+	period  time.Duration
+	buf     []time.Time
+	head    int
+	n       int
 }
 
 // prune forgets the sends that left the window at now.
@@ -236,7 +249,7 @@ type Budget struct {
 	next        int      // ring index of the owner whose turn is next
 	nwait       int
 	share       float64
-	used        map[string][]window // per owner but "": its own sends, at its share of each limit
+	used        map[string][]window // per owner, "" included: its own sends in each window
 	seq         uint64
 	sent        uint64
 	pausedUntil time.Time
@@ -249,6 +262,10 @@ func New(c Config) *Budget {
 	b := &Budget{now: c.Now, owners: map[string]*waiterHeap{}, used: map[string][]window{}, share: c.OwnerShare}
 	if !(b.share > 0 && b.share <= 1) {
 		b.share = DefaultOwnerShare
+	}
+	reserve := c.AgentReserve
+	if !(reserve > 0 && reserve < 1) {
+		reserve = DefaultAgentReserve
 	}
 	if b.now == nil {
 		b.now = time.Now
@@ -269,7 +286,8 @@ func New(c Config) *Budget {
 		if eff < 1 {
 			eff = 1
 		}
-		b.windows = append(b.windows, window{limit: eff, period: w.Period})
+		r := min(int(math.Floor(reserve*float64(eff)+1e-9)), eff-1)
+		b.windows = append(b.windows, window{limit: eff, reserve: r, period: w.Period})
 	}
 	return b
 }
@@ -340,11 +358,12 @@ func (b *Budget) pushLocked(w *waiter) {
 
 // popLocked takes the next waiter whose owner is within its share: the
 // oldest such ping if any waits, else the first waiter of the next such
-// owner in turn. If none is, it returns nil and when the first share frees.
+// owner in turn. If none is, it returns nil and when to look again.
 func (b *Budget) popLocked(now time.Time) (*waiter, time.Time) {
 	var wake time.Time
+	sh := b.sharesLocked(now)
 	eligible := func(o string) bool {
-		at := b.ownerAllowedAt(o, now)
+		at := b.ownerAllowedAt(o, now, sh)
 		if at.After(now) {
 			if wake.IsZero() || at.Before(wake) {
 				wake = at
@@ -382,49 +401,109 @@ func (b *Budget) popLocked(now time.Time) (*waiter, time.Time) {
 	return w, time.Time{}
 }
 
+// share is how one global window is split at one instant.
+type share struct {
+	pool   int // what the users together may hold: limit - max(agent's sends, reserve)
+	users  int // the users' sends
+	active int // users with sends in the window or waiting
+}
+
+// sharesLocked prunes every owner's windows, forgets owners without sends,
+// and returns how each global window is split now.
+func (b *Budget) sharesLocked(now time.Time) []share {
+	sh := make([]share, len(b.windows))
+	for i, g := range b.windows {
+		sh[i].pool = g.limit - g.reserve
+	}
+	for o, ws := range b.used {
+		empty := true
+		for i := range ws {
+			ws[i].prune(now)
+			empty = empty && ws[i].n == 0
+		}
+		if empty {
+			delete(b.used, o)
+		}
+	}
+	for o, ws := range b.used {
+		for i := range ws {
+			switch {
+			case o == "":
+				sh[i].pool = b.windows[i].limit - max(ws[i].n, b.windows[i].reserve)
+			case ws[i].n > 0:
+				sh[i].users += ws[i].n
+				sh[i].active++
+			}
+		}
+	}
+	for o := range b.owners {
+		if o == "" {
+			continue
+		}
+		for i := range sh {
+			if ws := b.used[o]; ws == nil || ws[i].n == 0 {
+				sh[i].active++
+			}
+		}
+	}
+	return sh
+}
+
 // ownerAllowedAt is when owner may send one more request within its share
-// of every window; now itself if it may. The agent ("") has no share cap.
-func (b *Budget) ownerAllowedAt(owner string, now time.Time) time.Time {
+// of every window, given the split sh computed at now: now itself if it
+// may. The agent ("") has no share cap. A user may send when the users
+// together are under their pool and it is under its own cap, the pool
+// times OwnerShare or split evenly between the active users, whichever is
+// less (at least one request). A user over its cap is looked at again when
+// the next request leaves the window: that can raise the pool or lower the
+// number of active users.
+func (b *Budget) ownerAllowedAt(owner string, now time.Time, sh []share) time.Time {
 	at := now
 	if owner == "" {
 		return at
 	}
-	for i := range b.used[owner] {
-		w := &b.used[owner][i]
-		w.prune(now)
-		if f := w.freeAt(now); f.After(at) {
+	ws := b.used[owner]
+	for i := range sh {
+		n, active := 0, sh[i].active
+		if ws != nil {
+			n = ws[i].n
+		}
+		if n == 0 && b.owners[owner] == nil {
+			active++ // not counted yet: neither sent nor waiting
+		}
+		limit := int(math.Floor(float64(sh[i].pool)*min(b.share, 1/float64(active)) + 1e-9))
+		if sh[i].pool > 0 {
+			limit = max(limit, 1)
+		}
+		if n < limit && sh[i].users < sh[i].pool {
+			continue
+		}
+		g := &b.windows[i]
+		g.prune(now)
+		if g.n == 0 {
+			continue // cannot happen: the owner's or the agent's sends are in it
+		}
+		if f := g.at(0).Add(g.period); f.After(at) {
 			at = f
 		}
 	}
 	return at
 }
 
-// recordOwner counts a send against owner's share; owners whose windows
-// are empty are forgotten.
+// recordOwner counts a send against owner's windows ("" is the agent).
 func (b *Budget) recordOwner(owner string, now time.Time) {
-	if owner == "" {
-		return
-	}
 	ws := b.used[owner]
 	if ws == nil {
 		ws = make([]window, len(b.windows))
 		for i, g := range b.windows {
-			ws[i] = window{limit: max(1, int(b.share*float64(g.limit))), period: g.period}
+			// Never more sends than the global window holds: its limit
+			// bounds the ring.
+			ws[i] = window{limit: g.limit, period: g.period}
 		}
 		b.used[owner] = ws
 	}
 	for i := range ws {
 		ws[i].push(now)
-	}
-	for o, ows := range b.used {
-		empty := true
-		for i := range ows {
-			ows[i].prune(now)
-			empty = empty && ows[i].n == 0
-		}
-		if empty {
-			delete(b.used, o)
-		}
 	}
 }
 
@@ -484,7 +563,8 @@ func (b *Budget) Wait(ctx context.Context, p Priority) error {
 // WaitAs blocks until one request may be sent under every window and no
 // server-imposed pause is in force, and records it as sent. owner says on
 // whose behalf the request is made: "" for the agent's own work, a user id
-// for work a local user asked for. Waiting pings go first; otherwise the
+// for work a local user asked for; a user waits while it holds its share
+// (Config.OwnerShare, Config.AgentReserve). Waiting pings go first; otherwise the
 // owners with waiters take turns, so one user looping requests delays
 // another user (or the agent's revalidations) by at most one request per
 // other waiting owner. One owner's waiters are served by priority, then
@@ -498,7 +578,7 @@ func (b *Budget) WaitAs(ctx context.Context, p Priority, owner string) error {
 	b.mu.Lock()
 	if b.nwait == 0 {
 		now := b.now()
-		if !b.allowedAt(now).After(now) && !b.ownerAllowedAt(owner, now).After(now) {
+		if !b.allowedAt(now).After(now) && !b.ownerAllowedAt(owner, now, b.sharesLocked(now)).After(now) {
 			b.record(now)
 			b.recordOwner(owner, now)
 			b.mu.Unlock()
@@ -557,6 +637,7 @@ func (b *Budget) TryTake(p Priority) bool {
 		return false
 	}
 	b.record(now)
+	b.recordOwner("", now)
 	return true
 }
 

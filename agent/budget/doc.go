@@ -8,9 +8,18 @@
 // burst, a sliding window can never exceed a fixed server-side window,
 // whatever the alignment of the server's periods.
 //
-// Callers that cannot be served at once queue, and are served strictly by
-// [Priority] (pings first, then spawns, kills and everything else) and, within
-// one priority, first come first served. Server feedback ([Observation]: a 429
+// Every request has an owner: the agent itself ("": pings, revalidations,
+// replays) or the local user it serves. The agent is limited only by the
+// windows; the users together may hold what it used or reserves
+// ([Config.AgentReserve]) leaves of each window, and one user at most
+// [Config.OwnerShare] of that, or an even split between the users active in
+// the window, whichever is less. A user looping requests therefore cannot
+// fill a window: the other users and the agent keep their part of it.
+//
+// Callers that cannot be served at once queue. Pings go first; otherwise the
+// waiting owners take turns, and one owner's callers are served by
+// [Priority] (spawns, then kills and everything else) and, within one
+// priority, first come first served. Server feedback ([Observation]: a 429
 // with Retry-After, or X-RateLimit-Remaining reaching zero) pauses every caller
 // until the server's window resets.
 //

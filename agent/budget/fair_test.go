@@ -2,6 +2,7 @@ package budget
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -98,7 +99,8 @@ func TestOwnerKeepsPriorityOrder(t *testing.T) {
 
 // One user may use only its share of each window, so a user who exhausted
 // it leaves room for another user and for the agent, even when no one else
-// was waiting while it spent.
+// was waiting while it spent. Its share is half of what the agent's
+// reserve leaves: (10-2)/2.
 func TestOwnerShareOfWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := New(Config{Windows: []Window{{Limit: 10, Period: time.Minute}}, Safety: 1, OwnerShare: 0.5})
@@ -115,8 +117,8 @@ func TestOwnerShareOfWindow(t *testing.T) {
 		}
 		synctest.Wait()
 		mu.Lock()
-		if granted["1000"] != 5 {
-			t.Fatalf("the user got %d of a 10-request window, want its share of 5", granted["1000"])
+		if granted["1000"] != 4 {
+			t.Fatalf("the user got %d of a 10-request window, want its share of 4", granted["1000"])
 		}
 		mu.Unlock()
 		// Another user and the agent still get in at once.
@@ -134,8 +136,127 @@ func TestOwnerShareOfWindow(t *testing.T) {
 		synctest.Wait()
 		mu.Lock()
 		defer mu.Unlock()
-		if granted["1000"] != 10 {
-			t.Fatalf("after one period the user has %d, want 10", granted["1000"])
+		if granted["1000"] != 8 {
+			t.Fatalf("after one period the user has %d, want 8", granted["1000"])
 		}
+	})
+}
+
+// The attack suite's request-budget row (issue 15 defect 3), replayed on
+// the fake clock with its figures: a 40-per-30 s limit at the default
+// safety (36 usable), 8 requests for the agent's start-up, a good user's
+// two quiet acquires (spawn + kill each), then 12 attacker loops of
+// acquire/release with the kills charged to the attacker. The attacker
+// may take only half of what the agent leaves, (36-8)/2 = 14, so the good
+// user's next four acquires and then the agent's own ping and
+// revalidation all go through at once. With a fixed half of the window
+// per user (18), the attacker, the agent and the good user together
+// filled the window and the good user's fourth spawn waited out its 10 s.
+func TestAttackerLoopLeavesOthersTheirShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{Windows: []Window{{Limit: 40, Period: 30 * time.Second}, {Limit: 300, Period: 5 * time.Minute}}})
+		const good, attacker = "uid:0", "uid:65534"
+		prompt := func(what string, p Priority, owner string) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			if err := b.WaitAs(ctx, p, owner); err != nil {
+				t.Fatalf("%s: %v after %v (in window %v)", what, err, time.Since(start), b.Stats().InWindow)
+			}
+			if d := time.Since(start); d != 0 {
+				t.Errorf("%s waited %v", what, d)
+			}
+		}
+		for i := range 8 {
+			prompt(fmt.Sprintf("agent start-up request %d", i), PriorityRefresh, "")
+		}
+		for i := range 2 {
+			prompt(fmt.Sprintf("good quiet spawn %d", i), PrioritySpawn, good)
+			prompt(fmt.Sprintf("good quiet kill %d", i), PriorityKill, good)
+		}
+
+		stop, cancelAttack := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		attacks := 0
+		take := func(p Priority, d time.Duration) bool {
+			ctx, cancel := context.WithTimeout(stop, d)
+			defer cancel()
+			if b.WaitAs(ctx, p, attacker) != nil {
+				return false
+			}
+			mu.Lock()
+			attacks++
+			mu.Unlock()
+			return true
+		}
+		for range 12 {
+			wg.Go(func() {
+				for stop.Err() == nil {
+					if take(PrioritySpawn, 10*time.Second) { // else granted offline
+						take(PriorityKill, 30*time.Second)
+					}
+				}
+			})
+		}
+		time.Sleep(2 * time.Second)
+		mu.Lock()
+		if attacks != 14 {
+			t.Errorf("the attacker got %d requests, want 14: half of the 28 the agent's start-up left", attacks)
+		}
+		mu.Unlock()
+		for i := range 4 {
+			prompt(fmt.Sprintf("good spawn %d under attack", i), PrioritySpawn, good)
+			prompt(fmt.Sprintf("good kill %d under attack", i), PriorityKill, good)
+			time.Sleep(time.Second)
+		}
+		prompt("the agent's ping", PriorityPing, "")
+		prompt("the agent's revalidation", PriorityRefresh, "")
+		cancelAttack()
+		wg.Wait()
+	})
+}
+
+// However many users ask, together they never take the agent's reserve:
+// its pings and revalidations go through at once.
+func TestUsersLeaveTheAgentReserve(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{Windows: []Window{{Limit: 10, Period: time.Minute}}, Safety: 1})
+		var mu sync.Mutex
+		users := 0
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		for u := range 10 {
+			for range 5 {
+				wg.Go(func() {
+					if b.WaitAs(ctx, PrioritySpawn, fmt.Sprint("uid:", 1000+u)) == nil {
+						mu.Lock()
+						users++
+						mu.Unlock()
+					}
+				})
+			}
+		}
+		synctest.Wait()
+		mu.Lock()
+		if users != 8 {
+			t.Errorf("the users got %d of a 10-request window, want 8: all but the agent's reserve of 2", users)
+		}
+		mu.Unlock()
+		for _, p := range []Priority{PriorityPing, PriorityRefresh} {
+			start := time.Now()
+			if err := b.Wait(t.Context(), p); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d != 0 {
+				t.Errorf("the agent's %v waited %v", p, d)
+			}
+		}
+		if s := b.Stats(); s.InWindow[0] != 10 {
+			t.Errorf("in window %v, want 10", s.InWindow)
+		}
+		cancel()
+		wg.Wait()
 	})
 }
