@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -227,13 +226,6 @@ func TestSlowReaderDoesNotBlockOthers(t *testing.T) {
 }
 
 func TestMaxConns(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		// Open: since the pipe server identifies a client by impersonating
-		// it after its first data, a client refused at accept reads EOF
-		// instead of the BUSY answer (seen under Wine; real Windows not
-		// checked). The refusal itself holds; only its message is lost.
-		t.Skip("refused pipe clients see EOF, not BUSY (open, see docs/platforms.md)")
-	}
 	conns := make(chan *Conn, 2)
 	_, path := testServer(t, ServerConfig{MaxConns: 1, OnConnect: func(c *Conn) { conns <- c }})
 	testDial(t, path)
