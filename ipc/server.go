@@ -358,7 +358,7 @@ func (s *Server) peerOf(nc net.Conn) (Peer, error) {
 	if s.cfg.PeerFunc != nil {
 		return s.cfg.PeerFunc(nc)
 	}
-	return peerCredentials(nc, s.adminGID)
+	return peerCredentials(nc, s.adminGID, s.log)
 }
 
 func (s *Server) serveConn(c *Conn) {
