@@ -236,6 +236,22 @@ func TestMaxConns(t *testing.T) {
 	}
 }
 
+// A connection refused after its peer is known (the uid's share is used
+// up) reads BUSY too. Over a Windows pipe the client's blank line is
+// still unread here (PeerFunc: no impersonation read), which is what lost
+// the answer when the server wrote it before reading (issue 17).
+func TestPerUIDRefusalReadsBusy(t *testing.T) {
+	conns := make(chan *Conn, 2)
+	_, path := testServer(t, ServerConfig{MaxConnsPerUID: 1, OnConnect: func(c *Conn) { conns <- c },
+		PeerFunc: func(net.Conn) (Peer, error) { return Peer{UID: "1000", PID: 1}, nil }})
+	testDial(t, path)
+	within(t, conns, "first conn")
+	r := testRaw(t, path)
+	if _, code := errOf(t, r.recv()); code != CodeBusy {
+		t.Fatalf("second conn of the uid: %s", code)
+	}
+}
+
 func TestHelloAndNotifications(t *testing.T) {
 	conns := make(chan *Conn, 1)
 	mux := NewMux()
