@@ -57,7 +57,9 @@ func peerCredentials(nc net.Conn, adminGID int, log *slog.Logger) (Peer, error) 
 	if !p.Admin && adminGID >= 0 {
 		admin, err := inAdminGroup(adminGID, xu.Groups[:n], p.UID, darwinGroups.groups)
 		if err != nil {
-			log.Warn("admin_group membership unknown; the caller is not admin", "uid", p.UID, "pid", p.PID, "err", err)
+			if k, ok := groupWarnings.allow(time.Now()); ok {
+				log.Warn("admin_group membership unknown; the caller is not admin", "uid", p.UID, "pid", p.PID, "err", err, "suppressed", k)
+			}
 		}
 		p.Admin = admin
 	}
@@ -78,6 +80,10 @@ var darwinGroups = newGroupCache(30*time.Second, 1024, time.Now, func(uid string
 	}
 	return u.GroupIds()
 })
+
+// groupWarnings rate-limits the WARN about a failed group lookup: the
+// failure is cached, but a client may connect in a loop.
+var groupWarnings = logLimiter{every: 10 * time.Second}
 
 // getsockoptAuditToken reads LOCAL_PEERTOKEN (an audit_token_t, 32 bytes).
 // x/sys has no raw getsockopt for darwin; GetsockoptXucred passes a
