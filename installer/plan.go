@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -317,6 +318,13 @@ func (p *Plan) platform(o Options, lay layout) error {
 		kv["RunAtLoad"] = true
 		kv["KeepAlive"] = true
 		kv["SessionCreate"] = false
+		// The agent writes its log itself, bounded (launchd appends to
+		// StandardOutPath/StandardErrorPath forever), and cuts the file
+		// its stderr goes to at start; custom arguments are left alone.
+		logFile, errFile := launchdLogFiles(lay.logDir)
+		if a := p.Service.Arguments; len(a) > 0 && a[0] == "run" && !slices.Contains(a, "--log-file") {
+			p.Service.Arguments = append(slices.Clip(a), "--log-file", logFile, "--stderr-file", errFile)
+		}
 		script := launchdScript(p, lay.logDir)
 		kv["LaunchdConfig"] = script
 		p.Dirs = append(p.Dirs, Dir{Path: lay.logDir, Mode: 0o750, Purpose: "logs"})

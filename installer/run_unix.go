@@ -41,7 +41,8 @@ func runManaged(ctx context.Context, name string, p *program) error {
 func exitOnOwnReturn(*program) {}
 
 // ServiceLogger returns the logger a service should use. On unix that is
-// slog to stderr with h (journald and launchd's log file capture stderr); h
+// slog with h (journald captures stderr; under launchd the agent writes its
+// own rotated log file: run --log-file); h
 // nil means a text handler on os.Stderr.
 func ServiceLogger(name string, h slog.Handler) *slog.Logger {
 	if h == nil {

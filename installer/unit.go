@@ -107,16 +107,25 @@ func systemdPath(p string) string {
 	return strings.NewReplacer(`\`, `\\`, " ", `\x20`).Replace(p)
 }
 
+// launchdLogFiles are the agent's log under launchd (written by the agent,
+// rotated: run --log-file) and the file launchd sends its stdout and stderr
+// to (early errors, panics; cut at start: run --stderr-file).
+func launchdLogFiles(logDir string) (log, stderr string) {
+	return logDir + "/" + ServiceName + ".log", logDir + "/" + ServiceName + ".stderr.log"
+}
+
 // launchdScript returns our plist template for kardianos' LaunchdConfig
-// option: RunAtLoad comes from the KeyValue options; logs go to a file under
-// logDir; ThrottleInterval 2 s mirrors RestartSec=2 (launchd's default is
+// option: RunAtLoad comes from the KeyValue options; stdout and stderr go
+// to a file under logDir (the agent's own log is another: launchdLogFiles);
+// ThrottleInterval 2 s mirrors RestartSec=2 (launchd's default is
 // 10 s). KeepAlive is {SuccessfulExit: false}, not true: launchd then
 // restarts the agent only when it exits non-zero, and the agent exits 0 on
 // a bad configuration under launchd (installer.ExitCode), the equivalent of
 // systemd's RestartPreventExitStatus. KeepAlive=true would respawn a bad
 // config every ThrottleInterval forever.
 func launchdScript(p *Plan, logDir string) string {
-	log := xmlEscape(logDir + "/" + ServiceName + ".log")
+	_, stderr := launchdLogFiles(logDir)
+	log := xmlEscape(stderr)
 	return `<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 <plist version="1.0">

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
+	"os/user"
 	"strconv"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,8 +21,10 @@ import (
 // together. LOCAL_PEERPID is not used: it names the last process to use the
 // peer socket (which may have been passed on) and fails with ENOTCONN once
 // the peer closed. Groups for admin_group come from LOCAL_PEERCRED (cached
-// at connect too), which carries at most 16 groups.
-func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
+// at connect too), which carries at most 16 groups; when those do not hold
+// admin_group, the user's full membership is asked of the directory
+// service (see darwinGroups).
+func peerCredentials(nc net.Conn, adminGID int, log *slog.Logger) (Peer, error) {
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
 		return Peer{}, fmt.Errorf("peer credentials: %T is not a unix socket", nc)
@@ -49,15 +54,36 @@ func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
 		p.GID = strconv.FormatUint(uint64(xu.Groups[0]), 10)
 	}
 	p.Admin = tok.EUID == 0
-	for _, g := range xu.Groups[:n] {
-		if adminGID >= 0 && int(g) == adminGID {
-			p.Admin = true
+	if !p.Admin && adminGID >= 0 {
+		admin, err := inAdminGroup(adminGID, xu.Groups[:n], p.UID, darwinGroups.groups)
+		if err != nil {
+			if k, ok := groupWarnings.allow(time.Now()); ok {
+				log.Warn("admin_group membership unknown; the caller is not admin", "uid", p.UID, "pid", p.PID, "err", err, "suppressed", k)
+			}
 		}
+		p.Admin = admin
 	}
 	p.StartTime, _ = procwatch.StartTime(p.PID)
 	p.Exe = processExe(p.PID)
 	return p, nil
 }
+
+// darwinGroups lists a user's groups through os/user, which on darwin
+// (also without cgo) calls libc's getgrouplist: Open Directory's answer,
+// with local, directory and nested groups, and no 16-group limit (os/user
+// grows its buffer). Answers are kept for a short while: a client opening
+// connections in a loop must not load opendirectoryd.
+var darwinGroups = newGroupCache(30*time.Second, 1024, time.Now, func(uid string) ([]string, error) {
+	u, err := user.LookupId(uid)
+	if err != nil {
+		return nil, err
+	}
+	return u.GroupIds()
+})
+
+// groupWarnings rate-limits the WARN about a failed group lookup: the
+// failure is cached, but a client may connect in a loop.
+var groupWarnings = logLimiter{every: 10 * time.Second}
 
 // getsockoptAuditToken reads LOCAL_PEERTOKEN (an audit_token_t, 32 bytes).
 // x/sys has no raw getsockopt for darwin; GetsockoptXucred passes a

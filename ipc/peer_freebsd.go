@@ -2,6 +2,7 @@ package ipc
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 
@@ -11,7 +12,7 @@ import (
 // peerCredentials reads LOCAL_PEERCRED (uid and groups of the process that
 // called connect). FreeBSD's xucred as golang.org/x/sys exposes it has no
 // PID, so the peer's PID, start time and executable stay unknown (0, "").
-func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
+func peerCredentials(nc net.Conn, adminGID int, _ *slog.Logger) (Peer, error) {
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
 		return Peer{}, fmt.Errorf("peer credentials: %T is not a unix socket", nc)

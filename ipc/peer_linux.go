@@ -3,6 +3,7 @@ package ipc
 import (
 	"bufio"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -15,7 +16,7 @@ import (
 
 // peerCredentials reads SO_PEERCRED (the process that called connect) and
 // pins it with its start time from /proc.
-func peerCredentials(nc net.Conn, adminGID int) (Peer, error) {
+func peerCredentials(nc net.Conn, adminGID int, _ *slog.Logger) (Peer, error) {
 	uc, ok := nc.(*net.UnixConn)
 	if !ok {
 		return Peer{}, fmt.Errorf("peer credentials: %T is not a unix socket", nc)

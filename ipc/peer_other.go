@@ -4,6 +4,7 @@ package ipc
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"runtime"
 )
@@ -13,6 +14,6 @@ import (
 // (Dial) work everywhere.
 var ErrPeerCredentialsUnsupported = errors.New("peer credentials are not implemented on " + runtime.GOOS)
 
-func peerCredentials(net.Conn, int) (Peer, error) {
+func peerCredentials(net.Conn, int, *slog.Logger) (Peer, error) {
 	return Peer{}, ErrPeerCredentialsUnsupported
 }

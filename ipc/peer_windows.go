@@ -3,6 +3,7 @@ package ipc
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -56,7 +57,7 @@ func releasePeer(nc net.Conn) {
 // the handle is pinned in procwatch for the connection's life, so the
 // lease exit watch waits on this process and no other. Any failure fails
 // the connection closed.
-func peerCredentials(nc net.Conn, _ int) (Peer, error) {
+func peerCredentials(nc net.Conn, _ int, _ *slog.Logger) (Peer, error) {
 	f, ok := nc.(interface{ Fd() uintptr })
 	if !ok {
 		return Peer{}, fmt.Errorf("peer credentials: %T is not a named pipe", nc)

@@ -2,6 +2,8 @@ package ipc
 
 import (
 	"fmt"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,5 +132,26 @@ func TestServerTrust(t *testing.T) {
 	}
 	if (serverTrust{}).allows("") {
 		t.Error("an empty trust allows an unknown user")
+	}
+}
+
+// TestPipeSDDLDocumented keeps the descriptor quoted in SECURITY.md and
+// docs/protocol.md equal to the service's (LocalSystem's) pipeSDDL.
+func TestPipeSDDLDocumented(t *testing.T) {
+	want := pipeSDDL("S-1-5-18")
+	for _, f := range []string{"../SECURITY.md", "../docs/protocol.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := string(b)
+		if !strings.Contains(doc, "`"+want+"`") {
+			t.Errorf("%s does not quote the pipe's descriptor `%s`", f, want)
+		}
+		for _, m := range regexp.MustCompile(`D:P\([^\x60\s]*`).FindAllString(doc, -1) {
+			if m != want {
+				t.Errorf("%s quotes the pipe descriptor %s, want %s", f, m, want)
+			}
+		}
 	}
 }

@@ -166,7 +166,17 @@ type Server struct {
 	nextID   atomic.Uint64
 	wg       sync.WaitGroup
 	refusals logLimiter
+	// refusing bounds the refusals being answered at once: each may take
+	// up to refuseTimeout, so they run beside the accept loop.
+	refusing chan struct{}
 }
+
+// maxRefusing is how many refused connections may be answered at once;
+// beyond that a refused connection is closed without its BUSY answer.
+const maxRefusing = 32
+
+// refuseTimeout bounds answering one refused connection.
+const refuseTimeout = time.Second
 
 // uidShare is what one uid holds: connections and requests in flight.
 type uidShare struct {
@@ -224,7 +234,8 @@ func NewServer(c ServerConfig) *Server {
 		c.MaxInFlight = 64
 	}
 	s := &Server{cfg: c, log: c.Logger.With("component", "ipc"), adminGID: -1,
-		conns: map[uint64]*Conn{}, perUID: map[string]*uidShare{}, lns: map[net.Listener]struct{}{}}
+		conns: map[uint64]*Conn{}, perUID: map[string]*uidShare{}, lns: map[net.Listener]struct{}{},
+		refusing: make(chan struct{}, maxRefusing)}
 	s.refusals.every = 10 * time.Second
 	if c.AdminGroup != "" {
 		gid, err := lookupGroupID(c.AdminGroup)
@@ -281,7 +292,23 @@ func (s *Server) accept(nc net.Conn) {
 	}
 	if len(s.conns) >= s.cfg.MaxConns {
 		s.mu.Unlock()
-		s.refuse(nc, "too many connections", "max", s.cfg.MaxConns)
+		// Answered beside the accept loop (a pipe client is answered only
+		// as it reads: see refuse), at most maxRefusing at once.
+		select {
+		case s.refusing <- struct{}{}:
+		default:
+			if n, ok := s.refusals.allow(s.cfg.Now()); ok {
+				s.log.Warn("refusing connection without an answer: too many refusals under way", "max", s.cfg.MaxConns, "suppressed", n)
+			}
+			nc.Close()
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.refusing }()
+			s.refuse(nc, "too many connections", "max", s.cfg.MaxConns)
+		}()
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -331,7 +358,7 @@ func (s *Server) peerOf(nc net.Conn) (Peer, error) {
 	if s.cfg.PeerFunc != nil {
 		return s.cfg.PeerFunc(nc)
 	}
-	return peerCredentials(nc, s.adminGID)
+	return peerCredentials(nc, s.adminGID, s.log)
 }
 
 func (s *Server) serveConn(c *Conn) {
@@ -452,17 +479,32 @@ func (s *Server) doneInflight(c *Conn) {
 	}
 }
 
-// refuse answers BUSY on nc and closes it. The WARN is rate-limited: a
-// peer opening connections in a loop must not flood the log.
+// refuse answers BUSY on nc and closes it, within refuseTimeout. The WARN
+// is rate-limited: a peer opening connections in a loop must not flood
+// the log.
+//
+// What the client sends meanwhile is read and discarded while the answer
+// is written: a Windows pipe client sends a blank line on connect (see
+// dialTransport) and go-winio's pipes have no buffer, so each side's write
+// completes only as the other reads. Written first, the answer waited for
+// a client that was waiting for its own write, until the write deadline
+// closed the pipe and the client read EOF instead of BUSY (issue 17).
 func (s *Server) refuse(nc net.Conn, reason string, attrs ...any) {
 	if n, ok := s.refusals.allow(s.cfg.Now()); ok {
 		s.log.Warn("refusing connection: "+reason, append(attrs, "suppressed", n)...)
 	}
 	b, _ := encodeLine(wireResponse{JSONRPC: "2.0", ID: jsonNull,
 		Error: encodeError(&Error{Code: CodeBusy, Message: reason})})
-	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	dl := time.Now().Add(refuseTimeout)
+	_ = nc.SetDeadline(dl)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, int64(s.cfg.MaxMessageSize)))
+	}()
 	_, _ = nc.Write(b)
 	nc.Close()
+	<-drained
 }
 
 // logLimiter lets one message through per period and counts the rest.

@@ -89,9 +89,10 @@ func secureDirs(cfg agent.Config, socket string) error {
 	return nil
 }
 
-// newLogger builds the daemon's slog logger: text or JSON on stderr (the
-// journal captures it under systemd; launchd writes it to the plist's log
-// file). Under the Windows service manager it goes to the event log.
+// newLogger builds the daemon's slog logger: text or JSON on w, stderr
+// (the journal captures it under systemd) or, under launchd, the agent's
+// rotated log file (run --log-file). Under the Windows service manager it
+// goes to the event log.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, *slog.LevelVar) {
 	lv := new(slog.LevelVar)
 	var l slog.Level

@@ -60,9 +60,13 @@ func runRun(e *env) int {
 	socket := fs.String("socket", "", "socket path (named pipe on Windows); default from the config, else the OS default")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	logFile := fs.String("log-file", "", "write the log to this file instead of stderr, renamed to .1 at 10 MiB with 3 old files kept (the launchd plist sets it)")
+	stderrFile := fs.String("stderr-file", "", "the file stderr is redirected to (launchd's StandardErrorPath): at start, when over 1 MiB, its last 1 MiB is moved to .1 and it starts over")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
 	}
+	logw, closeLog := openLogs(e.stderr, *logFile, *stderrFile)
+	defer closeLog()
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
 	override := agent.Config{DataDir: *dataDir, Socket: *socket, LogFormat: *logFormat, LogLevel: *logLevel}
@@ -73,7 +77,7 @@ func runRun(e *env) int {
 	// Under a service manager the configuration is loaded inside
 	// RunService, once the process is connected to it: on Windows a bad
 	// config then reaches the event log and the SCM as exit code 3.
-	bootLog := installer.ServiceLogger("keygen-agent", slog.NewTextHandler(e.stderr, nil))
+	bootLog := installer.ServiceLogger("keygen-agent", slog.NewTextHandler(logw, nil))
 	err := installer.RunService(e.ctx, "keygen-agent", func(ctx context.Context) error {
 		cfg, warnings, err := load()
 		if err != nil {
@@ -84,7 +88,7 @@ func runRun(e *env) int {
 			}
 			return installer.NoRestart(err)
 		}
-		log, lv := newLogger(e.stderr, cfg.LogFormat, cfg.LogLevel)
+		log, lv := newLogger(logw, cfg.LogFormat, cfg.LogLevel)
 		for _, w := range warnings {
 			log.Warn("config", "warning", w)
 		}
