@@ -287,3 +287,55 @@ func TestDefect8_TwoAgentsDoNotReapEachOther(t *testing.T) {
 		}
 	})
 }
+
+// One process asking for a lease on several connections at once gets one
+// lease and one Keygen process. Before, each acquire found no lease to
+// reuse, both spawned under the same pid attribute, and the second spawn's
+// PID_TAKEN killed the first's live Keygen process as stale (seen in the
+// attack suite's acquire/release loop).
+func TestConcurrentAcquiresFromOneProcessShareOneLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(5)}})
+		const pid = 500
+		e.procs.Spawn(pid)
+		const n = 4
+		var (
+			wg  sync.WaitGroup
+			mu  sync.Mutex
+			ids = map[string]int{}
+		)
+		for range n {
+			c := e.dial(agenttest.PeerFor(pid))
+			defer c.Close()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, _, err := c.Acquire(acquireParams())
+				if err != nil {
+					t.Errorf("acquire: %v", err)
+					return
+				}
+				mu.Lock()
+				ids[r.LeaseID+"/"+r.ProcessID]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		synctest.Wait()
+		if len(ids) != 1 {
+			t.Fatalf("one process got %d different leases/processes: %v\nlogs:\n%s", len(ids), ids, e.logs.String())
+		}
+		alive := 0
+		for _, p := range e.srv.Processes() {
+			if p.Status == "ALIVE" {
+				alive++
+			}
+		}
+		if alive != 1 {
+			t.Fatalf("Keygen holds %d live processes for one app, want 1: %+v", alive, e.srv.Processes())
+		}
+		if st := e.status(); st.Leases.Active != 1 {
+			t.Fatalf("status shows %d leases, want 1", st.Leases)
+		}
+	})
+}

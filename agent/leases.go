@@ -52,6 +52,11 @@ func (a *Agent) acquire(ctx context.Context, p ipc.AcquireParams) (*ipc.AcquireR
 		return nil, err
 	}
 	key := procKey{peer.PID, peer.StartTime}
+	endTurn, err := a.leases.turn(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer endTurn()
 	v := a.view()
 	if err := a.reuseAllowed(v); err != nil {
 		return nil, err

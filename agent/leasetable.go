@@ -119,15 +119,56 @@ type leaseTable struct {
 	others map[string]int
 	// instance is this agent's id (agentID); it has its own lock.
 	instance instance
+	// acquiring holds a token per OS process with an acquire in flight:
+	// one process gets one lease, however many connections it asks on.
+	acquiring map[procKey]*procTurn
+}
+
+// procTurn serializes one process's acquires: the token is in ch when
+// free; waiters counts the acquires holding or waiting for it.
+type procTurn struct {
+	ch      chan struct{}
+	waiters int
 }
 
 func newLeaseTable() *leaseTable {
-	t := &leaseTable{byID: map[string]*lease{}, byProc: map[procKey]*lease{}}
+	t := &leaseTable{byID: map[string]*lease{}, byProc: map[procKey]*lease{}, acquiring: map[procKey]*procTurn{}}
 	t.waiters.Init()
 	return t
 }
 
 func (t *leaseTable) usedLocked() int { return len(t.byID) + t.reserved }
+
+// turn waits until no other acquire of process key is in flight, so that
+// the second of two concurrent acquires finds the first's lease to reuse
+// instead of spawning a second Keygen process under the same pid attribute
+// (whose PID_TAKEN would then end the first's as stale). The returned
+// func ends the turn.
+func (t *leaseTable) turn(ctx context.Context, key procKey) (func(), error) {
+	t.mu.Lock()
+	pt := t.acquiring[key]
+	if pt == nil {
+		pt = &procTurn{ch: make(chan struct{}, 1)}
+		pt.ch <- struct{}{}
+		t.acquiring[key] = pt
+	}
+	pt.waiters++
+	t.mu.Unlock()
+	leave := func() {
+		t.mu.Lock()
+		if pt.waiters--; pt.waiters == 0 {
+			delete(t.acquiring, key)
+		}
+		t.mu.Unlock()
+	}
+	select {
+	case <-pt.ch:
+		return func() { pt.ch <- struct{}{}; leave() }, nil
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
+}
 
 // reserve takes a seat when fewer than limit (nil: unlimited) and fewer
 // than capacity are in use. When the limit is reached and wait is set, it
