@@ -35,6 +35,9 @@ func normaliseEntitlements(codes []string) ([]string, error) {
 // scope the agent knows (license_validation_service.rb checks each one a
 // policy requires).
 func (a *Agent) validateOptions() keygen.ValidateOptions {
+	if a.licenseOnly() {
+		return a.licenseOnlyValidateOptions() // no machine scopes (licenseonly.go)
+	}
 	cfg := a.config()
 	fp := a.fp.Load()
 	opts := keygen.ValidateOptions{Fingerprint: fp.Fingerprint, Product: cfg.Product, Environment: cfg.Environment}

@@ -79,6 +79,14 @@ func (a *Agent) ensureLicenseFile(ctx context.Context, lic *keygen.License) {
 	if ds, err := a.openLicenseFile(); err == nil && !needsRefresh(ds, lic, a.now()) {
 		return
 	}
+	a.checkoutLicenseFile(ctx, lic)
+}
+
+// checkoutLicenseFile checks out and stores a license file for lic (with
+// entitlements and policy when Keygen allows them), unless Keygen refused
+// one since the start. Used by ensureLicenseFile and by license-only mode
+// (licenseonly.go).
+func (a *Agent) checkoutLicenseFile(ctx context.Context, lic *keygen.License) {
 	a.klc.mu.Lock()
 	refused := a.klc.licenseFileRefused
 	a.klc.mu.Unlock()
@@ -138,6 +146,10 @@ func (a *Agent) ensureLicenseFile(ctx context.Context, lic *keygen.License) {
 // that opens. source says which; err is the machine file's error when
 // neither is usable.
 func (a *Agent) offlineCertificate() (ds *keygen.Dataset, source string, err error) {
+	if a.licenseOnly() { // license-only mode: the license file alone (licenseonly.go)
+		ds, err = a.openLicenseFile()
+		return ds, sourceLicenseFile, err
+	}
 	ds, _, err = a.openMachineFile()
 	if err == nil {
 		return ds, sourceMachineFile, nil
