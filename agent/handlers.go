@@ -360,6 +360,13 @@ func (a *Agent) importCertificate(data []byte) error {
 			return errors.New("machine file is for another machine")
 		}
 	}
+	if kind == certLicense && ds.License != nil {
+		// Not bound to a machine: it must at least be this license's (as
+		// every read checks, licensefile.go).
+		if err := a.licenseFileIsOurs(ds.License); err != nil {
+			return err
+		}
+	}
 	if err := a.notOlder(kind, ds); err != nil {
 		return err
 	}
