@@ -146,6 +146,13 @@ func preEntitlementCode(code string) bool {
 // certEntitlements reads the entitlement codes of the cached certificate,
 // verifying it on this read.
 func (a *Agent) certEntitlements() ([]string, error) {
+	if a.licenseOnly() { // license-only mode: the license file alone (licenseonly.go)
+		lds, err := a.openLicenseFile()
+		if lds == nil {
+			return nil, err
+		}
+		return entitlementCodes(lds.Entitlements), nil
+	}
 	ds, _, err := a.openMachineFile()
 	if err != nil {
 		if ds == nil {

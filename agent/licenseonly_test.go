@@ -386,3 +386,57 @@ func TestActivationConfig(t *testing.T) {
 		t.Fatalf("parse: %v %+v", err, cfg.Activation)
 	}
 }
+
+// Entitlement-gated acquire: Keygen's entitlements scope online (the
+// validation without machine scopes), the license file offline.
+func TestLicenseOnlyEntitlementGatedAcquire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, licenseOnlyOpts(envOptions{}))
+		e.procs.Spawn(901)
+		c := e.dial(agenttest.PeerFor(901))
+		defer c.Close()
+		check := func(when string) {
+			t.Helper()
+			if _, code, err := c.Acquire(ipc.AcquireParams{App: "demo", Entitlements: []string{"PRO"}}); code != ipc.CodeEntitlementsMissing {
+				t.Fatalf("%s: acquire needing PRO: %v (%s)", when, err, code)
+			}
+			res, _, err := c.Acquire(ipc.AcquireParams{App: "demo", Entitlements: []string{"FEATURE_A"}})
+			if err != nil {
+				t.Fatalf("%s: acquire needing FEATURE_A: %v", when, err)
+			}
+			if err := c.Release(res.LeaseID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check("online")
+		goOfflineNow(t, e)
+		check("offline")
+		e.srv.SetFaults(devserver.Faults{})
+		noMachineTraffic(t, e)
+	})
+}
+
+// A machine file left in the cache by machine mode is not what offline use
+// rests on after a switch to license-only mode: the license file is.
+func TestLicenseOnlyIgnoresMachineFileFromMachineMode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, envOptions{})
+		e.start()
+		e.waitFor("active in machine mode", func() bool { return e.status().State == string(StateActive) })
+		if _, _, err := e.a.openMachineFile(); err != nil {
+			t.Fatalf("machine file: %v", err)
+		}
+		e.stop()
+		e.cfg.Activation = ActivationNone
+		e.start()
+		t.Cleanup(e.stop)
+		e.waitFor("active in license-only mode", func() bool { return e.status().State == string(StateActive) })
+		if st := e.status(); st.OfflineSource != sourceLicenseFile || st.Machine == nil || st.Machine.ID != "" {
+			t.Fatalf("online status = %+v", st)
+		}
+		if st := goOfflineNow(t, e); !st.Valid || st.OfflineSource != sourceLicenseFile {
+			t.Fatalf("offline status = %+v", st)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+	})
+}
