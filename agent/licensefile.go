@@ -17,7 +17,7 @@ const (
 
 // licenseFileIncludes are asked for on a license check-out. Keygen's
 // LicenseFilePolicy wants entitlement.read and policy.read for them; a
-// refusal is retried without includes.
+// refusal is retried without the last one, then without any.
 var licenseFileIncludes = []string{"entitlements", "policy"}
 
 var errForeignLicenseFile = errors.New("the license file is for another license")
@@ -104,7 +104,9 @@ func (a *Agent) checkoutLicenseFile(ctx context.Context, lic *keygen.License) {
 			return err
 		})
 		if errors.Is(err, keygen.ErrAccessDenied) && len(opts.Include) > 0 {
-			opts.Include = nil
+			// Drop the policy first: policy.read is not among a license's
+			// default permissions (license.rb), entitlement.read is.
+			opts.Include = opts.Include[:len(opts.Include)-1]
 			continue
 		}
 		if errors.Is(err, keygen.ErrAccessDenied) {

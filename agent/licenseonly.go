@@ -160,9 +160,10 @@ func (a *Agent) refreshLicenseFile(ctx context.Context, lic *keygen.License, for
 
 // licenseFileDeepCheck compares what a validation does not show (the
 // license's entitlements and policy) with the license file, at most once
-// per deepCheckEvery, and checks out a new file on a difference. Only a
-// file that carries its includes (its policy is there) is compared: one
-// checked out without them says nothing about entitlements.
+// per deepCheckEvery, and checks out a new file on a difference. Reading
+// the entitlements and including them in the file need the same
+// permission (entitlement.read), so a file without them is compared only
+// when Keygen lists them; the policy only when the file carries one.
 func (a *Agent) licenseFileDeepCheck(ctx context.Context, v licenseView) {
 	now := a.now()
 	a.klc.mu.Lock()
@@ -175,7 +176,7 @@ func (a *Agent) licenseFileDeepCheck(ctx context.Context, v licenseView) {
 		return
 	}
 	ds, err := a.openLicenseFile()
-	if err != nil || ds == nil || ds.Policy == nil {
+	if err != nil || ds == nil {
 		return
 	}
 	changed := ""
@@ -188,7 +189,7 @@ func (a *Agent) licenseFileDeepCheck(ctx context.Context, v licenseView) {
 	if err == nil && !slices.Equal(entitlementCodes(ents), entitlementCodes(ds.Entitlements)) {
 		changed = "entitlements"
 	}
-	if changed == "" {
+	if changed == "" && ds.Policy != nil {
 		var p *keygen.Policy
 		err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
 			var err error

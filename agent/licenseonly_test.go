@@ -440,3 +440,34 @@ func TestLicenseOnlyIgnoresMachineFileFromMachineMode(t *testing.T) {
 		e.srv.SetFaults(devserver.Faults{})
 	})
 }
+
+// With Keygen's default license permissions (no policy.read: license.rb),
+// the license file still carries the entitlements (entitlement.read is a
+// default), so offline entitlement checks work; an entitlement removed in
+// Keygen gets a new file at the next deep check.
+func TestLicenseOnlyDefaultPermissions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, licenseOnlyOpts(envOptions{license: devserver.LicenseSpec{Permissions: devserver.DefaultLicensePermissions}}))
+		ds, err := e.a.openLicenseFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := entitlementCodes(ds.Entitlements); len(got) != 2 || ds.Policy != nil {
+			t.Fatalf("license file entitlements %v, policy %+v; want both entitlements and no policy", got, ds.Policy)
+		}
+		checkouts := e.srv.Stats().Routes[routeLicenseCheckout]
+		e.srv.DetachEntitlements(e.license.ID, "FEATURE_B")
+		time.Sleep(deepCheckEvery + 15*time.Minute) // past the next (jittered) revalidation
+		e.waitFor("a new license file without FEATURE_B", func() bool {
+			ds, err := e.a.openLicenseFile()
+			return err == nil && len(ds.Entitlements) == 1
+		})
+		if n := e.srv.Stats().Routes[routeLicenseCheckout]; n <= checkouts {
+			t.Fatalf("license check-outs = %d, want more than %d", n, checkouts)
+		}
+		e.waitFor("status without FEATURE_B", func() bool {
+			st := e.status()
+			return len(st.Entitlements) == 1 && st.Entitlements[0] == "FEATURE_A"
+		})
+	})
+}
