@@ -50,6 +50,10 @@ type Config struct {
 	// sends it as a bearer token: what a policy with Keygen's default
 	// authenticationStrategy TOKEN requires. Validation keeps using the key.
 	LicenseToken string `toml:"license_token"`
+	// Activation is "machine" (activate this machine, the default) or
+	// "none": license-only mode, for licenses not tied to a machine
+	// activation (licenseonly.go).
+	Activation string `toml:"activation"`
 
 	// AppID keys every fingerprint HMAC; defaults to Product.
 	AppID string `toml:"app_id"`
@@ -249,6 +253,10 @@ var fields = []field{
 		ptr: func(c *Config) any { return &c.LicenseKey }},
 	{key: "license_token", env: "KEYGEN_LICENSE_TOKEN", secret: true, client: true, check: "a license token (activ-…); `activate --token` overrides it",
 		ptr: func(c *Config) any { return &c.LicenseToken }},
+	{key: "activation", env: "KEYGEN_AGENT_ACTIVATION", def: ActivationMachine, restart: true,
+		check: "machine, or none (license-only: no machine activation; see License-only mode)",
+		ptr:   func(c *Config) any { return &c.Activation },
+		valid: oneOf("activation", func(c *Config) string { return c.Activation }, ActivationMachine, ActivationNone)},
 	{key: "app_id", env: "KEYGEN_AGENT_APP_ID", defDoc: "product, else account", restart: true, check: "keys the fingerprint",
 		ptr: func(c *Config) any { return &c.AppID }},
 	{key: "data_dir", env: "KEYGEN_AGENT_DATA_DIR", defDoc: "per OS", restart: true, check: "required",

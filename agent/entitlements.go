@@ -35,6 +35,9 @@ func normaliseEntitlements(codes []string) ([]string, error) {
 // scope the agent knows (license_validation_service.rb checks each one a
 // policy requires).
 func (a *Agent) validateOptions() keygen.ValidateOptions {
+	if a.licenseOnly() {
+		return a.licenseOnlyValidateOptions() // no machine scopes (licenseonly.go)
+	}
 	cfg := a.config()
 	fp := a.fp.Load()
 	opts := keygen.ValidateOptions{Fingerprint: fp.Fingerprint, Product: cfg.Product, Environment: cfg.Environment}
@@ -143,6 +146,13 @@ func preEntitlementCode(code string) bool {
 // certEntitlements reads the entitlement codes of the cached certificate,
 // verifying it on this read.
 func (a *Agent) certEntitlements() ([]string, error) {
+	if a.licenseOnly() { // license-only mode: the license file alone (licenseonly.go)
+		lds, err := a.openLicenseFile()
+		if lds == nil {
+			return nil, err
+		}
+		return entitlementCodes(lds.Entitlements), nil
+	}
 	ds, _, err := a.openMachineFile()
 	if err != nil {
 		if ds == nil {

@@ -106,6 +106,9 @@ func (a *Agent) handleCheckout(ctx context.Context) (any, error) {
 	if v.License == nil || !v.Valid {
 		return nil, ipc.Errorf(ipc.CodeLicenseInvalid, "cannot check out a machine file: %s", v.Detail)
 	}
+	if a.licenseOnly() {
+		return a.checkoutLicenseOnly(ctx) // a license file, not a machine file (licenseonly.go)
+	}
 	if err := a.ensureCertificate(ctx, v.License, true); err != nil {
 		if offline(err) {
 			a.goOffline(err)
@@ -173,7 +176,11 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 		if token == "" {
 			token = a.bearerToken()
 		}
-		if err := a.vetKey(ctx, p.Key, token); err != nil {
+		vet := a.vetKey
+		if a.licenseOnly() {
+			vet = a.vetKeyLicenseOnly // validates, activates nothing (licenseonly.go)
+		}
+		if err := vet(ctx, p.Key, token); err != nil {
 			var kr *keyRefused
 			switch {
 			case errors.As(err, &kr):
@@ -274,6 +281,9 @@ func (a *Agent) handleDeactivate(ctx context.Context, raw json.RawMessage) (any,
 	if err := a.needReady(); err != nil {
 		return nil, err
 	}
+	if a.licenseOnly() {
+		return a.deactivateLicenseOnly(ctx) // nothing to delete in Keygen (licenseonly.go)
+	}
 	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
 		return c.DeactivateMachine(ctx, a.fp.Load().Fingerprint)
 	})
@@ -348,6 +358,13 @@ func (a *Agent) importCertificate(data []byte) error {
 		kind = certMachine
 		if ds.Machine == nil || ds.Machine.Fingerprint != a.fp.Load().Fingerprint {
 			return errors.New("machine file is for another machine")
+		}
+	}
+	if kind == certLicense && ds.License != nil {
+		// Not bound to a machine: it must at least be this license's (as
+		// every read checks, licensefile.go).
+		if err := a.licenseFileIsOurs(ds.License); err != nil {
+			return err
 		}
 	}
 	if err := a.notOlder(kind, ds); err != nil {

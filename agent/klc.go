@@ -143,6 +143,9 @@ func (a *Agent) afterSync(ctx context.Context, v licenseView) {
 // (machine_process.rb), so the seats held elsewhere are not this
 // machine's to give.
 func (a *Agent) leasingLimit(v licenseView, n int) int {
+	if a.licenseOnly() {
+		return n // no Keygen processes anywhere to count (licenseonly.go)
+	}
 	if v.Policy == nil || (v.Policy.ProcessLeasingStrategy != "PER_LICENSE" && v.Policy.ProcessLeasingStrategy != "PER_USER") {
 		return n
 	}

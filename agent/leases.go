@@ -275,6 +275,9 @@ func (a *Agent) leaseInterval(v licenseView) time.Duration {
 // of the sustainable request rate goes to heartbeats, the rest stays free
 // for validations, spawns and kills.
 func (a *Agent) capacity(v licenseView) int {
+	if a.licenseOnly() {
+		return localLeaseCapacity // no heartbeats to budget for (licenseonly.go)
+	}
 	rate := a.budget.SustainableRate() * 0.8
 	frac := a.config().HeartbeatFraction
 	if d := a.machineHeartbeatInterval(v); d > 0 {
@@ -300,7 +303,11 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 		keygenPID: keygenPID(peer.PID, peer.StartTime), created: a.now(),
 		conns: map[uint64]*ipc.Conn{conn.ID(): conn}, interval: a.leaseInterval(v),
 	}
-	if v.Online {
+	local := a.licenseOnly() // license-only mode: no Keygen process, nothing queued (licenseonly.go)
+	if local {
+		l.interval = 0
+	}
+	if v.Online && !local {
 		// An app waits at most spawnWait for Keygen (or for the request
 		// budget during a 429 storm); past that the lease is granted
 		// locally and its spawn queued, as when offline.
@@ -349,7 +356,7 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 		default:
 			return nil, mapKeygenError(err)
 		}
-	} else {
+	} else if !local {
 		l.offline = true
 	}
 	if l.offline {

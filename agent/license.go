@@ -149,8 +149,12 @@ func (a *Agent) sync(ctx context.Context) error {
 			Detail: "this machine was deactivated: run `keygen-agent activate KEY` to activate it again"})
 		return a.finishDeactivation(ctx)
 	}
+	syncOnce := a.syncOnce
+	if a.licenseOnly() {
+		syncOnce = a.syncLicenseOnly // license-only mode (licenseonly.go)
+	}
 	for attempt := 0; attempt < 4; attempt++ {
-		again, err := a.syncOnce(ctx, key)
+		again, err := syncOnce(ctx, key)
 		if err != nil {
 			if offline(err) {
 				a.log.Warn("Keygen unreachable; using the cached machine file", "err", err)
@@ -666,8 +670,9 @@ func (a *Agent) goOffline(cause error) {
 // license_validation_service.rb does online). Offline use ends at the
 // earlier of the file's expiry and OfflineGrace after the last successful
 // sync, both measured on trusted time.
-func (a *Agent) offlineView() licenseView {
-	v := licenseView{State: StateOfflineExpired, Code: "OFFLINE_EXPIRED", Online: false}
+func (a *Agent) offlineView() (v licenseView) {
+	defer a.licenseOnlyWording(&v) // license-only mode speaks of the license file (licenseonly.go)
+	v = licenseView{State: StateOfflineExpired, Code: "OFFLINE_EXPIRED", Online: false}
 	if a.store.Fresh() && a.lastSync().IsZero() {
 		v.Detail = "Keygen is unreachable and this agent has never validated online: connect to the internet or import a machine file"
 	}
@@ -691,7 +696,7 @@ func (a *Agent) offlineView() licenseView {
 		v.Detail = "Keygen is unreachable and the cached machine file is not usable: " + err.Error()
 		if errors.Is(err, keygen.ErrCertNotGenuine) || errors.Is(err, keygen.ErrCertDecrypt) || errors.Is(err, keygen.ErrCertMalformed) {
 			a.log.Error("cached machine file failed verification; discarding it", "err", err)
-			_ = a.store.DeleteCertificate(certMachine)
+			_ = a.store.DeleteCertificate(certKind(source))
 		}
 	default:
 		a.fillDataset(&v, ds)

@@ -17,7 +17,7 @@ const (
 
 // licenseFileIncludes are asked for on a license check-out. Keygen's
 // LicenseFilePolicy wants entitlement.read and policy.read for them; a
-// refusal is retried without includes.
+// refusal is retried without the last one, then without any.
 var licenseFileIncludes = []string{"entitlements", "policy"}
 
 var errForeignLicenseFile = errors.New("the license file is for another license")
@@ -79,6 +79,14 @@ func (a *Agent) ensureLicenseFile(ctx context.Context, lic *keygen.License) {
 	if ds, err := a.openLicenseFile(); err == nil && !needsRefresh(ds, lic, a.now()) {
 		return
 	}
+	a.checkoutLicenseFile(ctx, lic)
+}
+
+// checkoutLicenseFile checks out and stores a license file for lic (with
+// entitlements and policy when Keygen allows them), unless Keygen refused
+// one since the start. Used by ensureLicenseFile and by license-only mode
+// (licenseonly.go).
+func (a *Agent) checkoutLicenseFile(ctx context.Context, lic *keygen.License) {
 	a.klc.mu.Lock()
 	refused := a.klc.licenseFileRefused
 	a.klc.mu.Unlock()
@@ -96,7 +104,9 @@ func (a *Agent) ensureLicenseFile(ctx context.Context, lic *keygen.License) {
 			return err
 		})
 		if errors.Is(err, keygen.ErrAccessDenied) && len(opts.Include) > 0 {
-			opts.Include = nil
+			// Drop the policy first: policy.read is not among a license's
+			// default permissions (license.rb), entitlement.read is.
+			opts.Include = opts.Include[:len(opts.Include)-1]
 			continue
 		}
 		if errors.Is(err, keygen.ErrAccessDenied) {
@@ -138,6 +148,10 @@ func (a *Agent) ensureLicenseFile(ctx context.Context, lic *keygen.License) {
 // that opens. source says which; err is the machine file's error when
 // neither is usable.
 func (a *Agent) offlineCertificate() (ds *keygen.Dataset, source string, err error) {
+	if a.licenseOnly() { // license-only mode: the license file alone (licenseonly.go)
+		ds, err = a.openLicenseFile()
+		return ds, sourceLicenseFile, err
+	}
 	ds, _, err = a.openMachineFile()
 	if err == nil {
 		return ds, sourceMachineFile, nil

@@ -122,9 +122,10 @@ func TestLicenseFileRefusedIsNotRetried(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		// One refused attempt with includes, one without, then no more.
-		if n := e.srv.Stats().Routes[routeLicenseCheckout]; n != 2 {
-			t.Fatalf("license check-outs = %d, want 2", n)
+		// Refused with both includes, with entitlements only, without
+		// any; then no more.
+		if n := e.srv.Stats().Routes[routeLicenseCheckout]; n != 3 {
+			t.Fatalf("license check-outs = %d, want 3", n)
 		}
 		if st := e.status(); st.OfflineSource != "" {
 			t.Fatalf("offline_source = %q with no certificate", st.OfflineSource)

@@ -163,7 +163,7 @@ func (a *Agent) recordVerdict(v licenseView) {
 	// relearned since), and offline the older file would win over it
 	// (model test, I4/status-valid-after-signed-invalid-offline, seed 27).
 	at, _ := a.trustedNow()
-	if ds := a.cachedDataset(certMachine); ds != nil && ds.Issued.After(at) {
+	if ds := a.cachedDataset(a.offlineCertKind()); ds != nil && ds.Issued.After(at) {
 		at = ds.Issued
 	}
 	rec := verdictRecord{State: v.State, Code: v.Code, Detail: v.Detail}

@@ -167,6 +167,7 @@ func (a *Agent) status() *ipc.Status {
 		OfflineUntil: v.OfflineUntil,
 		// OfflineSource names the certificate the offline state comes from.
 		OfflineSource: v.OfflineSource,
+		Activation:    a.config().Activation,
 	}
 	if st.Entitlements == nil {
 		st.Entitlements = []string{}

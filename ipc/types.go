@@ -85,6 +85,10 @@ type Status struct {
 	// out or imported when no machine file can be had). Empty when there
 	// is none.
 	OfflineSource string `json:"offline_source,omitempty"`
+	// Activation is the agent's mode: "machine" (this machine is activated
+	// in Keygen) or "none" (license-only: no machine, leases counted
+	// locally against the license's maxProcesses).
+	Activation string `json:"activation,omitempty"`
 	// NextCheckIn is when the license must next check in (policies with
 	// requireCheckIn); the agent checks in before it.
 	NextCheckIn     *time.Time        `json:"next_check_in,omitempty"`

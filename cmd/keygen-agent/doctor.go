@@ -159,7 +159,7 @@ func (d *doctor) checkConfig(defData, dataDir, socket string) doctorCheck {
 	d.socket = firstNonEmpty(cfg.Socket, ipc.DefaultSocketPath())
 	d.dataDir = cfg.DataDir
 	c.Status = checkOK
-	c.Detail = fmt.Sprintf("%s: account %s, api_url %s, data_dir %s", source, cfg.Account, cfg.APIURL, cfg.DataDir)
+	c.Detail = fmt.Sprintf("%s: account %s, api_url %s, data_dir %s, activation %s", source, cfg.Account, cfg.APIURL, cfg.DataDir, cfg.Activation)
 	var problems []string
 	if cfg.Insecure {
 		problems = append(problems, "insecure_skip_verify is set: Keygen's signatures are not checked")

@@ -293,7 +293,8 @@ func TestDoctorConfigFile(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	checks := decodeChecks(t, out)
-	if c := checks["config"]; c.Status != checkWarn || !strings.Contains(c.Detail, "bogus") || !strings.Contains(c.Detail, cfgPath) {
+	if c := checks["config"]; c.Status != checkWarn || !strings.Contains(c.Detail, "bogus") || !strings.Contains(c.Detail, cfgPath) ||
+		!strings.Contains(c.Detail, "activation machine") {
 		t.Errorf("config: %+v", c)
 	}
 

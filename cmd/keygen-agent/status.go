@@ -74,11 +74,26 @@ func printStatus(w io.Writer, st *ipc.Status) {
 		row("expires", "%s", fmtTime(l.Expiry, "never"))
 		row("max processes", "%s", fmtLimit(l.MaxProcesses))
 	}
+	licenseOnly := st.Activation == agent.ActivationNone
 	if m := st.Machine; m != nil {
-		row("machine", "%s (fingerprint %s)", nonEmptyStr(m.ID, "not activated"), shortFP(m.Fingerprint))
+		none := "not activated"
+		if licenseOnly {
+			none = "none (license-only mode)"
+		}
+		row("machine", "%s (fingerprint %s)", nonEmptyStr(m.ID, none), shortFP(m.Fingerprint))
 	}
 	row("entitlements", "%s", nonEmptyStr(strings.Join(st.Entitlements, ", "), "none"))
-	row("leases", "%d in use, limit %s, heartbeat capacity %d", st.Leases.Active, fmtLimit(st.Leases.Limit), st.Leases.Capacity)
+	if licenseOnly {
+		row("leases", "%d in use, limit %s (counted on this machine only; no Keygen processes)", st.Leases.Active, fmtLimit(st.Leases.Limit))
+	} else {
+		row("leases", "%d in use, limit %s, heartbeat capacity %d", st.Leases.Active, fmtLimit(st.Leases.Limit), st.Leases.Capacity)
+	}
+	if st.Activation != "" {
+		row("activation", "%s", st.Activation)
+	}
+	if st.OfflineSource != "" {
+		row("offline from", "%s", strings.ReplaceAll(st.OfflineSource, "_", " "))
+	}
 	row("last sync", "%s", fmtTime(st.LastSync, "never"))
 	if !st.Online && st.OfflineUntil != nil {
 		row("offline until", "%s (%s left)", fmtTime(st.OfflineUntil, "-"), time.Until(*st.OfflineUntil).Round(time.Minute))

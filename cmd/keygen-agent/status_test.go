@@ -38,3 +38,24 @@ func TestPrintStatusAligned(t *testing.T) {
 		}
 	}
 }
+
+// In license-only mode status says so, names the offline source and does
+// not speak of a machine activation or heartbeat capacity.
+func TestPrintStatusLicenseOnly(t *testing.T) {
+	two := 2
+	st := &ipc.Status{State: "active", Code: "VALID", Valid: true, Online: true, Activation: "none", OfflineSource: "license_file",
+		License: &ipc.LicenseInfo{ID: "L1"}, Machine: &ipc.MachineInfo{Fingerprint: "abc"},
+		Leases: ipc.LeaseUsage{Active: 1, Limit: &two, Capacity: 1 << 30}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	for _, want := range []string{"activation:    none\n", "offline from:  license file\n", "machine:       none (license-only mode)",
+		"leases:        1 in use, limit 2 (counted on this machine only"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "heartbeat capacity") {
+		t.Errorf("heartbeat capacity shown in license-only mode:\n%s", out)
+	}
+}
