@@ -231,6 +231,13 @@ type modelRun struct {
 	activated                   bool
 	fault                       evKind // 0 (evAdvance) = none
 	faultSince                  time.Time
+	// outageSince: when the agent may last have synced, for the grace.
+	// A healthy spell too short for the agent to be sure to reach Keygen
+	// (less than a revalidation) does not end the outage: seed 178 had
+	// faults-clear, 6 s, 5xx-burst, and the agent, which never saw Keygen
+	// in those 6 s, ran out of its grace counted from its last sync, 57
+	// min before the model's faultSince.
+	outageSince time.Time
 	clockOff                    time.Duration
 	clockOffWhileFault          bool
 	// skewTaint: a date-skew fault happened and Keygen has not been healthy
@@ -379,6 +386,9 @@ func (m *modelRun) keygenHealthy() bool { return m.fault == evAdvance || m.fault
 func (m *modelRun) setFault(k evKind, f devserver.Faults) {
 	wasHealthy := m.keygenHealthy()
 	m.fault = k
+	if wasHealthy && !m.keygenHealthy() && (m.outageSince.IsZero() || time.Since(m.faultSince) > m.revalidate+time.Minute) {
+		m.outageSince = time.Now()
+	}
 	if wasHealthy || m.keygenHealthy() {
 		m.faultSince = time.Now()
 	}
@@ -469,7 +479,10 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	}
 	if err != nil {
 		m.logf("app #%d pid %d: refused %s", a.idx, a.pid, code)
-		if a.held && a.excuse == "" && code != ipc.CodeUnavailable {
+		// As in check's I3: only a license Keygen considers valid (seed
+		// 175: a lease granted after the license expired, before the
+		// agent heard of it, was refused on re-claim after a restart).
+		if a.held && a.excuse == "" && code != ipc.CodeUnavailable && m.serverValid() && m.activated {
 			return &violation{inv: "I3", key: "re-acquire-refused-" + code, msg: fmt.Sprintf("app #%d held a lease and was refused on re-acquire: %v", a.idx, err)}
 		}
 		a.held = false
@@ -918,7 +931,7 @@ func (m *modelRun) checkTimed() *violation {
 	now := time.Now()
 	// Outages longer than the grace, or clock changes while offline, may
 	// take leases away.
-	if !m.keygenHealthy() && now.Sub(m.faultSince) > modelGrace-m.revalidate {
+	if !m.keygenHealthy() && now.Sub(m.outageSince) > modelGrace-m.revalidate {
 		m.excuseAll("outage longer than the grace")
 	}
 	if m.skewTaint && m.keygenHealthy() && now.Sub(m.faultSince) > m.revalidate*11/10+time.Minute {

@@ -273,3 +273,56 @@ func TestSchedulerDeadlinesIgnoreWallClock(t *testing.T) {
 		}
 	})
 }
+
+// I5/state-offline-OFFLINE-want-valid-false (model seed 199, deactivate;
+// ...; import-expired): a machine file checked out before an online
+// deactivation was imported afterwards and put the agent back to offline
+// valid=true, with Keygen reachable and the machine gone there. An import
+// never undoes a deactivation with an older file; a file Keygen issued
+// after it (the machine activated again, e.g. from the dashboard) is
+// taken, and the machine is active again.
+func TestImportBeforeDeactivationRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
+			PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		fp := e.fp.Result().Fingerprint
+		checkout := func() []byte {
+			co, err := kc.CheckoutMachine(ctx, fp, keygen.CheckoutOptions{Encrypt: true, TTL: 24 * time.Hour,
+				Include: []string{"license", "license.entitlements", "license.policy", "components"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return co.Certificate
+		}
+		old := checkout()
+		time.Sleep(time.Minute)
+		if _, err := e.a.handleDeactivate(ctx, nil); err != nil {
+			t.Fatalf("deactivate: %v", err)
+		}
+		if err := e.a.importCertificate(old); err == nil {
+			t.Fatal("a machine file issued before the deactivation was imported")
+		}
+		time.Sleep(12 * time.Minute)
+		synctest.Wait()
+		if st := e.status(); st.State != string(StateNotActivated) || st.Valid {
+			t.Fatalf("status = %s valid=%v, want not_activated", st.State, st.Valid)
+		}
+		// Activated again in Keygen; its newer file is taken.
+		if _, err := kc.ActivateMachine(ctx, keygen.ActivateParams{LicenseID: e.license.ID, Fingerprint: fp}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		if err := e.a.importCertificate(checkout()); err != nil {
+			t.Fatalf("importing a file issued after the deactivation: %v", err)
+		}
+		if e.a.deactivated() {
+			t.Fatal("still marked deactivated after importing a newer machine file")
+		}
+		noBadTransitions(t, e)
+	})
+}
