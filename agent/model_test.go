@@ -237,9 +237,9 @@ type modelRun struct {
 	// faults-clear, 6 s, 5xx-burst, and the agent, which never saw Keygen
 	// in those 6 s, ran out of its grace counted from its last sync, 57
 	// min before the model's faultSince.
-	outageSince time.Time
-	clockOff                    time.Duration
-	clockOffWhileFault          bool
+	outageSince        time.Time
+	clockOff           time.Duration
+	clockOffWhileFault bool
 	// skewTaint: a date-skew fault happened and Keygen has not been healthy
 	// for a revalidation since. The dev server's DateSkew shifts only the
 	// signed Date header, not the issued time of the machine files it
