@@ -240,6 +240,7 @@ type modelRun struct {
 	outageSince        time.Time
 	clockOff           time.Duration
 	clockOffWhileFault bool
+	clockMovedAt       time.Time // the last clock-jump or clock-fix
 	// skewTaint: a date-skew fault happened and Keygen has not been healthy
 	// for a revalidation since. The dev server's DateSkew shifts only the
 	// signed Date header, not the issued time of the machine files it
@@ -405,7 +406,14 @@ func (m *modelRun) setFault(k evKind, f devserver.Faults) {
 		m.sigStart = nil
 	}
 	if k != evAdvance {
-		m.clockOffWhileFault = m.clockOff != 0
+		// A fault that begins before the agent could relearn a clock
+		// moved while Keygen was healthy (it relearns at the next
+		// revalidation, or when an answer's Date falls outside the
+		// window) leaves it, offline, the same evidence as a clock rolled
+		// back offline (seed 102: clock-fix of a clock 1h27m fast, then a
+		// 429 storm in the same instant: clock_tampered).
+		recent := !m.clockMovedAt.IsZero() && time.Since(m.clockMovedAt) <= m.revalidate+time.Minute
+		m.clockOffWhileFault = m.clockOff != 0 || recent
 	}
 	if k == evDateSkew {
 		m.skewTaint = true
@@ -695,6 +703,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		}
 	case evClockJump:
 		m.clockOff += ev.d
+		m.clockMovedAt = time.Now()
 		e.offset.Store(int64(m.clockOff))
 		if !m.keygenHealthy() {
 			m.clockOffWhileFault = true
@@ -702,6 +711,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		m.unstable()
 	case evClockFix:
 		m.clockOff = 0
+		m.clockMovedAt = time.Now()
 		e.offset.Store(0)
 		m.unstable()
 	case evSuspend, evReinstate, evExpire, evRenew:
