@@ -326,3 +326,43 @@ func TestImportBeforeDeactivationRefused(t *testing.T) {
 		noBadTransitions(t, e)
 	})
 }
+
+// I4/status-valid-after-signed-invalid-offline (model seed 225, minimal
+// trace suspend; date-skew(-1h10m); advance(28m); outage; advance(50m);
+// import-expired): Keygen's signed Date 70 min behind the clock its files
+// carry put the recorded refusal (corrected time) before a machine file
+// checked out before the suspension; imported offline, that file beat the
+// refusal and the agent ran offline valid=true.
+func TestRefusalBeatsOlderImportUnderSkewedDate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
+			PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		co, err := kc.CheckoutMachine(context.Background(), e.fp.Result().Fingerprint, keygen.CheckoutOptions{Encrypt: true, TTL: 24 * time.Hour,
+			Include: []string{"license", "license.entitlements", "license.policy", "components"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
+		e.srv.SetFaults(devserver.Faults{DateSkew: -70 * time.Minute})
+		time.Sleep(28 * time.Minute)
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.State != string(StateSuspended) {
+			t.Fatalf("status after the refusal = %s valid=%v", st.State, st.Valid)
+		}
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		time.Sleep(50 * time.Minute)
+		synctest.Wait()
+		_ = e.a.importCertificate(co.Certificate)
+		if st := e.status(); st.Valid {
+			t.Fatalf("a file checked out before the suspension revived the license offline: %s valid=%v: %s", st.State, st.Valid, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
+}
