@@ -238,8 +238,16 @@ func (a *Agent) observeAnswer(err error) {
 		return
 	}
 	cur := a.view()
-	if !cur.Valid {
-		return // already refused: nothing new (and no revalidation loop)
+	a.lic.mu.Lock()
+	stored := a.lic.view
+	a.lic.mu.Unlock()
+	// Only a stored online refusal makes this one old news (and stops a
+	// revalidation loop). A view invalid only as evaluated on read
+	// (clock_tampered, the offline window's end) still records it:
+	// otherwise, the clock put right, the older machine file ran the
+	// license offline again (model test seed 239).
+	if !stored.Valid && stored.Online {
+		return
 	}
 	_ = a.refusal(err, licenseView{Online: true, License: cur.License, Policy: cur.Policy, Machine: cur.Machine})
 	a.kickLicenseLoop()

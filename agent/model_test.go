@@ -328,6 +328,11 @@ func (m *modelRun) startAgent() {
 		c := e.cfg
 		c.RevalidateInterval = Duration(m.revalidate)
 		c.LogLevel = "debug"
+		// As LoadConfig does: without its defaults a config edit set
+		// clock_tolerance (and every other unset key) to zero, which no
+		// config file can (seed 239: 0 s tolerance, then clock_tampered
+		// from a Date a fraction of a second ahead).
+		c.applyDefaults()
 		return c, nil, nil
 	}
 	e.ln = agenttest.NewMemListener()

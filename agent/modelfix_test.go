@@ -366,3 +366,52 @@ func TestRefusalBeatsOlderImportUnderSkewedDate(t *testing.T) {
 		noBadTransitions(t, e)
 	})
 }
+
+// I4/status-valid-after-signed-invalid-offline (model seed 239, minimal
+// trace bad-signature; app-start; ...; 429-storm; faults-clear; suspend):
+// clock_tolerance 0 (a model artefact: its config reload skipped the
+// defaults; a config file may still set 100ms), and a process ping's
+// signed Date a fraction of a second ahead of corrected time (the offset
+// is only as good as the Date's one-second resolution and the round
+// trip) read as clock_tampered. The ping's signed
+// 403 LICENSE_SUSPENDED then counted as nothing new ("already invalid"),
+// and a moment later the agent ran offline valid=true from its machine
+// file. Two fixes, one test each.
+func TestOffsetUncertaintyIsNotTampering(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{ClockTolerance: Duration(100 * time.Millisecond)}})
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		now, _ := e.a.trustedNow()
+		e.a.clock.observeSigned(now.Add(600 * time.Millisecond))
+		if st := e.status(); st.State != string(StateOffline) || !st.Valid {
+			t.Fatalf("a signed Date 0.6 s ahead of corrected time: status %s valid=%v: %s", st.State, st.Valid, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+	})
+}
+
+func TestRefusalRecordedWhileClockTampered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{ClockTolerance: Duration(10 * time.Minute)}})
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		e.offset.Store(int64(-time.Hour))
+		if st := e.status(); st.State != string(StateClockTampered) {
+			t.Fatalf("clock an hour back offline: status %s", st.State)
+		}
+		// A signed refusal arrives (a process ping's 403) while the view
+		// reads clock_tampered.
+		e.a.observeAnswer(&keygen.Error{Status: 403, Code: "LICENSE_SUSPENDED", Detail: "License is suspended"})
+		e.offset.Store(0)
+		synctest.Wait()
+		if st := e.status(); st.Valid {
+			t.Fatalf("clock put right after a signed LICENSE_SUSPENDED: status %s valid=%v: %s", st.State, st.Valid, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+	})
+}
