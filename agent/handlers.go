@@ -475,7 +475,7 @@ func (a *Agent) cachedDataset(kind string) *keygen.Dataset {
 		return nil
 	}
 	now, _ := a.trustedNow()
-	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
+	ds, err := a.openCached(kind, rec.Raw, a.licenseKey(), a.fp.Load().Fingerprint, now)
 	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired) && !errors.Is(err, keygen.ErrCertClockSkew)) {
 		return nil
 	}

@@ -567,9 +567,7 @@ func (a *Agent) openMachineFile() (*keygen.Dataset, *cache.CertRecord, error) {
 		return nil, nil, errNoCertificate
 	}
 	now, _ := a.trustedNow()
-	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{
-		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now,
-	})
+	ds, err := a.openCached(certMachine, rec.Raw, a.licenseKey(), a.fp.Load().Fingerprint, now)
 	return ds, rec, err
 }
 
