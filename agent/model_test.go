@@ -61,7 +61,7 @@ import (
 //	KEYGEN_MODEL_LOGS=N     print the last N agent log lines of a failure (default 40)
 
 const (
-	modelDefaultSeqs   = 40
+	modelDefaultSeqs   = 50
 	modelDefaultEvents = 200
 )
 
