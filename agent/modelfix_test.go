@@ -415,3 +415,33 @@ func TestRefusalRecordedWhileClockTampered(t *testing.T) {
 		e.srv.SetFaults(devserver.Faults{})
 	})
 }
+
+// I3/lease-revoked-active-in-app-start-wait (model seed 546): an app
+// exited while its lease's process ping was in flight (Keygen had culled
+// the process during a 429 storm); the ping's 404 re-spawned a process for
+// the lease just released. Keygen counted it, and the lease another app
+// had been granted offline was refused and revoked once online. A
+// released lease gets no new process.
+func TestNoRespawnForReleasedLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		c := holdLease(t, e, 100)
+		ids := e.a.leases.liveIDs()
+		if len(ids) != 1 {
+			t.Fatalf("%d leases", len(ids))
+		}
+		l, _, _ := e.a.leases.live(ids[0])
+		if err := c.Release(ids[0]); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		synctest.Wait()
+		if n := e.liveProcesses(); n != 0 {
+			t.Fatalf("%d Keygen processes after the release", n)
+		}
+		e.a.respawn(context.Background(), l) // the ping's 404, answered as the release happened
+		synctest.Wait()
+		if n := e.liveProcesses(); n != 0 {
+			t.Fatalf("%d Keygen processes: a process was re-spawned for a released lease", n)
+		}
+	})
+}
