@@ -60,8 +60,12 @@ import (
 //	KEYGEN_MODEL_STRICT=1   fail on known violations too
 //	KEYGEN_MODEL_LOGS=N     print the last N agent log lines of a failure (default 40)
 
+// modelDefaultSeqs is the CI budget: 80 sequences of 200 events. Under
+// -race on the 2-core box a sequence costs about a second of CPU and they
+// run two at a time: 50 took 29 s, 100 took 61 s; without -race 200 take
+// about 30 s (KEYGEN_MODEL_SEQS=200).
 const (
-	modelDefaultSeqs   = 50
+	modelDefaultSeqs   = 80
 	modelDefaultEvents = 200
 )
 
