@@ -107,12 +107,10 @@ var knownViolations = map[string]string{
 	// 102: a clock moved just before a fault; 230: a crashed app's seat
 	// counted; 239: config reloads without defaults). Seeds 301-600 found
 	// a re-spawn for a released lease (546, fixed), answers in flight
-	// across a signature fault (498, model), and one not fixed: seed 378
-	// (I3/lease-revoked-active-in-advance under date-skew(-47m)): the dev
-	// server skews only the Date, so the agent rejects fresh machine and
-	// license files as issued in the future, keeps the last good ones
-	// and the machine record from before a limit-up, and enforceLimit
-	// ends a lease at the old limit.
+	// across a signature fault (498, model), and a lease revoked at a
+	// stale limit (378: with the Date 47 min behind the files' clock, the
+	// cached machine file was deleted as "issued in the future" and the
+	// older license file's limit applied; fixed).
 }
 
 type violation struct {

@@ -445,3 +445,39 @@ func TestNoRespawnForReleasedLease(t *testing.T) {
 		}
 	})
 }
+
+// I3/lease-revoked-active-in-advance (model seed 378, minimal trace
+// app-start; app-start-wait; limit-up; app-start-wait; advance(24m);
+// date-skew(-47m); app-start-wait; advance(8m)): Keygen's signed Date 47
+// min behind the clock it stamps files with made the cached machine file
+// (limit 4) and every fresh one "issued in the future" on corrected time;
+// the cached file was deleted, the limit fell back to the older license
+// file's 3, and the newest of four leases was revoked online with the
+// license valid.
+func TestSkewedDateKeepsNewestLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		e.srv.UpdatePolicy(e.policy.ID, func(p *devserver.Policy) { p.MaxProcesses = intp(4) })
+		time.Sleep(11 * time.Minute) // a revalidation learns the new limit
+		synctest.Wait()
+		if st := e.status(); st.Leases.Limit == nil || *st.Leases.Limit != 4 {
+			t.Fatalf("limit after the policy change: %s", fmtLimit(st.Leases.Limit))
+		}
+		var cs []interface{ Revoked() int }
+		for pid := 100; pid < 104; pid++ {
+			cs = append(cs, holdLease(t, e, pid))
+		}
+		e.srv.SetFaults(devserver.Faults{DateSkew: -47 * time.Minute})
+		time.Sleep(11 * time.Minute)
+		synctest.Wait()
+		for i, c := range cs {
+			if c.Revoked() != 0 {
+				t.Errorf("lease %d revoked under a skewed Date: status %s, limit %s", i, e.status().State, fmtLimit(e.status().Leases.Limit))
+			}
+		}
+		if n := len(e.a.leases.liveIDs()); n != 4 {
+			t.Fatalf("%d leases, want 4", n)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+	})
+}
