@@ -113,6 +113,7 @@ type Agent struct {
 	store   *cache.Store
 	fp      atomic.Pointer[fingerprint.Result]
 	keys    keygen.PublicKeys
+	certs   certMemo // the last cached certificates opened (certmemo.go)
 	initErr error
 
 	apiMu sync.RWMutex

@@ -64,7 +64,16 @@ type clockRecord struct {
 	OffsetKnown bool          `json:"offset_known"`
 	// OffsetAt is corrected time at the validation the offset came from.
 	OffsetAt time.Time `json:"offset_at,omitzero"`
+	// Slack is how far off the offset may be: an HTTP Date has whole
+	// seconds and Keygen stamped it somewhere between the send and the
+	// receive, so corrected time can trail a signed Date by up to half the
+	// round trip plus a second without any clock having moved.
+	Slack time.Duration `json:"slack_ns,omitempty"`
 }
+
+// minSlack is the offset's uncertainty when no round trip is known: the
+// Date header's one-second resolution.
+const minSlack = time.Second
 
 // agentClock is the agent's trusted time. Its zero value is not usable:
 // build it with newAgentClock.
@@ -130,6 +139,7 @@ func (c *agentClock) observeValidation(v *keygen.Validation) {
 	c.mu.Lock()
 	c.rec.Offset = server.Sub(mid).Round(time.Second / 10)
 	c.rec.OffsetKnown, c.rec.OffsetAt = true, v.Date
+	c.rec.Slack = v.Received.Sub(v.Sent)/2 + minSlack
 	c.rec.Watermark, c.rec.LocalHigh = v.Date, v.Date
 	c.mu.Unlock()
 	c.persist(true)
@@ -182,6 +192,14 @@ func (c *agentClock) check() (now time.Time, behind time.Duration) {
 		c.persist(false)
 	}
 	return now, 0
+}
+
+// slack is how far corrected time may trail trusted time from the
+// offset's own uncertainty (clockRecord.Slack), at least minSlack.
+func (c *agentClock) slack() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.rec.Slack, minSlack)
 }
 
 // skew is the learned offset (Keygen's clock minus the local clock) and

@@ -196,6 +196,7 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 	// reach Keygen: the error says nothing changed, so the agent must not
 	// activate on its own once Keygen is back (model test, I5).
 	wasDeactivated := a.deactivated()
+	mark, _ := a.store.Meta(metaDeactivated)
 	pending, _ := a.store.Meta(metaPendingDeactivation)
 	if err := a.setLicense(p.Key, p.Token); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "storing the license key: %v", err)
@@ -203,7 +204,7 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 	if err := a.requestSync(ctx); err != nil && !errors.Is(err, errActivationRefused) {
 		if offline(err) {
 			if wasDeactivated {
-				a.stayDeactivated(pending)
+				a.stayDeactivated(mark, pending)
 				return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable; this machine stays deactivated: %v", err)
 			}
 			return nil, ipc.Errorf(ipc.CodeOfflineExpired, "Keygen is unreachable: %v", err)
@@ -220,8 +221,11 @@ func (a *Agent) handleActivate(ctx context.Context, raw json.RawMessage) (any, e
 // stayDeactivated undoes what setLicense cleared for an activation that
 // could not reach Keygen: the deactivated mark, and a deactivation queued
 // offline that Keygen has not seen yet.
-func (a *Agent) stayDeactivated(pending []byte) {
-	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
+func (a *Agent) stayDeactivated(mark, pending []byte) {
+	if len(mark) == 0 {
+		mark = []byte("1")
+	}
+	if err := a.store.PutMeta(metaDeactivated, mark); err != nil {
 		a.log.Warn("restoring the deactivated mark", "err", err)
 	}
 	if len(pending) > 0 {
@@ -303,7 +307,10 @@ func (a *Agent) handleDeactivate(ctx context.Context, raw json.RawMessage) (any,
 			return nil, ipc.Errorf(ipc.CodeInternal, "%v", err)
 		}
 	}
-	if err := a.store.PutMeta(metaDeactivated, []byte("1")); err != nil {
+	// The mark holds when (trusted time): a machine file issued before it
+	// cannot undo the deactivation (importCertificate).
+	at, _ := a.trustedNow()
+	if err := a.store.PutMeta(metaDeactivated, []byte(at.UTC().Format(time.RFC3339Nano))); err != nil {
 		return nil, ipc.Errorf(ipc.CodeInternal, "%v", err)
 	}
 	a.revokeAll("deactivated", "DEACTIVATED", "this machine was deactivated")
@@ -370,6 +377,13 @@ func (a *Agent) importCertificate(data []byte) error {
 	if err := a.notOlder(kind, ds); err != nil {
 		return err
 	}
+	reactivates := false
+	if kind == certMachine && a.deactivated() {
+		if err := a.notBeforeDeactivation(ds); err != nil {
+			return err
+		}
+		reactivates = true
+	}
 	if kind == certMachine {
 		if ds.License != nil && ds.License.Key != "" && a.licenseKey() == "" {
 			_ = a.store.PutMeta(metaLicenseKey, []byte(ds.License.Key))
@@ -388,6 +402,12 @@ func (a *Agent) importCertificate(data []byte) error {
 	a.advanceWatermark(ds.Issued)
 	if err := a.store.PutCertificate(kind, data, now); err != nil {
 		return err
+	}
+	if reactivates {
+		if err := a.store.PutMeta(metaDeactivated, nil); err != nil {
+			return err
+		}
+		a.log.Info("machine file issued after the deactivation imported: the machine is active again")
 	}
 	a.log.Info("certificate imported", "kind", kind)
 	if !a.view().Online {
@@ -433,6 +453,30 @@ func (a *Agent) notOlder(kind string, ds *keygen.Dataset) error {
 	return nil
 }
 
+// notBeforeDeactivation refuses a machine file for a machine an admin
+// deactivated, unless Keygen issued it after the deactivation (the machine
+// was activated again, e.g. from the dashboard for an air-gapped machine)
+// and no deactivation is still queued for Keygen. The newest fact wins: a
+// file from before the deactivation, a backup say, would otherwise put the
+// machine back to offline valid with Keygen reachable and the machine gone
+// there (model test seed 199: deactivate; import-expired →
+// I5/state-offline-OFFLINE-want-valid-false).
+func (a *Agent) notBeforeDeactivation(ds *keygen.Dataset) error {
+	if b, err := a.store.Meta(metaPendingDeactivation); err == nil && len(b) > 0 {
+		return fmt.Errorf("%w: its deactivation is still queued for Keygen; run `keygen-agent activate KEY` once online", errDeactivatedMachine)
+	}
+	mark, _ := a.store.Meta(metaDeactivated)
+	at, err := time.Parse(time.RFC3339Nano, string(mark))
+	if err != nil || !ds.Issued.After(at) {
+		return fmt.Errorf("%w: the machine file was issued %s, before the deactivation; run `keygen-agent activate KEY`, or import a file checked out since",
+			errDeactivatedMachine, ds.Issued.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// errDeactivatedMachine: an import for a machine deactivated since.
+var errDeactivatedMachine = errors.New("this machine was deactivated")
+
 // errOlderCertificate: an import older than the certificate in the cache.
 var errOlderCertificate = errors.New("the certificate is older than the one in the cache")
 
@@ -448,7 +492,7 @@ func (a *Agent) cachedDataset(kind string) *keygen.Dataset {
 		return nil
 	}
 	now, _ := a.trustedNow()
-	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now})
+	ds, err := a.openCached(kind, rec.Raw, a.licenseKey(), a.fp.Load().Fingerprint, now)
 	if ds == nil || (err != nil && !errors.Is(err, keygen.ErrCertExpired) && !errors.Is(err, keygen.ErrCertClockSkew)) {
 		return nil
 	}

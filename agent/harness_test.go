@@ -82,7 +82,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	srv.CreateEntitlement("FEATURE_A", "Feature A")
 	srv.CreateEntitlement("FEATURE_B", "Feature B")
 	srv.AttachEntitlements(lic.ID, "FEATURE_A", "FEATURE_B")
-	dir, err := os.MkdirTemp("", "kga-agent")
+	dir, err := os.MkdirTemp(testTempRoot(), "kga-agent")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,7 +146,17 @@ func (a *Agent) backOnline(v licenseView) {
 }
 
 // respawn replaces a lost Keygen process of a live lease.
+//
+// The lease may be released while its ping is in flight (its app exits in
+// the same instant): a released lease gets no new process, and one spawned
+// as the release happened is killed, or it would hold a seat nobody owns
+// until Keygen culls it, and an app waiting for that seat is refused (model
+// test seed 546: a lease granted offline was revoked once online because
+// the released lease's re-spawn took its seat).
 func (a *Agent) respawn(ctx context.Context, l *lease) bool {
+	if _, _, ok := a.leases.live(l.id); !ok {
+		return true
+	}
 	proc, err := a.spawnProcess(ctx, l)
 	if err != nil {
 		if errors.Is(err, keygen.ErrProcessLimitExceeded) {
@@ -156,7 +166,12 @@ func (a *Agent) respawn(ctx context.Context, l *lease) bool {
 		a.log.Warn("re-spawn failed", "lease", l.id, "err", err)
 		return false
 	}
-	a.leases.setProcess(l, proc.ID, time.Duration(proc.Interval)*time.Second)
+	if _, ok := a.leases.setProcessIfLive(l, proc.ID, time.Duration(proc.Interval)*time.Second); !ok {
+		if err := a.killProcess(ctx, proc.ID); err != nil {
+			a.log.Warn("killing the process re-spawned for a released lease", "process", proc.ID, "err", err)
+		}
+		return true
+	}
 	a.recordProof(l.id, proc, true)
 	a.persistLease(l)
 	return true

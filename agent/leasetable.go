@@ -427,6 +427,22 @@ func (t *leaseTable) setProcess(l *lease, processID string, interval time.Durati
 	return l.procLocked()
 }
 
+// setProcessIfLive is setProcess unless l is gone or being released
+// (then ok is false and nothing changes): a release that began before it
+// does not see the new process, so the caller must end it.
+func (t *leaseTable) setProcessIfLive(l *lease, processID string, interval time.Duration) (lp leaseProc, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byID[l.id] != l || l.releasing {
+		return leaseProc{}, false
+	}
+	l.processID, l.offline = processID, false
+	if interval > 0 {
+		l.interval = interval
+	}
+	return l.procLocked(), true
+}
+
 // clearOffline records that l has no queued spawn any more.
 func (t *leaseTable) clearOffline(l *lease) {
 	t.mu.Lock()

@@ -571,9 +571,7 @@ func (a *Agent) openMachineFile() (*keygen.Dataset, *cache.CertRecord, error) {
 		return nil, nil, errNoCertificate
 	}
 	now, _ := a.trustedNow()
-	ds, err := keygen.OpenCertificate(rec.Raw, keygen.OpenOptions{
-		Keys: a.keys, LicenseKey: a.licenseKey(), Fingerprint: a.fp.Load().Fingerprint, Now: now,
-	})
+	ds, err := a.openCached(certMachine, rec.Raw, a.licenseKey(), a.fp.Load().Fingerprint, now)
 	return ds, rec, err
 }
 
@@ -587,7 +585,15 @@ func (a *Agent) ensureCertificate(ctx context.Context, lic *keygen.License, forc
 		if err == nil && !a.certNeedsRefresh(ds, lic, a.now()) {
 			return nil
 		}
-		if err != nil && !errors.Is(err, errNoCertificate) && !errors.Is(err, keygen.ErrCertExpired) {
+		switch {
+		case err == nil || errors.Is(err, errNoCertificate) || errors.Is(err, keygen.ErrCertExpired):
+		case errors.Is(err, keygen.ErrCertClockSkew):
+			// Genuine, and issued after corrected time: the clocks
+			// disagree, the file is not at fault. It stays (the newest
+			// signed fact about the policy and limits) while a new one
+			// is fetched.
+			a.log.Warn("cached machine file issued ahead of trusted time; fetching a new one", "err", err)
+		default:
 			a.log.Warn("cached machine file rejected; fetching a new one", "err", err)
 			_ = a.store.DeleteCertificate(certMachine)
 		}
@@ -623,8 +629,21 @@ func equalPtr(a, b *int) bool {
 
 // fillFromCertificate adds what only the machine file carries (entitlements,
 // policy, limits, its validity) to an online view.
+//
+// Online, a machine file issued ahead of corrected time (Keygen's signed
+// Date and the clock it stamps files with disagree) is still the newest
+// signed fact about the policy and limits: it wins over an older license
+// file, which would otherwise bring back a process limit raised since
+// and end leases Keygen allows (model test seed 378: limit-up;
+// date-skew(-47m); the fresh files rejected, the limit fell back to the
+// license file's 3 and the newest lease was revoked).
 func (a *Agent) fillFromCertificate(v *licenseView) {
 	ds, source, err := a.offlineCertificate()
+	if v.Online {
+		if mds, _, merr := a.openMachineFile(); mds != nil && errors.Is(merr, keygen.ErrCertClockSkew) && (ds == nil || mds.Issued.After(ds.Issued)) {
+			ds, source, err = mds, sourceMachineFile, merr
+		}
+	}
 	if err != nil && ds == nil {
 		return
 	}

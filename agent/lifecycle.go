@@ -162,7 +162,20 @@ func (a *Agent) recordVerdict(v licenseView) {
 	// Keygen whose signed Date disagrees with its files, or an offset
 	// relearned since), and offline the older file would win over it
 	// (model test, I4/status-valid-after-signed-invalid-offline, seed 27).
+	//
+	// Nor may a file the agent has never seen, issued before the refusal
+	// arrived, beat it when imported later: when the learned offset puts
+	// corrected time behind the local clock (a Keygen whose signed Date
+	// disagrees with the clock its files are stamped with), the local
+	// reading stands for "now" too (model test seed 225: suspend;
+	// date-skew(-1h10m); a validation; outage; importing a file checked
+	// out before the suspension revived the license offline). Taking the
+	// later clock only makes the refusal newer; a validation that says
+	// valid still clears it.
 	at, _ := a.trustedNow()
+	if local := a.now(); local.After(at) {
+		at = local
+	}
 	if ds := a.cachedDataset(a.offlineCertKind()); ds != nil && ds.Issued.After(at) {
 		at = ds.Issued
 	}
@@ -225,8 +238,16 @@ func (a *Agent) observeAnswer(err error) {
 		return
 	}
 	cur := a.view()
-	if !cur.Valid {
-		return // already refused: nothing new (and no revalidation loop)
+	a.lic.mu.Lock()
+	stored := a.lic.view
+	a.lic.mu.Unlock()
+	// Only a stored online refusal makes this one old news (and stops a
+	// revalidation loop). A view invalid only as evaluated on read
+	// (clock_tampered, the offline window's end) still records it:
+	// otherwise, the clock put right, the older machine file ran the
+	// license offline again (model test seed 239).
+	if !stored.Valid && stored.Online {
+		return
 	}
 	_ = a.refusal(err, licenseView{Online: true, License: cur.License, Policy: cur.Policy, Machine: cur.Machine})
 	a.kickLicenseLoop()

@@ -273,3 +273,211 @@ func TestSchedulerDeadlinesIgnoreWallClock(t *testing.T) {
 		}
 	})
 }
+
+// I5/state-offline-OFFLINE-want-valid-false (model seed 199, deactivate;
+// ...; import-expired): a machine file checked out before an online
+// deactivation was imported afterwards and put the agent back to offline
+// valid=true, with Keygen reachable and the machine gone there. An import
+// never undoes a deactivation with an older file; a file Keygen issued
+// after it (the machine activated again, e.g. from the dashboard) is
+// taken, and the machine is active again.
+func TestImportBeforeDeactivationRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
+			PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		fp := e.fp.Result().Fingerprint
+		checkout := func() []byte {
+			co, err := kc.CheckoutMachine(ctx, fp, keygen.CheckoutOptions{Encrypt: true, TTL: 24 * time.Hour,
+				Include: []string{"license", "license.entitlements", "license.policy", "components"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return co.Certificate
+		}
+		old := checkout()
+		time.Sleep(time.Minute)
+		if _, err := e.a.handleDeactivate(ctx, nil); err != nil {
+			t.Fatalf("deactivate: %v", err)
+		}
+		if err := e.a.importCertificate(old); err == nil {
+			t.Fatal("a machine file issued before the deactivation was imported")
+		}
+		time.Sleep(12 * time.Minute)
+		synctest.Wait()
+		if st := e.status(); st.State != string(StateNotActivated) || st.Valid {
+			t.Fatalf("status = %s valid=%v, want not_activated", st.State, st.Valid)
+		}
+		// Activated again in Keygen; its newer file is taken.
+		if _, err := kc.ActivateMachine(ctx, keygen.ActivateParams{LicenseID: e.license.ID, Fingerprint: fp}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		if err := e.a.importCertificate(checkout()); err != nil {
+			t.Fatalf("importing a file issued after the deactivation: %v", err)
+		}
+		if e.a.deactivated() {
+			t.Fatal("still marked deactivated after importing a newer machine file")
+		}
+		noBadTransitions(t, e)
+	})
+}
+
+// I4/status-valid-after-signed-invalid-offline (model seed 225, minimal
+// trace suspend; date-skew(-1h10m); advance(28m); outage; advance(50m);
+// import-expired): Keygen's signed Date 70 min behind the clock its files
+// carry put the recorded refusal (corrected time) before a machine file
+// checked out before the suspension; imported offline, that file beat the
+// refusal and the agent ran offline valid=true.
+func TestRefusalBeatsOlderImportUnderSkewedDate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
+			PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		co, err := kc.CheckoutMachine(context.Background(), e.fp.Result().Fingerprint, keygen.CheckoutOptions{Encrypt: true, TTL: 24 * time.Hour,
+			Include: []string{"license", "license.entitlements", "license.policy", "components"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true })
+		e.srv.SetFaults(devserver.Faults{DateSkew: -70 * time.Minute})
+		time.Sleep(28 * time.Minute)
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		if st := e.status(); st.Valid || st.State != string(StateSuspended) {
+			t.Fatalf("status after the refusal = %s valid=%v", st.State, st.Valid)
+		}
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		time.Sleep(50 * time.Minute)
+		synctest.Wait()
+		_ = e.a.importCertificate(co.Certificate)
+		if st := e.status(); st.Valid {
+			t.Fatalf("a file checked out before the suspension revived the license offline: %s valid=%v: %s", st.State, st.Valid, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		noBadTransitions(t, e)
+	})
+}
+
+// I4/status-valid-after-signed-invalid-offline (model seed 239, minimal
+// trace bad-signature; app-start; ...; 429-storm; faults-clear; suspend):
+// clock_tolerance 0 (a model artefact: its config reload skipped the
+// defaults; a config file may still set 100ms), and a process ping's
+// signed Date a fraction of a second ahead of corrected time (the offset
+// is only as good as the Date's one-second resolution and the round
+// trip) read as clock_tampered. The ping's signed
+// 403 LICENSE_SUSPENDED then counted as nothing new ("already invalid"),
+// and a moment later the agent ran offline valid=true from its machine
+// file. Two fixes, one test each.
+func TestOffsetUncertaintyIsNotTampering(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{ClockTolerance: Duration(100 * time.Millisecond)}})
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		now, _ := e.a.trustedNow()
+		e.a.clock.observeSigned(now.Add(600 * time.Millisecond))
+		if st := e.status(); st.State != string(StateOffline) || !st.Valid {
+			t.Fatalf("a signed Date 0.6 s ahead of corrected time: status %s valid=%v: %s", st.State, st.Valid, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+	})
+}
+
+func TestRefusalRecordedWhileClockTampered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)},
+			cfg: Config{ClockTolerance: Duration(10 * time.Minute)}})
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		_ = e.a.requestSync(context.Background())
+		synctest.Wait()
+		e.offset.Store(int64(-time.Hour))
+		if st := e.status(); st.State != string(StateClockTampered) {
+			t.Fatalf("clock an hour back offline: status %s", st.State)
+		}
+		// A signed refusal arrives (a process ping's 403) while the view
+		// reads clock_tampered.
+		e.a.observeAnswer(&keygen.Error{Status: 403, Code: "LICENSE_SUSPENDED", Detail: "License is suspended"})
+		e.offset.Store(0)
+		synctest.Wait()
+		if st := e.status(); st.Valid {
+			t.Fatalf("clock put right after a signed LICENSE_SUSPENDED: status %s valid=%v: %s", st.State, st.Valid, st.Detail)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+	})
+}
+
+// I3/lease-revoked-active-in-app-start-wait (model seed 546): an app
+// exited while its lease's process ping was in flight (Keygen had culled
+// the process during a 429 storm); the ping's 404 re-spawned a process for
+// the lease just released. Keygen counted it, and the lease another app
+// had been granted offline was refused and revoked once online. A
+// released lease gets no new process.
+func TestNoRespawnForReleasedLease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		c := holdLease(t, e, 100)
+		ids := e.a.leases.liveIDs()
+		if len(ids) != 1 {
+			t.Fatalf("%d leases", len(ids))
+		}
+		l, _, _ := e.a.leases.live(ids[0])
+		if err := c.Release(ids[0]); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		synctest.Wait()
+		if n := e.liveProcesses(); n != 0 {
+			t.Fatalf("%d Keygen processes after the release", n)
+		}
+		e.a.respawn(context.Background(), l) // the ping's 404, answered as the release happened
+		synctest.Wait()
+		if n := e.liveProcesses(); n != 0 {
+			t.Fatalf("%d Keygen processes: a process was re-spawned for a released lease", n)
+		}
+	})
+}
+
+// I3/lease-revoked-active-in-advance (model seed 378, minimal trace
+// app-start; app-start-wait; limit-up; app-start-wait; advance(24m);
+// date-skew(-47m); app-start-wait; advance(8m)): Keygen's signed Date 47
+// min behind the clock it stamps files with made the cached machine file
+// (limit 4) and every fresh one "issued in the future" on corrected time;
+// the cached file was deleted, the limit fell back to the older license
+// file's 3, and the newest of four leases was revoked online with the
+// license valid.
+func TestSkewedDateKeepsNewestLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+		e.srv.UpdatePolicy(e.policy.ID, func(p *devserver.Policy) { p.MaxProcesses = intp(4) })
+		time.Sleep(11 * time.Minute) // a revalidation learns the new limit
+		synctest.Wait()
+		if st := e.status(); st.Leases.Limit == nil || *st.Leases.Limit != 4 {
+			t.Fatalf("limit after the policy change: %s", fmtLimit(st.Leases.Limit))
+		}
+		var cs []interface{ Revoked() int }
+		for pid := 100; pid < 104; pid++ {
+			cs = append(cs, holdLease(t, e, pid))
+		}
+		e.srv.SetFaults(devserver.Faults{DateSkew: -47 * time.Minute})
+		time.Sleep(11 * time.Minute)
+		synctest.Wait()
+		for i, c := range cs {
+			if c.Revoked() != 0 {
+				t.Errorf("lease %d revoked under a skewed Date: status %s, limit %s", i, e.status().State, fmtLimit(e.status().Leases.Limit))
+			}
+		}
+		if n := len(e.a.leases.liveIDs()); n != 4 {
+			t.Fatalf("%d leases, want 4", n)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+	})
+}

@@ -87,7 +87,10 @@ func (a *Agent) view() licenseView {
 	// Online, Keygen's signed answers rule: a wrong local clock is absorbed
 	// by the learned offset (clock_skew in status). Offline, corrected time
 	// behind trusted time is a clock rolled back (clock.go).
-	if tol := a.config().ClockTolerance.D(); behind > tol && !v.Online {
+	// The offset's own uncertainty is not a clock set back: with
+	// clock_tolerance 0 a signed Date a fraction of a second ahead of
+	// corrected time read as clock_tampered (model test seed 239).
+	if tol := a.config().ClockTolerance.D() + a.clock.slack(); behind > tol && !v.Online {
 		v.State, v.Valid, v.Code = StateClockTampered, false, "CLOCK_TAMPERED"
 		v.Detail = "the system clock is " + behind.Round(time.Second).String() +
 			" behind the last trusted time seen from Keygen; correct the clock, or connect to Keygen"
