@@ -255,6 +255,13 @@ func (a *Agent) checkout(ctx context.Context, opts keygen.CheckoutOptions) (*key
 	}
 }
 
+// Where the leasing, overage and component-matching strategies in
+// ipc.LicenseInfo come from (PolicySource).
+const (
+	PolicySourceKeygen = "policy" // the policy, read from Keygen
+	PolicySourceConfig = "config" // assumed from the config: the license lacks policy.read
+)
+
 // assumedPolicy stands in for a policy the license may not read: what
 // Keygen puts on the machine and license records, and, for what only the
 // policy holds, the config's strict defaults.

@@ -299,3 +299,36 @@ func TestReloadWithTokenSyncsAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// status says where the leasing, overage and matching strategies come
+// from: read from the policy when the license may read it, assumed from
+// the config under Keygen's default permissions (no policy.read).
+func TestStatusNamesPolicySource(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		perms  []string
+		source string
+		lease  string
+	}{
+		{"default permissions", devserver.DefaultLicensePermissions, PolicySourceConfig, "PER_MACHINE"},
+		{"policy.read granted", append(slices.Clone(devserver.DefaultLicensePermissions), "policy.read"), PolicySourceKeygen, "PER_LICENSE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := activeEnv(t, envOptions{policy: devserver.PolicySpec{ProcessLeasingStrategy: "PER_LICENSE", OverageStrategy: "ALLOW_2X_OVERAGE"},
+					license: devserver.LicenseSpec{Permissions: tc.perms}})
+				st := e.status()
+				if st.License == nil || st.License.PolicySource != tc.source || st.License.Strategy != tc.lease {
+					t.Fatalf("license = %+v, want policy_source %q and strategy %q", st.License, tc.source, tc.lease)
+				}
+				wantOverage := "ALLOW_2X_OVERAGE"
+				if tc.source == PolicySourceConfig {
+					wantOverage = "NO_OVERAGE" // the config's strict default
+				}
+				if st.License.Overage != wantOverage || st.License.ComponentMatching == "" {
+					t.Errorf("overage %q (want %q), matching %q", st.License.Overage, wantOverage, st.License.ComponentMatching)
+				}
+			})
+		})
+	}
+}

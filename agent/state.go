@@ -182,6 +182,12 @@ func (a *Agent) status() *ipc.Status {
 		}
 		if v.Policy != nil {
 			st.License.Strategy = v.Policy.ProcessLeasingStrategy
+			st.License.Overage = v.Policy.OverageStrategy
+			st.License.ComponentMatching = v.Policy.ComponentMatchingStrategy
+			st.License.PolicySource = PolicySourceKeygen
+			if v.PolicyAssumed {
+				st.License.PolicySource = PolicySourceConfig
+			}
 		}
 	}
 	if v.Machine != nil {

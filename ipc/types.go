@@ -126,6 +126,14 @@ type LicenseInfo struct {
 	MaxProcesses *int       `json:"max_processes,omitempty"`
 	MaxMachines  *int       `json:"max_machines,omitempty"`
 	Strategy     string     `json:"strategy,omitempty"`
+	// Overage and ComponentMatching are the policy's overageStrategy and
+	// componentMatchingStrategy as the agent applies them.
+	Overage           string `json:"overage_strategy,omitempty"`
+	ComponentMatching string `json:"component_matching_strategy,omitempty"`
+	// PolicySource says where the three strategies come from: "policy"
+	// (read from Keygen) or "config" (assumed from the agent's config
+	// because the license may not read its policy, Keygen's default).
+	PolicySource string `json:"policy_source,omitempty"`
 }
 
 // MachineInfo describes this machine's activation in a [Status].

@@ -73,6 +73,9 @@ func printStatus(w io.Writer, st *ipc.Status) {
 		row("license", "%s", strings.TrimSpace(l.ID+" "+l.Name))
 		row("expires", "%s", fmtTime(l.Expiry, "never"))
 		row("max processes", "%s", fmtLimit(l.MaxProcesses))
+		if l.PolicySource != "" {
+			row("strategies", "%s", policyLine(l))
+		}
 	}
 	licenseOnly := st.Activation == agent.ActivationNone
 	if m := st.Machine; m != nil {
@@ -107,6 +110,17 @@ func printStatus(w io.Writer, st *ipc.Status) {
 	for _, o := range st.OtherAgents {
 		row("other agent", "%s holds %d Keygen processes of this license on this machine (run one agent per machine)", o.AgentID, o.Processes)
 	}
+}
+
+// policyLine names the strategies the agent applies and where they come
+// from: read from the policy, or assumed from the config when the license
+// may not read its policy (Keygen's default permissions).
+func policyLine(l *ipc.LicenseInfo) string {
+	s := fmt.Sprintf("leasing %s, overage %s, matching %s", nonEmptyStr(l.Strategy, "-"), nonEmptyStr(l.Overage, "-"), nonEmptyStr(l.ComponentMatching, "-"))
+	if l.PolicySource == agent.PolicySourceConfig {
+		return s + " (assumed from the config: the license may not read its policy; set them to the policy's values or grant policy.read)"
+	}
+	return s + " (read from the policy)"
 }
 
 func fmtTime(t *time.Time, none string) string {

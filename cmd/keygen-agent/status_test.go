@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygen-agent/keygen-agent/agent"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -57,5 +58,20 @@ func TestPrintStatusLicenseOnly(t *testing.T) {
 	}
 	if strings.Contains(out, "heartbeat capacity") {
 		t.Errorf("heartbeat capacity shown in license-only mode:\n%s", out)
+	}
+}
+
+func TestPrintStatusPolicySource(t *testing.T) {
+	for src, want := range map[string]string{
+		agent.PolicySourceConfig: "strategies:    leasing PER_MACHINE, overage NO_OVERAGE, matching MATCH_ANY (assumed from the config",
+		agent.PolicySourceKeygen: "strategies:    leasing PER_MACHINE, overage NO_OVERAGE, matching MATCH_ANY (read from the policy)",
+	} {
+		st := &ipc.Status{State: "active", Valid: true, Online: true,
+			License: &ipc.LicenseInfo{ID: "L1", Strategy: "PER_MACHINE", Overage: "NO_OVERAGE", ComponentMatching: "MATCH_ANY", PolicySource: src}}
+		var b bytes.Buffer
+		printStatus(&b, st)
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("%s: no %q in\n%s", src, want, b.String())
+		}
 	}
 }
