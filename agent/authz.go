@@ -306,6 +306,14 @@ var scopeRemedies = map[string]string{
 	"COMPONENTS_SCOPE_REQUIRED":  "the policy requires the components scope: the agent found no hardware components to send; run `keygen-agent fingerprint`",
 }
 
+// withRemedy appends Explain(code), when there is one, to detail.
+func withRemedy(detail, code string) string {
+	if remedy := Explain(code); remedy != "" {
+		return detail + ": " + remedy
+	}
+	return detail
+}
+
 // Explain returns the remedy for a Keygen code shown in the agent's
 // status, or "" when the code needs no explanation.
 func Explain(code string) string {

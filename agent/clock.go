@@ -318,9 +318,7 @@ func (a *Agent) observeLicenseRefusal(v *keygen.Validation) {
 		view.State, view.Code, view.Detail = StateInvalid, nonEmpty(v.Code, "NOT_FOUND"), "Keygen does not know this license key"
 	case v.Code == "BANNED" || v.Code == "SUSPENDED" || v.Code == "EXPIRED" || v.Code == "OVERDUE":
 		view.State = verdictState(v.Code, false)
-		if remedy := Explain(v.Code); remedy != "" {
-			view.Detail = v.Detail + ": " + remedy
-		}
+		view.Detail = withRemedy(v.Detail, v.Code)
 	default:
 		return
 	}

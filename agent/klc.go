@@ -243,41 +243,14 @@ func (a *Agent) countOtherSeats(ctx context.Context, v licenseView) {
 // read it) its policy with the machine file, at most once per
 // deepCheckEvery, and re-checks out on a difference.
 func (a *Agent) deepCheck(ctx context.Context, v licenseView) {
-	now := a.now()
-	a.klc.mu.Lock()
-	due := a.klc.lastDeep.IsZero() || now.Sub(a.klc.lastDeep) >= deepCheckEvery
-	if due {
-		a.klc.lastDeep = now
-	}
-	a.klc.mu.Unlock()
-	if !due {
+	if !a.deepCheckDue() {
 		return
 	}
 	ds, _, err := a.openMachineFile()
 	if err != nil || ds == nil {
 		return
 	}
-	var ents []keygen.Entitlement
-	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-		var err error
-		ents, err = c.LicenseEntitlements(ctx, v.License.ID)
-		return err
-	})
-	changed := ""
-	if err == nil && !slices.Equal(entitlementCodes(ents), entitlementCodes(ds.Entitlements)) {
-		changed = "entitlements"
-	}
-	if changed == "" && ds.Policy != nil && !a.refusedIncludes()["license.policy"] {
-		var p *keygen.Policy
-		err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-			var err error
-			p, err = c.LicensePolicy(ctx, v.License.ID)
-			return err
-		})
-		if err == nil && p != nil && policyDiffers(p, ds.Policy) {
-			changed = "policy"
-		}
-	}
+	changed := a.certificateOutdated(ctx, v.License.ID, ds, !a.refusedIncludes()["license.policy"])
 	if changed == "" {
 		return
 	}
@@ -286,6 +259,55 @@ func (a *Agent) deepCheck(ctx context.Context, v licenseView) {
 		a.log.Warn("refreshing the machine file", "err", err)
 		return
 	}
+	a.applyRefreshedCertificate(nil)
+}
+
+// deepCheckDue reports whether the hourly comparison of a certificate with
+// what a validation does not show is due, and if so marks it done.
+func (a *Agent) deepCheckDue() bool {
+	now := a.now()
+	a.klc.mu.Lock()
+	defer a.klc.mu.Unlock()
+	if !a.klc.lastDeep.IsZero() && now.Sub(a.klc.lastDeep) < deepCheckEvery {
+		return false
+	}
+	a.klc.lastDeep = now
+	return true
+}
+
+// certificateOutdated compares a verified certificate's entitlements and,
+// when askPolicy is set and the file carries one, its policy with what
+// Keygen says now: it names what changed, or "" (also when Keygen could
+// not be asked).
+func (a *Agent) certificateOutdated(ctx context.Context, licenseID string, ds *keygen.Dataset, askPolicy bool) string {
+	var ents []keygen.Entitlement
+	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		var err error
+		ents, err = c.LicenseEntitlements(ctx, licenseID)
+		return err
+	})
+	if err == nil && !slices.Equal(entitlementCodes(ents), entitlementCodes(ds.Entitlements)) {
+		return "entitlements"
+	}
+	if !askPolicy || ds.Policy == nil {
+		return ""
+	}
+	var p *keygen.Policy
+	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		var err error
+		p, err = c.LicensePolicy(ctx, licenseID)
+		return err
+	})
+	if err == nil && p != nil && policyDiffers(p, ds.Policy) {
+		return "policy"
+	}
+	return ""
+}
+
+// applyRefreshedCertificate refills the stored view from the certificate
+// just checked out, while it is online and valid; adjust, when set, edits
+// the view before it is applied.
+func (a *Agent) applyRefreshedCertificate(adjust func(*licenseView)) {
 	a.lic.mu.Lock()
 	nv := a.lic.view // the stored view, not view()'s time-evaluated copy
 	a.lic.mu.Unlock()
@@ -293,6 +315,9 @@ func (a *Agent) deepCheck(ctx context.Context, v licenseView) {
 		return
 	}
 	a.fillFromCertificate(&nv)
+	if adjust != nil {
+		adjust(&nv)
+	}
 	a.setView(nv)
 }
 

@@ -174,6 +174,36 @@ func (a *Agent) sync(ctx context.Context) error {
 	return errors.New("license did not settle after activation")
 }
 
+// validateAndRecord validates key with opts, learns the clock from the
+// signed answer and records the answer. A key Keygen does not know makes
+// the view invalid and returns no validation: the sync ends there.
+func (a *Agent) validateAndRecord(ctx context.Context, key string, opts keygen.ValidateOptions) (*keygen.Validation, error) {
+	var v *keygen.Validation
+	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+		var err error
+		v, err = c.ValidateKey(ctx, key, opts)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.clock.observeValidation(v)
+	a.markSynced()
+	rec := cache.ValidationRecord{Valid: v.Valid, Code: v.Code, Detail: v.Detail, At: a.now()}
+	if v.License != nil {
+		rec.LicenseID = v.License.ID
+	}
+	if err := a.store.PutValidation(rec); err != nil {
+		a.log.Warn("recording the validation", "err", err)
+	}
+	if v.License == nil || v.Code == "NOT_FOUND" {
+		a.fire(evVerdict, licenseView{State: StateInvalid, Code: nonEmpty(v.Code, "NOT_FOUND"), Online: true,
+			Detail: "Keygen does not know this license key"})
+		return nil, nil
+	}
+	return v, nil
+}
+
 // syncOnce validates once and acts on the answer; again is true when the
 // action (activation, first heartbeat) calls for another validation.
 func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error) {
@@ -188,28 +218,9 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 	for _, c := range fp.Components {
 		opts.Components = append(opts.Components, c.Fingerprint)
 	}
-	var v *keygen.Validation
-	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-		var err error
-		v, err = c.ValidateKey(ctx, key, opts)
-		return err
-	})
-	if err != nil {
+	v, err := a.validateAndRecord(ctx, key, opts)
+	if err != nil || v == nil {
 		return false, err
-	}
-	a.clock.observeValidation(v)
-	a.markSynced()
-	rec := cache.ValidationRecord{Valid: v.Valid, Code: v.Code, Detail: v.Detail, At: a.now()}
-	if v.License != nil {
-		rec.LicenseID = v.License.ID
-	}
-	if err := a.store.PutValidation(rec); err != nil {
-		a.log.Warn("recording the validation", "err", err)
-	}
-	if v.License == nil || v.Code == "NOT_FOUND" {
-		a.fire(evVerdict, licenseView{State: StateInvalid, Code: nonEmpty(v.Code, "NOT_FOUND"), Online: true,
-			Detail: "Keygen does not know this license key"})
-		return false, nil
 	}
 	base := licenseView{Online: true, License: v.License}
 	switch v.Code {
@@ -240,8 +251,8 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 		return false, nil
 	}
 	view := licenseView{State: verdictState(v.Code, v.Valid), Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
-	if remedy := Explain(v.Code); remedy != "" && !view.Valid {
-		view.Detail = v.Detail + ": " + remedy
+	if !view.Valid {
+		view.Detail = withRemedy(v.Detail, v.Code)
 	}
 	if !view.Valid {
 		a.fire(evVerdict, view)

@@ -3,11 +3,8 @@ package agent
 import (
 	"context"
 	"math"
-	"slices"
 	"strings"
 
-	"github.com/keygen-agent/keygen-agent/agent/budget"
-	"github.com/keygen-agent/keygen-agent/cache"
 	"github.com/keygen-agent/keygen-agent/ipc"
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
@@ -91,28 +88,9 @@ func needsMachineDetail(code, keygenDetail string) string {
 // check-in calls for another validation.
 func (a *Agent) syncLicenseOnly(ctx context.Context, key string) (again bool, err error) {
 	opts := a.licenseOnlyValidateOptions()
-	var v *keygen.Validation
-	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-		var err error
-		v, err = c.ValidateKey(ctx, key, opts)
-		return err
-	})
-	if err != nil {
+	v, err := a.validateAndRecord(ctx, key, opts)
+	if err != nil || v == nil {
 		return false, err
-	}
-	a.clock.observeValidation(v)
-	a.markSynced()
-	rec := cache.ValidationRecord{Valid: v.Valid, Code: v.Code, Detail: v.Detail, At: a.now()}
-	if v.License != nil {
-		rec.LicenseID = v.License.ID
-	}
-	if err := a.store.PutValidation(rec); err != nil {
-		a.log.Warn("recording the validation", "err", err)
-	}
-	if v.License == nil || v.Code == "NOT_FOUND" {
-		a.fire(evVerdict, licenseView{State: StateInvalid, Code: nonEmpty(v.Code, "NOT_FOUND"), Online: true,
-			Detail: "Keygen does not know this license key"})
-		return false, nil
 	}
 	if _, ok := needsMachine[v.Code]; ok && !v.Valid {
 		a.fire(evVerdict, licenseView{State: StateInvalid, Code: v.Code, Online: true, License: v.License,
@@ -123,8 +101,8 @@ func (a *Agent) syncLicenseOnly(ctx context.Context, key string) (again bool, er
 		return true, a.refusalOr(a.checkIn(ctx, v.License), licenseView{Online: true, License: v.License})
 	}
 	view := licenseView{State: verdictState(v.Code, v.Valid), Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
-	if remedy := Explain(v.Code); remedy != "" && !view.Valid {
-		view.Detail = v.Detail + ": " + remedy
+	if !view.Valid {
+		view.Detail = withRemedy(v.Detail, v.Code)
 	}
 	if !view.Valid {
 		a.fire(evVerdict, view)
@@ -165,55 +143,20 @@ func (a *Agent) refreshLicenseFile(ctx context.Context, lic *keygen.License, for
 // permission (entitlement.read), so a file without them is compared only
 // when Keygen lists them; the policy only when the file carries one.
 func (a *Agent) licenseFileDeepCheck(ctx context.Context, v licenseView) {
-	now := a.now()
-	a.klc.mu.Lock()
-	due := a.klc.lastDeep.IsZero() || now.Sub(a.klc.lastDeep) >= deepCheckEvery
-	if due {
-		a.klc.lastDeep = now
-	}
-	a.klc.mu.Unlock()
-	if !due {
+	if !a.deepCheckDue() {
 		return
 	}
 	ds, err := a.openLicenseFile()
 	if err != nil || ds == nil {
 		return
 	}
-	changed := ""
-	var ents []keygen.Entitlement
-	err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-		var err error
-		ents, err = c.LicenseEntitlements(ctx, v.License.ID)
-		return err
-	})
-	if err == nil && !slices.Equal(entitlementCodes(ents), entitlementCodes(ds.Entitlements)) {
-		changed = "entitlements"
-	}
-	if changed == "" && ds.Policy != nil {
-		var p *keygen.Policy
-		err = a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
-			var err error
-			p, err = c.LicensePolicy(ctx, v.License.ID)
-			return err
-		})
-		if err == nil && p != nil && policyDiffers(p, ds.Policy) {
-			changed = "policy"
-		}
-	}
+	changed := a.certificateOutdated(ctx, v.License.ID, ds, true)
 	if changed == "" {
 		return
 	}
 	a.log.Info("the license changed since the license file was issued; checking out a new one", "what", changed)
 	a.checkoutLicenseFile(ctx, v.License)
-	a.lic.mu.Lock()
-	nv := a.lic.view // the stored view, not view()'s time-evaluated copy
-	a.lic.mu.Unlock()
-	if !nv.Online || !nv.Valid {
-		return
-	}
-	a.fillFromCertificate(&nv)
-	nv.Machine = nil
-	a.setView(nv)
+	a.applyRefreshedCertificate(func(nv *licenseView) { nv.Machine = nil })
 }
 
 // licenseOnlyWording adjusts an offline view's detail in license-only
@@ -255,11 +198,7 @@ func (a *Agent) vetKeyLicenseOnly(ctx context.Context, key, token string) error 
 		return nil // the sync checks in
 	}
 	if !v.Valid {
-		detail := v.Detail
-		if remedy := Explain(v.Code); remedy != "" {
-			detail += ": " + remedy
-		}
-		return &keyRefused{Code: v.Code, Detail: detail}
+		return &keyRefused{Code: v.Code, Detail: withRemedy(v.Detail, v.Code)}
 	}
 	return nil
 }

@@ -291,11 +291,7 @@ func (a *Agent) vetKey(ctx context.Context, key, token string) error {
 		return nil // this machine is activated for it; the sync pings it
 	}
 	if !v.Valid {
-		detail := v.Detail
-		if remedy := Explain(v.Code); remedy != "" {
-			detail += ": " + remedy
-		}
-		return &keyRefused{Code: v.Code, Detail: detail}
+		return &keyRefused{Code: v.Code, Detail: withRemedy(v.Detail, v.Code)}
 	}
 	return nil
 }
@@ -321,11 +317,7 @@ func (a *Agent) vetActivation(ctx context.Context, c *keygen.Client, lic *keygen
 	}
 	var kerr *keygen.Error
 	if errors.As(err, &kerr) {
-		detail := "activation refused: " + nonEmpty(kerr.Detail, kerr.Title)
-		if remedy := Explain(kerr.Code); remedy != "" {
-			detail += ": " + remedy
-		}
-		return &keyRefused{Code: kerr.Code, Detail: detail}
+		return &keyRefused{Code: kerr.Code, Detail: withRemedy("activation refused: "+nonEmpty(kerr.Detail, kerr.Title), kerr.Code)}
 	}
 	return err
 }
