@@ -93,3 +93,81 @@ func TestAcquireDoesNotWaitOnAnotherUsersShare(t *testing.T) {
 		}
 	})
 }
+
+// A user whose share is spent releases a lease while another user waits
+// for the seat: the release's kill is queued at once, not waited out on the
+// spent share, and the waiter's acquire frees the seat charged to the agent.
+func TestReleaseDoesNotHoldSeatOnSpentShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(1)}})
+		e.procs.Spawn(600)
+		hog := e.dial(ipc.Peer{PID: 600, UID: "666", StartTime: 600 * 7, Exe: "/usr/bin/hog"})
+		if _, _, err := hog.Acquire(acquireParams()); err != nil {
+			t.Fatal(err)
+		}
+		exhaustShare(t, e.a, "uid:666")
+		e.procs.Spawn(700)
+		good := e.dial(ipc.Peer{PID: 700, UID: "1000", StartTime: 700 * 7, Exe: "/usr/bin/demo"})
+		defer good.Close()
+		got := make(chan error, 1)
+		var res *ipc.AcquireResult
+		start := time.Now()
+		go func() {
+			p := acquireParams()
+			p.WaitMS = 60_000
+			r, _, err := good.Acquire(p)
+			res = r
+			got <- err
+		}()
+		synctest.Wait()
+		hog.Close()
+		if err := <-got; err != nil {
+			t.Fatalf("good acquire: %v", err)
+		}
+		if took := time.Since(start); took > time.Second || res.Offline {
+			t.Fatalf("good acquire took %v (offline %v): the seat waited on the hog's share", took, res.Offline)
+		}
+		if n := e.liveProcesses(); n != 1 {
+			t.Fatalf("live processes = %d, want 1", n)
+		}
+	})
+}
+
+// The outbox replay is not held up by a user whose share is spent: that
+// user's queued kills wait for the next round, another user's queued spawn
+// is sent, with a seat freed for it charged to the agent.
+func TestReplayNotHeldUpBySpentShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const limit = 2
+		e := attackerAtLimit(t, limit)
+		// A good user's lease granted offline (the spawn queued).
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		e.procs.Spawn(700)
+		good := e.dial(ipc.Peer{PID: 700, UID: "1000", StartTime: 700 * 7, Exe: "/usr/bin/demo"})
+		defer good.Close()
+		res, _, err := good.Acquire(acquireParams())
+		if err != nil || !res.Offline {
+			t.Fatalf("offline acquire: %+v %v", res, err)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		exhaustShare(t, e.a, "uid:666") // still spent after the offline spell
+		start := time.Now()
+		e.a.replayOutbox(context.Background())
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("the replay took %v: it waited on the attacker's share", took)
+		}
+		if l := e.a.leases.get(res.LeaseID); l == nil || l.processID == "" {
+			t.Fatal("the good user's queued spawn was not replayed")
+		}
+		kills := 0
+		entries, _ := e.a.store.Outbox()
+		for _, en := range entries {
+			if en.Kind == cache.OutboxKill {
+				kills++
+			}
+		}
+		if kills != limit-1 {
+			t.Fatalf("%d kills still queued, want %d (one sent to free the seat)", kills, limit-1)
+		}
+	})
+}
