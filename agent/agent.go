@@ -138,6 +138,8 @@ type Agent struct {
 	halt context.Context
 	// replayMu serialises outbox replays.
 	replayMu sync.Mutex
+	// claims marks the outbox entries being sent (killcharge.go).
+	claims outboxClaims
 	// persistQ carries lease-record writes to runPersister.
 	persistMu     sync.RWMutex
 	persistQ      chan func() error
@@ -466,18 +468,30 @@ func (a *Agent) beforeRequest(ctx context.Context, _, _ string) error {
 	if !ok {
 		p = budget.PriorityRefresh
 	}
+	wait := a.budget.WaitAs
+	if ok, _ := ctx.Value(withinShareKey{}).(bool); ok {
+		wait = a.budget.WaitWithinShare
+	}
 	if d, ok := ctx.Value(maxWaitKey{}).(time.Duration); ok && d > 0 {
 		wctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
-		if err := a.budget.WaitAs(wctx, p, budgetOwner(ctx)); err != nil {
-			if ctx.Err() != nil {
+		if err := wait(wctx, p, budgetOwner(ctx)); err != nil {
+			switch {
+			case errors.Is(err, budget.ErrShareSpent):
+				return errShareSpent
+			case ctx.Err() != nil:
 				return ctx.Err()
 			}
 			return errBudgetWait
 		}
 		return nil
 	}
-	return a.budget.WaitAs(ctx, p, budgetOwner(ctx))
+	if err := wait(ctx, p, budgetOwner(ctx)); errors.Is(err, budget.ErrShareSpent) {
+		return errShareSpent
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // go runs f on a goroutine owned by the agent: Run waits for it.

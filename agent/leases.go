@@ -312,10 +312,9 @@ func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p
 		// budget during a 429 storm); past that the lease is granted
 		// locally and its spawn queued, as when offline.
 		proc, err := a.spawnProcess(withMaxBudgetWait(ctx, spawnWait), l)
-		if errors.Is(err, keygen.ErrProcessLimitExceeded) && a.hasQueuedKills() {
-			// Keygen still counts processes whose kill is queued: send the
-			// kills, then try once more.
-			a.replayOutbox(ctx)
+		if errors.Is(err, keygen.ErrProcessLimitExceeded) && a.freeSeat(withMaxBudgetWait(ctx, spawnWait), l.user) {
+			// Keygen still counted a process whose kill was queued: one
+			// seat is free now, try once more.
 			proc, err = a.spawnProcess(withMaxBudgetWait(ctx, spawnWait), l)
 		}
 		switch {
@@ -581,7 +580,14 @@ func (a *Agent) releaseLease(id, reason string) bool {
 	a.sched.Remove(schedKey{kind: schedPing, lease: id})
 	a.sched.Remove(schedKey{kind: schedAdopt, lease: id})
 
-	ctx, cancel := context.WithTimeout(withBudgetOwner(a.haltCtx(), l.user), 30*time.Second)
+	// The kill is charged to the lease's user, but never waits on that
+	// user's share: the seat is handed on only after it, and whoever waits
+	// for the seat (another user's acquire, the license loop revoking, a
+	// heartbeat worker) must not wait out this user's budget. A user whose
+	// share is spent has the kill queued at once (errShareSpent); Keygen
+	// then counts the process until the replay sends the kill, or until an
+	// acquire that needs the seat sends it charged to the agent (freeSeat).
+	ctx, cancel := context.WithTimeout(withinShare(withBudgetOwner(a.haltCtx(), l.user)), 30*time.Second)
 	defer cancel()
 	switch {
 	case lp.processID != "":

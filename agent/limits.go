@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
+	"github.com/keygen-agent/keygen-agent/agent/budget"
 	"github.com/keygen-agent/keygen-agent/ipc"
 )
 
@@ -53,11 +55,40 @@ func withBudgetOwner(ctx context.Context, uid string) context.Context {
 	return context.WithValue(ctx, budgetOwnerKey{}, uid)
 }
 
+type (
+	agentChargeKey struct{}
+	withinShareKey struct{}
+)
+
+// chargedToAgent charges the Keygen requests made with ctx to the agent
+// (""), whoever's request ctx serves: the kills sent to free a seat that
+// another user's request needs (freeSeat). The waiting user must not wait
+// on the share of the user whose dead lease holds the seat.
+func chargedToAgent(ctx context.Context) context.Context {
+	return context.WithValue(ctx, agentChargeKey{}, true)
+}
+
+// withinShare makes the Keygen requests made with ctx fail at once with
+// errShareSpent, instead of waiting, when their owner's share of the budget
+// is spent. For requests that someone else waits behind: a release's kill
+// (the seat is handed on only after it) and the outbox replay (one user's
+// entry would hold up every later one).
+func withinShare(ctx context.Context) context.Context {
+	return context.WithValue(ctx, withinShareKey{}, true)
+}
+
+// errShareSpent: a withinShare request's owner has used its share. Like
+// errBudgetWait, offline-class for the caller (the work is queued).
+var errShareSpent = fmt.Errorf("%w: %w", budget.ErrShareSpent, errBudgetWait)
+
 // budgetOwner is whose share of the request budget a Keygen request made
 // with ctx uses: the uid of the local peer whose request it serves (the
 // ipc server puts the peer in every handler's context), or "" for the
-// agent's own work (pings, revalidations, replays).
+// agent's own work (pings, revalidations) and for what chargedToAgent marks.
 func budgetOwner(ctx context.Context) string {
+	if ok, _ := ctx.Value(agentChargeKey{}).(bool); ok {
+		return ""
+	}
 	if uid, ok := ctx.Value(budgetOwnerKey{}).(string); ok {
 		return "uid:" + uid
 	}

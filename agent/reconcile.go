@@ -136,6 +136,14 @@ func (a *Agent) enforceLimit(v licenseView) {
 // Keygen refuses a queued spawn (its seats were taken meanwhile, e.g. by
 // other machines under PER_LICENSE), that lease — a newer one than every
 // lease already confirmed — is revoked with a notification.
+//
+// Each entry is charged to the user whose lease it serves, and never waits
+// on that user's share (withinShare): a user whose share is spent has its
+// entries left for the next round (outboxRetry) while the other users'
+// entries go on, so one user's spent budget never holds up another's
+// replay. A spawn refused for the process limit while kills are still
+// queued (a skipped user's) gets one seat freed by freeSeat, charged to the
+// agent, and one more try.
 func (a *Agent) replayOutbox(ctx context.Context) {
 	// One replay at a time (the license loop and the scheduler both
 	// trigger it); a second caller leaves it to the running one.
@@ -153,49 +161,80 @@ func (a *Agent) replayOutbox(ctx context.Context) {
 	slices.SortStableFunc(entries, func(x, y cache.OutboxEntry) int {
 		return boolInt(x.Kind != cache.OutboxKill) - boolInt(y.Kind != cache.OutboxKill)
 	})
+	spent := map[string]bool{} // users whose share ran out this round
+	deferred := func(user string) {
+		spent[user] = true
+		a.sched.Set(schedKey{kind: schedOutbox}, schedNow().Add(outboxRetry))
+	}
 	for _, e := range entries {
-		switch e.Kind {
-		case cache.OutboxSpawn:
-			l, _, live := a.leases.live(e.LeaseID)
-			if !live {
-				_ = a.store.Ack(e.Seq)
-				continue
-			}
-			// A replay is charged to the user whose lease it serves: one
-			// user's offline grants must not spend everyone's budget.
-			proc, err := a.spawnProcess(withBudgetOwner(ctx, l.user), l)
-			switch {
-			case err == nil:
-				lp := a.leases.setProcess(l, proc.ID, time.Duration(proc.Interval)*time.Second)
-				a.recordProof(l.id, proc, true)
-				a.persistLease(l)
-				_ = a.store.Ack(e.Seq)
-				a.schedulePing(l.id, lp.interval)
-			case offline(err):
-				return
-			default:
-				_ = a.store.Ack(e.Seq)
-				a.leases.clearOffline(l) // nothing to drop from the outbox any more
-				code := ipc.CodeLicenseInvalid
-				if errors.Is(err, keygen.ErrProcessLimitExceeded) {
-					code = ipc.CodeProcessLimitExceeded
-				}
-				a.revokeLease(e.LeaseID, "Keygen refused the lease granted while offline: "+err.Error(), code)
-			}
-		case cache.OutboxUse:
-			if a.replayUse(ctx, e) {
-				return
-			}
-		case cache.OutboxKill:
-			err := a.killProcess(withBudgetOwner(ctx, e.User), e.ProcessID)
-			if offline(err) {
-				return
-			}
+		if spent[e.User] {
+			continue // keep the user's entries in order: all wait for the next round
+		}
+		if !a.claims.claim(e.Seq) {
+			continue // freeSeat is sending it
+		}
+		stop := a.replayEntry(ctx, e, deferred)
+		a.claims.release(e.Seq)
+		if stop {
+			return
+		}
+	}
+}
+
+// replayEntry sends one outbox entry for replayOutbox; it reports true when
+// Keygen is unreachable (the replay stops). deferred is called, and the
+// entry kept, when the entry's user has spent its share.
+func (a *Agent) replayEntry(ctx context.Context, e cache.OutboxEntry, deferred func(user string)) bool {
+	uctx := withinShare(withBudgetOwner(ctx, e.User))
+	switch e.Kind {
+	case cache.OutboxSpawn:
+		l, _, live := a.leases.live(e.LeaseID)
+		if !live {
 			_ = a.store.Ack(e.Seq)
+			return false
+		}
+		// A replay is charged to the user whose lease it serves: one
+		// user's offline grants must not spend everyone's budget.
+		proc, err := a.spawnProcess(uctx, l)
+		if errors.Is(err, keygen.ErrProcessLimitExceeded) && a.freeSeat(withBudgetOwner(ctx, l.user), l.user) {
+			proc, err = a.spawnProcess(uctx, l)
+		}
+		switch {
+		case err == nil:
+			lp := a.leases.setProcess(l, proc.ID, time.Duration(proc.Interval)*time.Second)
+			a.recordProof(l.id, proc, true)
+			a.persistLease(l)
+			_ = a.store.Ack(e.Seq)
+			a.schedulePing(l.id, lp.interval)
+		case errors.Is(err, errShareSpent):
+			deferred(e.User)
+		case offline(err):
+			return true
+		default:
+			_ = a.store.Ack(e.Seq)
+			a.leases.clearOffline(l) // nothing to drop from the outbox any more
+			code := ipc.CodeLicenseInvalid
+			if errors.Is(err, keygen.ErrProcessLimitExceeded) {
+				code = ipc.CodeProcessLimitExceeded
+			}
+			a.revokeLease(e.LeaseID, "Keygen refused the lease granted while offline: "+err.Error(), code)
+		}
+	case cache.OutboxUse:
+		return a.replayUse(ctx, e)
+	case cache.OutboxKill:
+		err := a.killProcess(uctx, e.ProcessID)
+		switch {
+		case errors.Is(err, errShareSpent):
+			deferred(e.User)
+		case offline(err):
+			return true
 		default:
 			_ = a.store.Ack(e.Seq)
 		}
+	default:
+		_ = a.store.Ack(e.Seq)
 	}
+	return false
 }
 
 func boolInt(b bool) int {
@@ -203,18 +242,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// hasQueuedKills reports whether the outbox holds kills not yet sent.
-func (a *Agent) hasQueuedKills() bool {
-	entries, err := a.store.Outbox()
-	if err != nil {
-		return false
-	}
-	for _, e := range entries {
-		if e.Kind == cache.OutboxKill {
-			return true
-		}
-	}
-	return false
 }

@@ -3,6 +3,7 @@ package budget
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"math"
 	"slices"
 	"strconv"
@@ -617,6 +618,31 @@ func (b *Budget) WaitAs(ctx context.Context, p Priority, owner string) error {
 	}
 	b.dispatchLocked()
 	return ctx.Err()
+}
+
+// ErrShareSpent is WaitWithinShare's answer when the owner has used its
+// share of a window: the request would wait for the owner's own earlier
+// requests to leave the window.
+var ErrShareSpent = errors.New("budget: the owner's share of the request budget is spent")
+
+// WaitWithinShare is WaitAs, except that when owner has used its share of
+// a window it returns [ErrShareSpent] at once, recording nothing, instead of
+// waiting for the share to free up. It still waits for the global windows
+// and a server-imposed pause, which every owner waits for alike. The agent
+// uses it where another owner's work would otherwise wait behind this
+// owner's share (a kill that holds a seat, a replay that holds the outbox);
+// the agent ("") has no share and never gets ErrShareSpent.
+func (b *Budget) WaitWithinShare(ctx context.Context, p Priority, owner string) error {
+	if owner != "" {
+		b.mu.Lock()
+		now := b.now()
+		spent := b.ownerAllowedAt(owner, now, b.sharesLocked(now)).After(now)
+		b.mu.Unlock()
+		if spent {
+			return ErrShareSpent
+		}
+	}
+	return b.WaitAs(ctx, p, owner)
 }
 
 // TryTake records one request and reports true if it may be sent now without

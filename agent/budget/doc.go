@@ -16,6 +16,15 @@
 // the window, whichever is less. A user looping requests therefore cannot
 // fill a window: the other users and the agent keep their part of it.
 //
+// No caller should wait on another owner's share. [Budget.WaitWithinShare]
+// answers [ErrShareSpent] at once instead of queueing when the owner has
+// used its share, for work that others wait behind (a lease's kill that
+// holds a seat, an outbox replay that holds later entries). The agent
+// queues such work and moves on. A queued kill that has to run to free a
+// seat for another user's request is charged to the agent (""), not to
+// the dead lease's user (agent/killcharge.go). That costs the agent at
+// most one kill per spawn already charged to that user.
+//
 // Callers that cannot be served at once queue. Pings go first; otherwise the
 // waiting owners take turns, and one owner's callers are served by
 // [Priority] (spawns, then kills and everything else) and, within one

@@ -260,3 +260,45 @@ func TestUsersLeaveTheAgentReserve(t *testing.T) {
 		wg.Wait()
 	})
 }
+
+// WaitWithinShare answers ErrShareSpent at once, recording nothing, when
+// the owner's share is used; it waits for the global windows like WaitAs;
+// the agent never gets ErrShareSpent.
+func TestWaitWithinShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Config{Windows: []Window{{Limit: 10, Period: time.Minute}}, Safety: 1, OwnerShare: 0.5, AgentReserve: 0.2})
+		// Users' pool 8, one user at most 4.
+		for i := range 4 {
+			if err := b.WaitWithinShare(t.Context(), PriorityKill, "666"); err != nil {
+				t.Fatalf("request %d within the share: %v", i, err)
+			}
+		}
+		start := time.Now()
+		if err := b.WaitWithinShare(t.Context(), PriorityKill, "666"); err != ErrShareSpent {
+			t.Fatalf("fifth request: %v, want ErrShareSpent", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("ErrShareSpent after %v, want at once", d)
+		}
+		if s := b.Stats(); s.Sent != 4 || s.InWindow[0] != 4 {
+			t.Fatalf("stats %+v: the refused request was recorded", s)
+		}
+		// Another user and the agent are not refused.
+		if err := b.WaitWithinShare(t.Context(), PriorityKill, "1000"); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			if err := b.WaitWithinShare(t.Context(), PriorityKill, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The window is full (10): the agent waits for it, not refused.
+		start = time.Now()
+		if err := b.WaitWithinShare(t.Context(), PriorityKill, ""); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != time.Minute {
+			t.Fatalf("the agent waited %v for the full window, want 1m", d)
+		}
+	})
+}
