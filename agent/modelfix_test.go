@@ -481,3 +481,45 @@ func TestSkewedDateKeepsNewestLimit(t *testing.T) {
 		e.srv.SetFaults(devserver.Faults{})
 	})
 }
+
+// I4/status-valid-after-signed-invalid-online (model seeds 7, 36, 37,
+// minimal trace app-start; suspend; app-start(entitlements [...])): a
+// gated acquire validates with the entitlements scope, and Keygen, which
+// decides the license's own state first (license_validation_service.rb),
+// answered SUSPENDED (or EXPIRED, NOT_FOUND), signed. The agent only
+// asked the license loop to sync and refused the app with
+// ENTITLEMENTS_MISSING from the machine file, its status still active
+// and valid. A signed refusal on any call changes the state at once
+// (issue 14 item 4) and the app is told why.
+func TestGatedAcquireAppliesSignedRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		apply func(e *env)
+		state State
+	}{
+		{"suspended", func(e *env) { e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true }) }, StateSuspended},
+		{"expired", func(e *env) {
+			e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { t := time.Now().Add(-time.Second); l.Expiry = &t })
+		}, StateExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+				tc.apply(e)
+				e.procs.Spawn(100)
+				c := e.dial(agenttest.PeerFor(100))
+				defer c.Close()
+				p := acquireParams()
+				p.Entitlements = []string{"FEATURE_A"}
+				_, code, err := c.Acquire(p)
+				if err == nil || code != ipc.CodeLicenseInvalid {
+					t.Fatalf("gated acquire on a refused license: code %q err %v, want %s", code, err, ipc.CodeLicenseInvalid)
+				}
+				if st := e.status(); st.Valid || st.State != string(tc.state) {
+					t.Fatalf("status right after Keygen's signed refusal: %s valid=%v, want %s invalid", st.State, st.Valid, tc.state)
+				}
+				noBadTransitions(t, e)
+			})
+		})
+	}
+}
