@@ -128,7 +128,14 @@ func (a *Agent) entitlementsOnline(ctx context.Context, want []string) (missing 
 		}
 		return missing, true, nil
 	case preEntitlementCode(val.Code):
-		a.applyLicenseRefusal(val)
+		if val.Code != "OVERDUE" {
+			// A signed refusal of the license itself applies at once, as
+			// on any call (issue 14 item 4), not at the next sync (model
+			// test seeds 7, 36, 37: a gated acquire learnt of a
+			// suspension and the status stayed active). OVERDUE is left
+			// to the sync, which checks the license in.
+			a.observeLicenseRefusal(val)
+		}
 		a.noteLicenseChanged("validation answered " + val.Code)
 		return nil, false, nil
 	default:
@@ -137,33 +144,6 @@ func (a *Agent) entitlementsOnline(ctx context.Context, want []string) (missing 
 			a.noteLicenseChanged("entitlements added")
 		}
 		return nil, true, nil
-	}
-}
-
-// applyLicenseRefusal applies at once a signed validation answer that
-// refuses the license itself (suspended, banned, expired, unknown), as the
-// license loop would (license.go syncOnce): model test seeds 7, 36, 37
-// found a gated acquire that learnt of a suspension and left the state
-// active until the next sync (issue 14 item 4: any signed answer that
-// says the license is no longer valid changes the state at once).
-// OVERDUE is not applied here: the sync checks the license in.
-func (a *Agent) applyLicenseRefusal(val *keygen.Validation) {
-	if val.Valid {
-		return
-	}
-	switch val.Code {
-	case "NOT_FOUND":
-		a.fire(evVerdict, licenseView{State: StateInvalid, Code: val.Code, Online: true,
-			Detail: "Keygen does not know this license key"})
-	case "SUSPENDED", "BANNED", "EXPIRED":
-		if val.License == nil {
-			return
-		}
-		view := licenseView{State: verdictState(val.Code, false), Code: val.Code, Detail: val.Detail, Online: true, License: val.License}
-		if remedy := Explain(val.Code); remedy != "" {
-			view.Detail = val.Detail + ": " + remedy
-		}
-		a.fire(evVerdict, view)
 	}
 }
 

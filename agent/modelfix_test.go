@@ -523,3 +523,31 @@ func TestGatedAcquireAppliesSignedRefusal(t *testing.T) {
 		})
 	}
 }
+
+// I7/keygen-count-differs (model seed 96, then 66: date-skew(-2h31m);
+// faults-clear; use(2): Keygen counted 4): the agent had learnt its
+// clock offset from Keygen's skewed Date; once the Date was right again,
+// the increment's answer looked out of the replay window, so call
+// relearnt the clock and sent the increment again, and Keygen counted the
+// uses twice. A usage change is not idempotent: when the first answer
+// proves genuine on the relearnt clock, Keygen counted it and the agent
+// reads the count instead of sending it again.
+func TestUseNotResentAfterClockRelearn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3), MaxUses: intp(10)}})
+		e.srv.SetFaults(devserver.Faults{DateSkew: -2 * time.Hour})
+		if err := e.a.requestSync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		c := e.dial(agenttest.AdminPeer)
+		defer c.Close()
+		var r ipc.UseResult
+		if code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 2}, &r); err != nil {
+			t.Fatalf("use: %s %v", code, err)
+		}
+		if n := e.keygenUses(); n != 2 || r.Uses != 2 || r.Offline {
+			t.Fatalf("use(2): Keygen counts %d, the agent reported %d (offline=%v); want 2 and 2 online", n, r.Uses, r.Offline)
+		}
+	})
+}

@@ -103,10 +103,16 @@ func (a *Agent) useOnline(ctx context.Context, lic *keygen.License, count int) (
 	return &ipc.UseResult{Uses: got.Uses, MaxUses: got.MaxUses, Queued: a.queuedUses(lic.ID).net}, nil
 }
 
-// sendUses is the Keygen call for count uses.
+// sendUses is the Keygen call for count uses. Unlike call, it does not
+// send the change again blindly after relearning the clock: Keygen counts
+// every increment it receives (uses_controller.rb increments in place),
+// so an answer refused only for its Date, which proves genuine on the
+// relearnt clock, means the uses were counted, and the agent reads the
+// count instead (model test seed 96: a Date skew cleared, use(2) counted
+// 4).
 func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*keygen.License, error) {
 	var got *keygen.License
-	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+	send := func(ctx context.Context, c *keygen.Client) error {
 		var err error
 		if count < 0 {
 			got, err = c.DecrementUsage(ctx, licenseID, -count)
@@ -114,8 +120,32 @@ func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*key
 			got, err = c.IncrementUsage(ctx, licenseID, count)
 		}
 		return err
-	})
+	}
+	ctx = context.WithValue(ctx, priorityKey{}, budget.PriorityRefresh)
+	err := a.authenticated(ctx, send)
+	if dateOutOfWindow(err) && a.relearnClock(ctx) {
+		var de *keygen.DateError
+		if errors.As(err, &de) && a.dateInWindow(de.Date) {
+			err = a.authenticated(ctx, func(ctx context.Context, c *keygen.Client) error {
+				var err error
+				got, err = c.License(ctx, licenseID)
+				return err
+			})
+		} else {
+			// Still outside the window on the relearnt clock: a replayed
+			// answer, not Keygen's to this request.
+			err = a.authenticated(ctx, send)
+		}
+	}
+	a.observeAnswer(err)
 	return got, err
+}
+
+// dateInWindow: a signed Date within the replay window of the trusted
+// clock (keygen.Config.MaxClockDrift's default, maxAhead).
+func (a *Agent) dateInWindow(date time.Time) bool {
+	d := a.clock.now().Sub(date)
+	return d <= maxAhead && d >= -maxAhead
 }
 
 // useError maps Keygen's refusal of a usage change.
