@@ -49,6 +49,30 @@ import (
 //     learns nothing new), no panic, no goroutine left at the end (synctest
 //     fails a bubble whose goroutines outlive it).
 //
+// Issue 16's license model adds (events in model_events_test.go):
+//
+//   - I7 (metered uses, license.use against the policy's maxUses): online,
+//     the agent never reports success for uses Keygen did not count (it
+//     refused them: USES_LIMIT_EXCEEDED); Keygen's count never exceeds
+//     maxUses; no count the agent reports (online, or offline from the last
+//     count plus the queue) exceeds maxUses; once Keygen has been healthy
+//     for a revalidation, Keygen's count equals the uses the agent
+//     accepted (the offline queue was replayed, once).
+//   - I8 (entitlement-gated acquires): a lease asking for an entitlement
+//     the license never had is never granted; one asking for an
+//     entitlement detached in Keygen is not granted while the agent is
+//     online with a healthy Keygen (it asks Keygen); a settled agent grants
+//     a gated lease whose entitlements the license has.
+//   - I9 (check-in, the sequences of the check-in variant: a daily
+//     requireCheckIn policy): with Keygen healthy, the license valid and
+//     the clock right from a while before the due date, Keygen never finds
+//     the license OVERDUE; offline past Keygen's due date the agent's
+//     status is not valid (Keygen would answer OVERDUE).
+//   - License-only mode (activation = "none", a quarter of the seeds for
+//     the whole sequence): I1 with the license's maxProcesses as the limit
+//     and no Keygen machine or process of this agent at all; I4 holds with
+//     the license file as the offline certificate.
+//
 // Environment:
 //
 //	KEYGEN_MODEL_SEED=N     run only seed N (replays a reported failure)
@@ -134,6 +158,7 @@ type modelApp struct {
 	revoked  int       // lease.revoked seen when the lease was granted
 	excuse   string    // why losing its lease is allowed ("" = it must keep it)
 	diedAt   time.Time // when the process exited
+	ents     []string  // the entitlements its acquires ask for
 }
 
 // verdicts records, from the HTTP transport, the signed answers about the
@@ -214,9 +239,13 @@ func (o *observer) RoundTrip(r *http.Request) (*http.Response, error) {
 		if json.Unmarshal(b, &doc) == nil && doc.Meta.Code != "" {
 			// Machine-scope codes (NO_MACHINE, HEARTBEAT_*, ...) are about
 			// this machine's activation, not the license: only license
-			// verdicts decide I4.
+			// verdicts decide I4. Nor OVERDUE: the license may check
+			// in while overdue (license_policy.rb check_in? lets the
+			// license itself; permits_controller.rb check_in does not
+			// look at overdue), which the agent does on that answer,
+			// so it is no refusal; I9 checks check-ins.
 			switch doc.Meta.Code {
-			case "VALID", "SUSPENDED", "BANNED", "EXPIRED", "NOT_FOUND", "OVERDUE":
+			case "VALID", "SUSPENDED", "BANNED", "EXPIRED", "NOT_FOUND":
 				o.v.set(!doc.Meta.Valid, doc.Meta.Code)
 			}
 		}
@@ -283,6 +312,18 @@ type modelRun struct {
 	faults             devserver.Faults
 	stopped            bool
 	starts             uint64 // agents started (seeds their jitter)
+
+	// Issue 16's license model.
+	variant      modelVariant
+	ents         map[string]bool // the license's entitlements in Keygen
+	usesAccepted int             // uses the agent accepted (online or queued)
+	// usesLoose: queued uses may rightly be lost (the license was refused
+	// or changed while they waited): the next settled check takes Keygen's
+	// count as the new base instead of comparing.
+	usesLoose  bool
+	usesQueued bool      // uses were queued offline since the last settled check
+	ciBadAt    time.Time // check-in variant: the last time the agent could not be expected to check in
+	otherLic   []byte    // license-only mode: another license's license file
 }
 
 // seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
@@ -304,12 +345,28 @@ const (
 
 func newModelRun(t testing.TB, seed uint64, events []modelEvent) *modelRun {
 	limit := 3
-	e := newEnv(t, envOptions{
-		policy: devserver.PolicySpec{MaxProcesses: intp(limit), Floating: true, MaxMachines: intp(3)},
-		cfg:    Config{OfflineGrace: Duration(modelGrace), AdoptionWindow: Duration(modelAdoption)},
-	})
+	variant := drawVariant(seed)
+	pol := devserver.PolicySpec{MaxProcesses: intp(limit), Floating: true, MaxMachines: intp(3), MaxUses: intp(variant.maxUses)}
+	if variant.checkIn {
+		// The shortest interval Keygen allows (policy.rb validates
+		// check_in_interval in day/week/month/year).
+		pol.RequireCheckIn, pol.CheckInInterval, pol.CheckInIntervalCount = true, "day", 1
+	}
+	cfg := Config{OfflineGrace: Duration(modelGrace), AdoptionWindow: Duration(modelAdoption)}
+	if variant.licenseOnly {
+		cfg.Activation = ActivationNone
+	}
+	e := newEnv(t, envOptions{policy: pol, cfg: cfg})
+	if variant.checkIn {
+		// The license was created (and last checked in) a while ago.
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) {
+			last := time.Now().Add(variant.checkInLead - 24*time.Hour)
+			l.Created, l.LastCheckIn = last, &last
+		})
+	}
 	m := &modelRun{t: t, seed: seed, e: e, events: events, v: &verdicts{}, limit: limit, maxLimitSinceSync: limit,
-		hb: 600, maxHB: 600, activated: true, revalidate: 10 * time.Minute, nextPID: 1000}
+		hb: 600, maxHB: 600, activated: true, revalidate: 10 * time.Minute, nextPID: 1000,
+		variant: variant, ents: map[string]bool{"FEATURE_A": true, "FEATURE_B": true}}
 	m.now = time.Now
 	// A fatal error mid-sequence still stops the agent and closes the apps'
 	// connections, so the bubble ends with no goroutine left.
@@ -384,6 +441,10 @@ func (m *modelRun) setup() {
 		m.t.Fatal(err)
 	}
 	ctx := context.Background()
+	if m.variant.licenseOnly {
+		m.setupLicenseOnly(kc)
+		return
+	}
 	co, err := kc.CheckoutMachine(ctx, e.fp.Result().Fingerprint, keygen.CheckoutOptions{Encrypt: true, TTL: time.Hour,
 		Include: []string{"license", "license.entitlements", "license.policy", "components"}})
 	if err != nil {
@@ -406,8 +467,80 @@ func (m *modelRun) logf(format string, args ...any) {
 	m.trace = append(m.trace, fmt.Sprintf("  %s", fmt.Sprintf(format, args...)))
 }
 
+// setupLicenseOnly prepares the imports of license-only mode: an old
+// (1 h TTL) license file of this license and another license's file.
+func (m *modelRun) setupLicenseOnly(kc *keygen.Client) {
+	e := m.e
+	ctx := context.Background()
+	inc := licenseFileIncludes
+	co, err := kc.CheckoutLicense(ctx, e.license.ID, keygen.CheckoutOptions{Encrypt: true, TTL: time.Hour, Include: inc})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.oldCert = co.Certificate
+	other := e.srv.CreateLicense(devserver.LicenseSpec{PolicyID: e.policy.ID, Permissions: devserver.LicensePermissions})
+	ko, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: other.Key,
+		PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	co, err = ko.CheckoutLicense(ctx, other.ID, keygen.CheckoutOptions{Encrypt: true, Include: inc})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.otherCert = co.Certificate
+	m.stableSince = time.Now()
+}
+
 // serverValid: does Keygen consider the license valid now?
-func (m *modelRun) serverValid() bool { return !m.suspended && !m.expired && !m.deleted }
+func (m *modelRun) serverValid() bool {
+	return !m.suspended && !m.expired && !m.deleted && !m.keygenOverdue()
+}
+
+// keygenLicense is the license as Keygen has it now.
+func (m *modelRun) keygenLicense() (devserver.License, bool) {
+	if m.deleted {
+		return devserver.License{}, false
+	}
+	return m.e.srv.License(m.e.license.ID)
+}
+
+// checkInDue is when Keygen finds the license overdue (check-in variant):
+// a day after the last check-in (license.rb check_in_overdue?).
+func (m *modelRun) checkInDue() (time.Time, bool) {
+	if !m.variant.checkIn {
+		return time.Time{}, false
+	}
+	l, ok := m.keygenLicense()
+	if !ok || l.LastCheckIn == nil {
+		return time.Time{}, false
+	}
+	return l.LastCheckIn.Add(24 * time.Hour), true
+}
+
+func (m *modelRun) keygenOverdue() bool {
+	due, ok := m.checkInDue()
+	return ok && time.Now().After(due)
+}
+
+// keygenUses is Keygen's use count of the license.
+func (m *modelRun) keygenUses() (int, bool) {
+	l, ok := m.keygenLicense()
+	return l.Uses, ok
+}
+
+// noteCheckIn records when the agent cannot be expected to check in:
+// Keygen unhealthy, the license refused, no (right) activation, or a
+// moved clock (check-in variant).
+func (m *modelRun) noteCheckIn() {
+	if !m.variant.checkIn {
+		return
+	}
+	good := m.keygenHealthy() && !m.suspended && !m.expired && !m.deleted && m.activated && !m.agentKeyWrong && m.clockOff == 0
+	if !good {
+		m.ciBadAt = time.Now()
+	}
+}
 
 func (m *modelRun) keygenHealthy() bool { return m.fault == evAdvance || m.fault == evLatency }
 
@@ -523,7 +656,9 @@ func (m *modelRun) dialApp(a *modelApp) {
 func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	p := acquireParams()
 	p.WaitMS = int64(wait / time.Millisecond)
+	p.Entitlements = a.ents
 	revoked := a.c.Revoked()
+	var pre *ipc.Status // the status as the app asked
 	// call lets the agent finish what it was doing at this instant (an
 	// answer from Keygen it is acting on) before the app asks, and notes
 	// how many signed verdicts had arrived when it asked.
@@ -533,6 +668,7 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 		m.v.mu.Lock()
 		seen0 = m.v.seen
 		m.v.mu.Unlock()
+		pre = m.e.status()
 		return a.c.Acquire(p)
 	}
 	r, code, err := call()
@@ -542,6 +678,9 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	}
 	if err != nil {
 		m.logf("app #%d pid %d: refused %s", a.idx, a.pid, code)
+		if v := m.checkEntitlementRefusal(a, code, err); v != nil {
+			return v
+		}
 		// As in check's I3: only a license Keygen considers valid (seed
 		// 175: a lease granted after the license expired, before the
 		// agent heard of it, was refused on re-claim after a restart).
@@ -554,6 +693,9 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	m.logf("app #%d pid %d: granted %s reused=%v offline=%v", a.idx, a.pid, r.LeaseID, r.Reused, r.Offline)
 	if !a.alive {
 		return &violation{inv: "I2", key: "dead-peer-granted", msg: fmt.Sprintf("app #%d (pid %d) has exited and was granted lease %s over its inherited connection", a.idx, a.pid, r.LeaseID)}
+	}
+	if v := m.checkEntitlementGrant(a, r, pre); v != nil {
+		return v
 	}
 	wasHeld := a.held
 	a.held, a.leaseID, a.revoked, a.mustLose = true, r.LeaseID, revoked, false
@@ -598,6 +740,94 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 		return &violation{inv: "I1", key: "grant-over-limit", msg: fmt.Sprintf("granted a lease: %d held, limit %d", held, allowed)}
 	}
 	return nil
+}
+
+// checkEntitlementGrant is I8 on a grant: never an entitlement the license
+// never had; not one detached in Keygen while the agent is online with a
+// healthy Keygen, which it asks (entitlements.go).
+func (m *modelRun) checkEntitlementGrant(a *modelApp, r *ipc.AcquireResult, pre *ipc.Status) *violation {
+	for _, c := range a.ents {
+		if c == modelEntMissing {
+			return &violation{inv: "I8", key: "granted-never-entitled", msg: fmt.Sprintf("app #%d asked for %s, which the license never had, and was granted lease %s (reused=%v offline=%v)", a.idx, c, r.LeaseID, r.Reused, r.Offline)}
+		}
+		if !m.ents[c] && m.keygenHealthy() && pre.Online && pre.Valid && !r.Reused {
+			return &violation{inv: "I8", key: "granted-detached-online", msg: fmt.Sprintf("app #%d asked for %s, detached in Keygen, and was granted lease %s online (status %s)", a.idx, c, r.LeaseID, pre.State)}
+		}
+	}
+	return nil
+}
+
+// checkEntitlementRefusal is I8 on a refusal: a settled agent does not
+// refuse entitlements the license has (since before it settled).
+func (m *modelRun) checkEntitlementRefusal(a *modelApp, code string, err error) *violation {
+	if code != ipc.CodeEntitlementsMissing {
+		return nil
+	}
+	for _, c := range a.ents {
+		if !m.ents[c] {
+			return nil
+		}
+	}
+	settled := m.keygenHealthy() && m.clockOff == 0 && m.serverValid() && m.activated && !m.agentKeyWrong &&
+		time.Since(m.stableSince) > 12*time.Minute
+	if settled {
+		return &violation{inv: "I8", key: "entitled-refused", msg: fmt.Sprintf("app #%d asked for %v, which the license has, and was refused: %v", a.idx, a.ents, err)}
+	}
+	return nil
+}
+
+// use is an evUse / evUseDecr: an app records uses (I7).
+func (m *modelRun) use(ev modelEvent) *violation {
+	a := m.pick(ev.n, func(a *modelApp) bool { return a.alive && a.connOpen })
+	if a == nil {
+		return nil
+	}
+	count := useCount(ev.n)
+	if ev.kind == evUseDecr {
+		count = -1
+	}
+	synctest.Wait()
+	before, _ := m.keygenUses()
+	pre := m.e.status()
+	var res ipc.UseResult
+	code, err := a.c.Call(ipc.MethodUse, ipc.UseParams{Count: count}, &res)
+	synctest.Wait()
+	after, ok := m.keygenUses()
+	maxUses := m.variant.maxUses
+	if err != nil {
+		m.logf("app #%d: use(%d) refused %s (Keygen's count %d -> %d)", a.idx, count, code, before, after)
+		if code == ipc.CodeUsesExceeded && count > 0 && m.keygenHealthy() && pre.Online && pre.Valid && !m.usesQueued &&
+			before+count <= maxUses && after == before {
+			return &violation{inv: "I7", key: "uses-refused-below-limit", msg: fmt.Sprintf("use(%d) refused with Keygen at %d of %d: %v", count, before, maxUses, err)}
+		}
+		return nil
+	}
+	m.logf("app #%d: use(%d) -> uses %d offline=%v queued=%d (Keygen's count %d -> %d)", a.idx, count, res.Uses, res.Offline, res.Queued, before, after)
+	if res.Uses > maxUses {
+		return &violation{inv: "I7", key: "reported-over-max-" + onlineWord(!res.Offline), msg: fmt.Sprintf("use(%d) reported %d uses, maxUses %d", count, res.Uses, maxUses)}
+	}
+	if !res.Offline && ok && count > 0 && after < before+count {
+		return &violation{inv: "I7", key: "online-success-not-counted", msg: fmt.Sprintf("use(%d) reported success online, Keygen's count went %d -> %d", count, before, after)}
+	}
+	if !res.Offline && ok && count < 0 && after > before+count {
+		return &violation{inv: "I7", key: "online-decrement-not-counted", msg: fmt.Sprintf("use(%d) reported success online, Keygen's count went %d -> %d", count, before, after)}
+	}
+	if res.Offline {
+		m.usesQueued = true
+	}
+	if count > 0 || !res.Offline {
+		// A queued decrement is not counted: Keygen lets only admin and
+		// product tokens decrement (uses.go), so its replay is refused.
+		m.usesAccepted += count
+	}
+	return nil
+}
+
+// usesMayBeLost: uses queued now may rightly be refused at replay.
+func (m *modelRun) usesMayBeLost() {
+	if m.usesQueued {
+		m.usesLoose = true
+	}
 }
 
 func (m *modelRun) newApp() *modelApp {
@@ -686,6 +916,9 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		}
 	case evAppStart, evAppStartWait:
 		a := m.newApp()
+		if ev.kind == evAppStart {
+			a.ents = appEntitlements(ev.n)
+		}
 		return m.acquire(a, ev.d)
 	case evAppExit:
 		a := m.pick(ev.n, func(a *modelApp) bool { return a.alive })
@@ -792,6 +1025,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		})
 		if !m.serverValid() {
 			m.excuseAll(ev.kind.String())
+			m.usesMayBeLost()
 		}
 		m.unstable()
 	case evDelete:
@@ -801,6 +1035,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		m.deleteLicense()
 		m.deleted = true
 		m.excuseAll("license deleted")
+		m.usesMayBeLost()
 		m.unstable()
 	case evLimitDown, evLimitUp:
 		if m.deleted {
@@ -825,6 +1060,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 	case evActivateWrong:
 		st, code, err := m.admin(ipc.MethodActivate, ipc.ActivateParams{Key: "TYPO-" + strconv.Itoa(ev.n)})
 		m.logf("activate wrong key: code %q err %v state %s", code, err, st.State)
+		m.usesMayBeLost()
 		if err == nil {
 			m.agentKeyWrong = true
 			return &violation{inv: "I3", key: "wrong-key-accepted", msg: "a mistyped key was accepted"}
@@ -832,6 +1068,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 	case evActivateRight:
 		st, code, err := m.admin(ipc.MethodActivate, ipc.ActivateParams{Key: e.license.Key})
 		m.logf("activate right key: code %q err %v state %s", code, err, st.State)
+		m.usesMayBeLost()
 		if err == nil || code == ipc.CodeLicenseInvalid {
 			m.activated = true
 			m.agentKeyWrong = false
@@ -840,6 +1077,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 	case evDeactivate:
 		st, code, err := m.admin(ipc.MethodDeactivate, nil)
 		m.logf("deactivate (fault %s): code %q err %v state %s", m.fault, code, err, st.State)
+		m.usesMayBeLost()
 		if err == nil {
 			m.activated = false
 			m.excuseAll("deactivated by an admin")
@@ -857,7 +1095,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		var cert []byte
 		switch ev.kind {
 		case evImportGood:
-			rec, err := e.a.store.Certificate(certMachine)
+			rec, err := e.a.store.Certificate(e.a.offlineCertKind())
 			if err != nil || rec == nil {
 				return nil
 			}
@@ -872,6 +1110,29 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		if ev.kind == evImportOther && err == nil {
 			return &violation{inv: "I6", key: "other-machine-file-accepted", msg: "another machine's file was imported"}
 		}
+	case evUse, evUseDecr:
+		return m.use(ev)
+	case evEntDetach, evEntAttach:
+		if m.deleted {
+			return nil
+		}
+		c := entCode(ev.n)
+		if ev.kind == evEntDetach {
+			e.srv.DetachEntitlements(e.license.ID, c)
+		} else if !m.ents[c] {
+			e.srv.AttachEntitlements(e.license.ID, c)
+		}
+		m.ents[c] = ev.kind == evEntAttach
+		if ev.kind == evEntDetach {
+			// Issue 16 item 7: a lease that needs a removed entitlement
+			// may go once the agent learns of it.
+			for _, a := range m.apps {
+				if a.held && a.excuse == "" && slices.Contains(a.ents, c) {
+					a.excuse = "its entitlement " + c + " was detached"
+				}
+			}
+		}
+		m.unstable()
 	}
 	return nil
 }
@@ -928,6 +1189,14 @@ func (m *modelRun) check() *violation {
 	// restart found the clock 3h27m behind, and no advance came between).
 	if m.clockOffWhileFault && !m.keygenHealthy() {
 		m.excuseAll("clock changed while offline")
+	}
+	if m.keygenOverdue() {
+		m.excuseAll("overdue for check-in in Keygen")
+		m.usesMayBeLost()
+	}
+	// I7: Keygen never counts more than maxUses.
+	if n, ok := m.keygenUses(); ok && n > m.variant.maxUses {
+		return &violation{inv: "I7", key: "keygen-over-max", msg: fmt.Sprintf("Keygen counts %d uses, maxUses %d", n, m.variant.maxUses)}
 	}
 	st := e.status()
 	m.lastStatus = st
@@ -1000,6 +1269,10 @@ func (m *modelRun) checkTimed() *violation {
 	}
 	e := m.e
 	now := time.Now()
+	m.noteCheckIn()
+	if v := m.checkLicenseModel(now); v != nil {
+		return v
+	}
 	// Outages longer than the grace, or clock changes while offline, may
 	// take leases away.
 	if !m.keygenHealthy() && now.Sub(m.outageSince) > modelGrace-m.revalidate {
@@ -1043,6 +1316,15 @@ func (m *modelRun) checkTimed() *violation {
 				now.Sub(m.stableSince), st.State, st.Code, st.Valid, st.Online, m.serverValid(), m.activated, st.Detail)}
 	}
 	m.maxLimitSinceSync = m.limit
+	// I7: the queued uses were replayed, once.
+	if n, ok := m.keygenUses(); ok && m.activated && !m.agentKeyWrong {
+		if m.usesLoose {
+			m.usesAccepted, m.usesLoose = n, false
+		} else if n != m.usesAccepted {
+			return &violation{inv: "I7", key: "keygen-count-differs", msg: fmt.Sprintf("settled: Keygen counts %d uses, the agent accepted %d", n, m.usesAccepted)}
+		}
+		m.usesQueued = false
+	}
 	// I1, synced: every live Keygen process of this machine is a lease's,
 	// and there are no more than the limit.
 	if st.Machine != nil && st.Machine.ID != "" && now.Sub(m.stableSince) > 12*time.Minute+time.Duration(m.maxHB)*time.Second {
@@ -1069,8 +1351,43 @@ func (m *modelRun) checkTimed() *violation {
 	return nil
 }
 
+// checkLicenseModel runs the time-driven checks of issue 16's license
+// model: I9 (check-in) and license-only mode's I1.
+func (m *modelRun) checkLicenseModel(now time.Time) *violation {
+	e := m.e
+	if due, ok := m.checkInDue(); ok && now.After(due) {
+		// I9: healthy from well before the due date (two revalidations),
+		// the agent checked in in time.
+		if !m.ciBadAt.After(due.Add(-2*10*time.Minute - 2*time.Minute)) {
+			return &violation{inv: "I9", key: "overdue-while-online", msg: fmt.Sprintf("Keygen finds the license overdue (due %v ago) though it was healthy and the license valid since %v before the due date", now.Sub(due), due.Sub(m.ciBadAt))}
+		}
+		// I9: offline past the due date, not valid.
+		offline := m.fault == evOutage || m.fault == ev5xx || m.fault == ev429 || m.fault == evBadSig
+		if offline && m.clockOff == 0 && !m.clockOffWhileFault && now.Sub(due) > time.Minute && now.Sub(m.faultSince) > time.Minute {
+			if st := e.status(); st.Valid {
+				return &violation{inv: "I9", key: "valid-offline-past-due", msg: fmt.Sprintf("Keygen's check-in was due %v ago, Keygen is away (%s) and the status is %s/%s valid=%v online=%v", now.Sub(due), m.fault, st.State, st.Code, st.Valid, st.Online)}
+			}
+		}
+	}
+	if m.variant.licenseOnly {
+		// I1, license-only mode: no machine and no Keygen process of this
+		// agent (the other machine of setup is not the agent's).
+		fp := e.fp.Result().Fingerprint
+		for _, mc := range e.srv.Machines() {
+			if mc.Fingerprint == fp {
+				return &violation{inv: "I1", key: "license-only-machine", msg: fmt.Sprintf("license-only mode, and Keygen has machine %s for this fingerprint", mc.ID)}
+			}
+		}
+		for _, p := range e.srv.Processes() {
+			return &violation{inv: "I1", key: "license-only-process", msg: fmt.Sprintf("license-only mode, and Keygen has process %s (pid %s)", p.ID, p.PID)}
+		}
+	}
+	return nil
+}
+
 // run executes the events; it returns the first violation.
 func (m *modelRun) run() (v *violation) {
+	m.trace = append(m.trace, "variant: "+m.variant.String())
 	m.setup()
 	for i, ev := range m.events {
 		m.trace = append(m.trace, fmt.Sprintf("%3d %s", i, ev))
@@ -1078,6 +1395,7 @@ func (m *modelRun) run() (v *violation) {
 		v = m.apply(ev)
 		if v == nil {
 			synctest.Wait()
+			m.noteCheckIn()
 			v = m.check()
 		}
 		if v != nil {
