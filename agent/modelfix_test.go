@@ -551,3 +551,27 @@ func TestUseNotResentAfterClockRelearn(t *testing.T) {
 		}
 	})
 }
+
+// I7/online-decrement-not-counted (model seed 49: clock-jump(-55m);
+// use-decrement): the first version of the fix above read the count after
+// any answer refused for its Date, so Keygen's signed 403 to a decrement
+// (license credentials may not decrement) was reported as done. A refusal
+// changed nothing and must reach the app.
+func TestUseRefusalUnderMovedClockReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3), MaxUses: intp(10)}})
+		c := e.dial(agenttest.AdminPeer)
+		defer c.Close()
+		if code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 2}, nil); err != nil {
+			t.Fatalf("use: %s %v", code, err)
+		}
+		e.offset.Store(int64(-55 * time.Minute))
+		code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: -1}, nil)
+		if code != ipc.CodePermissionDenied {
+			t.Fatalf("decrement under a moved clock: %s %v, want %s", code, err, ipc.CodePermissionDenied)
+		}
+		if n := e.keygenUses(); n != 2 {
+			t.Fatalf("Keygen counts %d, want 2", n)
+		}
+	})
+}

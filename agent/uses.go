@@ -106,10 +106,12 @@ func (a *Agent) useOnline(ctx context.Context, lic *keygen.License, count int) (
 // sendUses is the Keygen call for count uses. Unlike call, it does not
 // send the change again blindly after relearning the clock: Keygen counts
 // every increment it receives (uses_controller.rb increments in place),
-// so an answer refused only for its Date, which proves genuine on the
-// relearnt clock, means the uses were counted, and the agent reads the
-// count instead (model test seed 96: a Date skew cleared, use(2) counted
-// 4).
+// so a success answer refused only for its Date, which proves genuine on
+// the relearnt clock, means the uses were counted, and the agent reads
+// the count instead (model test seed 96: a Date skew cleared, use(2)
+// counted 4). A refusal changed nothing: it is sent again to read it
+// (model test seed 49: a decrement refused under a moved clock was
+// reported as done).
 func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*keygen.License, error) {
 	var got *keygen.License
 	send := func(ctx context.Context, c *keygen.Client) error {
@@ -125,7 +127,7 @@ func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*key
 	err := a.authenticated(ctx, send)
 	if dateOutOfWindow(err) && a.relearnClock(ctx) {
 		var de *keygen.DateError
-		if errors.As(err, &de) && a.dateInWindow(de.Date) {
+		if errors.As(err, &de) && de.Status >= 200 && de.Status < 300 && a.dateInWindow(de.Date) {
 			err = a.authenticated(ctx, func(ctx context.Context, c *keygen.Client) error {
 				var err error
 				got, err = c.License(ctx, licenseID)

@@ -27,8 +27,9 @@ var (
 // an answer to a request that is not idempotent (a usage increment) may
 // have been genuine, and sending the request again would repeat it.
 type DateError struct {
-	Date time.Time // the signed Date
-	err  error
+	Date   time.Time // the signed Date
+	Status int       // the answer's HTTP status (a refusal changed nothing)
+	err    error
 }
 
 func (e *DateError) Error() string { return e.err.Error() }
