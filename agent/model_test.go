@@ -1192,6 +1192,12 @@ func (m *modelRun) check() *violation {
 	}
 	if m.keygenOverdue() {
 		m.excuseAll("overdue for check-in in Keygen")
+	}
+	if !m.serverValid() {
+		// Uses queued while Keygen refuses the license (the agent, offline,
+		// may not know yet) are refused at replay: a license refused
+		// authentication gets 403 on every route (seed 136: suspend;
+		// 429-storm; use(3)).
 		m.usesMayBeLost()
 	}
 	// I7: Keygen never counts more than maxUses.
