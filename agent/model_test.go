@@ -579,7 +579,12 @@ func (m *modelRun) setFault(k evKind, f devserver.Faults) {
 		// back offline (seed 102: clock-fix of a clock 1h27m fast, then a
 		// 429 storm in the same instant: clock_tampered).
 		recent := !m.clockMovedAt.IsZero() && time.Since(m.clockMovedAt) <= m.revalidate+time.Minute
-		m.clockOffWhileFault = m.clockOff != 0 || recent
+		// A fault that follows another, with no healthy spell between,
+		// keeps the evidence of a clock moved during the first (seed 166:
+		// 5xx-burst; clock-jump(+33m); clock-fix; 16 min; outage: the
+		// agent, never online since, kept the forward reading and its
+		// offline window ended 56 min early).
+		m.clockOffWhileFault = m.clockOff != 0 || recent || (!wasHealthy && m.clockOffWhileFault)
 	}
 	if k == evDateSkew {
 		m.skewTaint = true
@@ -705,7 +710,12 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	if m.skewTaint && !m.keygenHealthy() && m.fault != evDateSkew {
 		a.excuse = "granted after a date-skew fault while Keygen is away"
 	}
-	if r.Offline && !wasHeld && m.heldCount() > m.limit {
+	// License-only mode's leases are local (r.Offline is never set):
+	// the agent learns a lowered limit at its next sync, from the
+	// validation and license file, and grants within the old one until
+	// then, online or not (seed 226: limit-down, 429-storm, three grants
+	// at limit 3, then the newest revoked once Keygen answered).
+	if (r.Offline || m.variant.licenseOnly) && !wasHeld && m.heldCount() > m.limit {
 		// Granted offline within the limit of the cached machine file,
 		// beyond the one Keygen has now (lowered during the outage): once
 		// online Keygen refuses the queued spawn (machine_process.rb
@@ -1001,6 +1011,11 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		}
 		m.unstable()
 	case evClockFix:
+		if m.clockOff != 0 && !m.keygenHealthy() {
+			// Put right offline, the clock moved away from the offset the
+			// agent last learned: offline, as evidence, it is a jump.
+			m.clockOffWhileFault = true
+		}
 		m.clockOff = 0
 		m.clockMovedAt = time.Now()
 		e.offset.Store(0)
