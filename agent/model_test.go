@@ -312,6 +312,7 @@ type modelRun struct {
 	faults             devserver.Faults
 	stopped            bool
 	starts             uint64 // agents started (seeds their jitter)
+	stats              map[string]int
 
 	// Issue 16's license model.
 	variant      modelVariant
@@ -366,7 +367,13 @@ func newModelRun(t testing.TB, seed uint64, events []modelEvent) *modelRun {
 	}
 	m := &modelRun{t: t, seed: seed, e: e, events: events, v: &verdicts{}, limit: limit, maxLimitSinceSync: limit,
 		hb: 600, maxHB: 600, activated: true, revalidate: 10 * time.Minute, nextPID: 1000,
-		variant: variant, ents: map[string]bool{"FEATURE_A": true, "FEATURE_B": true}}
+		variant: variant, ents: map[string]bool{"FEATURE_A": true, "FEATURE_B": true}, stats: map[string]int{}}
+	if variant.licenseOnly {
+		m.stats["seqs-license-only"]++
+	}
+	if variant.checkIn {
+		m.stats["seqs-check-in"]++
+	}
 	m.now = time.Now
 	// A fatal error mid-sequence still stops the agent and closes the apps'
 	// connections, so the bubble ends with no goroutine left.
@@ -657,6 +664,24 @@ func (m *modelRun) dialApp(a *modelApp) {
 	a.connOpen = true
 }
 
+// ensureConn redials a running app whose connection is gone: the agent
+// closes a connection that sent no request within its first 30 s
+// (ipc.DefaultIdleTimeout), as after reconnectAll for an app without a
+// lease; the SDKs reconnect. Without this, such apps' license.use and
+// re-acquires all failed UNAVAILABLE (about 1 in 5 uses in seeds 1-300).
+func (m *modelRun) ensureConn(a *modelApp) {
+	if a.connOpen {
+		select {
+		case <-a.c.Done():
+			a.c.Close()
+			a.connOpen = false
+		default:
+			return
+		}
+	}
+	m.dialApp(a)
+}
+
 // acquire asks for a lease for a and checks I1/I4 on a grant.
 func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	p := acquireParams()
@@ -756,6 +781,9 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 // never had; not one detached in Keygen while the agent is online with a
 // healthy Keygen, which it asks (entitlements.go).
 func (m *modelRun) checkEntitlementGrant(a *modelApp, r *ipc.AcquireResult, pre *ipc.Status) *violation {
+	if len(a.ents) > 0 {
+		m.stats["gated-granted"]++
+	}
 	for _, c := range a.ents {
 		if c == modelEntMissing {
 			return &violation{inv: "I8", key: "granted-never-entitled", msg: fmt.Sprintf("app #%d asked for %s, which the license never had, and was granted lease %s (reused=%v offline=%v)", a.idx, c, r.LeaseID, r.Reused, r.Offline)}
@@ -773,6 +801,7 @@ func (m *modelRun) checkEntitlementRefusal(a *modelApp, code string, err error) 
 	if code != ipc.CodeEntitlementsMissing {
 		return nil
 	}
+	m.stats["gated-refused-missing"]++
 	for _, c := range a.ents {
 		if !m.ents[c] {
 			return nil
@@ -788,10 +817,11 @@ func (m *modelRun) checkEntitlementRefusal(a *modelApp, code string, err error) 
 
 // use is an evUse / evUseDecr: an app records uses (I7).
 func (m *modelRun) use(ev modelEvent) *violation {
-	a := m.pick(ev.n, func(a *modelApp) bool { return a.alive && a.connOpen })
+	a := m.pick(ev.n, func(a *modelApp) bool { return a.alive })
 	if a == nil {
 		return nil
 	}
+	m.ensureConn(a)
 	count := useCount(ev.n)
 	if ev.kind == evUseDecr {
 		count = -1
@@ -806,6 +836,7 @@ func (m *modelRun) use(ev modelEvent) *violation {
 	maxUses := m.variant.maxUses
 	if err != nil {
 		m.logf("app #%d: use(%d) refused %s (Keygen's count %d -> %d)", a.idx, count, code, before, after)
+		m.stats["uses-refused-"+code]++
 		if code == ipc.CodeUsesExceeded && count > 0 && m.keygenHealthy() && pre.Online && pre.Valid && !m.usesQueued &&
 			before+count <= maxUses && after == before {
 			return &violation{inv: "I7", key: "uses-refused-below-limit", msg: fmt.Sprintf("use(%d) refused with Keygen at %d of %d: %v", count, before, maxUses, err)}
@@ -813,6 +844,7 @@ func (m *modelRun) use(ev modelEvent) *violation {
 		return nil
 	}
 	m.logf("app #%d: use(%d) -> uses %d offline=%v queued=%d (Keygen's count %d -> %d)", a.idx, count, res.Uses, res.Offline, res.Queued, before, after)
+	m.stats["uses-accepted-"+onlineWord(!res.Offline)]++
 	if res.Uses > maxUses {
 		return &violation{inv: "I7", key: "reported-over-max-" + onlineWord(!res.Offline), msg: fmt.Sprintf("use(%d) reported %d uses, maxUses %d", count, res.Uses, maxUses)}
 	}
@@ -973,9 +1005,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		if a == nil {
 			return nil
 		}
-		if !a.connOpen {
-			m.dialApp(a)
-		}
+		m.ensureConn(a)
 		return m.acquire(a, 0)
 	case evAgentCrash, evAgentRestart:
 		if ev.kind == evAgentCrash {
@@ -1343,6 +1373,8 @@ func (m *modelRun) checkTimed() *violation {
 			m.usesAccepted, m.usesLoose = n, false
 		} else if n != m.usesAccepted {
 			return &violation{inv: "I7", key: "keygen-count-differs", msg: fmt.Sprintf("settled: Keygen counts %d uses, the agent accepted %d", n, m.usesAccepted)}
+		} else if m.usesQueued {
+			m.stats["uses-replayed-and-matched"]++
 		}
 		m.usesQueued = false
 	}
@@ -1385,7 +1417,9 @@ func (m *modelRun) checkLicenseModel(now time.Time) *violation {
 		// I9: offline past the due date, not valid.
 		offline := m.fault == evOutage || m.fault == ev5xx || m.fault == ev429 || m.fault == evBadSig
 		if offline && m.clockOff == 0 && !m.clockOffWhileFault && now.Sub(due) > time.Minute && now.Sub(m.faultSince) > time.Minute {
-			if st := e.status(); st.Valid {
+			st := e.status()
+			m.stats["offline-past-due-checks"]++
+			if st.Valid {
 				return &violation{inv: "I9", key: "valid-offline-past-due", msg: fmt.Sprintf("Keygen's check-in was due %v ago, Keygen is away (%s) and the status is %s/%s valid=%v online=%v", now.Sub(due), m.fault, st.State, st.Code, st.Valid, st.Online)}
 			}
 		}
@@ -1450,12 +1484,22 @@ func envInt(t *testing.T, name string, def int) int {
 
 // runModelSeq runs one sequence in its own bubble.
 func runModelSeq(t *testing.T, seed uint64, events []modelEvent) (v *violation, trace []string, logs string) {
+	v, trace, logs, _ = runModelSeqStats(t, seed, events)
+	return v, trace, logs
+}
+
+// runModelSeqStats is runModelSeq with the sequence's coverage counts
+// (how often the license-model invariants were put to the test).
+func runModelSeqStats(t *testing.T, seed uint64, events []modelEvent) (v *violation, trace []string, logs string, stats map[string]int) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newModelRun(t, seed, events)
 		v = m.run()
-		trace, logs = m.trace, m.e.logs.Tail(modelLogTail())
+		trace, logs, stats = m.trace, m.e.logs.Tail(modelLogTail()), m.stats
+		if l, ok := m.keygenLicense(); ok && m.variant.checkIn && l.LastCheckIn != nil && l.LastCheckIn.After(l.Created) {
+			stats["checked-in"]++
+		}
 	})
-	return v, trace, logs
+	return v, trace, logs, stats
 }
 
 func TestModelSequences(t *testing.T) {
@@ -1490,13 +1534,14 @@ func TestModelSequences(t *testing.T) {
 	minimize := os.Getenv("KEYGEN_MODEL_MINIMIZE") != ""
 	start := time.Now()
 	var mu sync.Mutex
-	total, known := 0, map[string]int{}
+	total, known, stats := 0, map[string]int{}, map[string]int{}
 	// The sequences run in parallel (each in its own bubble, with its own
 	// dev server and cache: nothing is shared), as many at once as
 	// -test.parallel allows (GOMAXPROCS): the summary comes once all are
 	// done.
 	t.Cleanup(func() {
 		t.Logf("model: %d sequences, %d events drawn, %v wall time; violations by kind: %v", seqs, total, time.Since(start).Round(time.Millisecond), known)
+		t.Logf("model: license-model coverage: %v", stats)
 		for id, why := range knownViolations {
 			t.Logf("knownViolations still listed: %s: %s", id, why)
 		}
@@ -1508,9 +1553,12 @@ func TestModelSequences(t *testing.T) {
 		}
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
-			v, trace, logs := runModelSeq(t, seed, events)
+			v, trace, logs, st := runModelSeqStats(t, seed, events)
 			mu.Lock()
 			total += len(events)
+			for k, n := range st {
+				stats[k] += n
+			}
 			if v != nil {
 				known[v.id()]++
 			}
