@@ -575,3 +575,41 @@ func TestUseRefusalUnderMovedClockReported(t *testing.T) {
 		}
 	})
 }
+
+// I7/keygen-count-differs (model seed 222, license-only, maxUses 8): six
+// uses were counted by Keygen (replayed from the queue), a revalidation
+// followed, then the agent restarted while Keygen was away. Offline it
+// took the count from the certificate (checked out when the license had 0
+// uses), since the last usage answer was older than the last sync, and
+// accepted 1 + 2 more uses: 9 > 8, and Keygen refused the replay. The
+// offline limit must start from the newest count Keygen gave.
+func TestOfflineUsesCountFromNewestAnswer(t *testing.T) {
+	for _, mode := range []string{ActivationMachine, ActivationNone} {
+		t.Run(mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3), MaxUses: intp(8)},
+					cfg: Config{Activation: mode}})
+				c := e.dial(agenttest.AdminPeer)
+				if code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 6}, nil); err != nil {
+					t.Fatalf("use: %s %v", code, err)
+				}
+				c.Close()
+				time.Sleep(time.Minute)
+				if err := e.a.requestSync(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				e.crash()
+				e.srv.SetFaults(devserver.Faults{Refuse: true})
+				e.start()
+				e.waitFor("offline", func() bool { return e.status().State == string(StateOffline) })
+				c = e.dial(agenttest.AdminPeer)
+				defer c.Close()
+				var r ipc.UseResult
+				code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 3}, &r)
+				if code != ipc.CodeUsesExceeded {
+					t.Fatalf("offline use(3) with Keygen at 6 of 8: %s %v (result %+v), want %s", code, err, r, ipc.CodeUsesExceeded)
+				}
+			})
+		})
+	}
+}

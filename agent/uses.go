@@ -196,27 +196,51 @@ func (a *Agent) useOffline(v licenseView, count int) (*ipc.UseResult, error) {
 	return &ipc.UseResult{Uses: counted, MaxUses: last.MaxUses, Offline: true, Queued: q.net + count}, nil
 }
 
-// lastUsage is the newest count known for lic: the last usage answer when
-// it is not older than the last sync, else the license as last seen.
+// lastUsage is the newest count known for lic: the usage record, which
+// every answer with a count updates (use answers, validations:
+// noteUsage), else the license as last seen. Not the view's license when
+// a record exists: offline it comes from a certificate that may be older
+// than the record (model test seed 222: a restart offline took 0 uses
+// from the license file while Keygen had counted 6, and accepted uses
+// past maxUses).
 func (a *Agent) lastUsage(lic *keygen.License) usageRecord {
 	cur := usageRecord{LicenseID: lic.ID, Uses: lic.Uses, MaxUses: lic.MaxUses}
+	rec, ok := a.usageRecord(lic.ID)
+	if !ok {
+		return cur
+	}
+	if cur.MaxUses == nil {
+		// The view may come from a certificate without the limit; the
+		// answer had it.
+		cur.MaxUses = rec.MaxUses
+	}
+	cur.Uses = rec.Uses
+	return cur
+}
+
+func (a *Agent) usageRecord(licenseID string) (usageRecord, bool) {
 	raw, err := a.store.Meta(metaUsage)
 	if err != nil || len(raw) == 0 {
-		return cur
+		return usageRecord{}, false
 	}
 	var rec usageRecord
-	if json.Unmarshal(raw, &rec) != nil || rec.LicenseID != lic.ID {
-		return cur
+	if json.Unmarshal(raw, &rec) != nil || rec.LicenseID != licenseID {
+		return usageRecord{}, false
 	}
-	if !rec.At.Before(a.lastSync()) {
-		if cur.MaxUses == nil {
-			// The view may come from a certificate without the limit;
-			// the answer had it.
-			cur.MaxUses = rec.MaxUses
-		}
-		cur.Uses = rec.Uses
+	return rec, true
+}
+
+// noteUsage records the count of a validation's license when it differs
+// from the record (so a revalidation costs no cache write): the record is
+// then always Keygen's newest count.
+func (a *Agent) noteUsage(l *keygen.License) {
+	if l == nil || l.ID == "" {
+		return
 	}
-	return cur
+	if rec, ok := a.usageRecord(l.ID); ok && rec.Uses == l.Uses && equalPtr(rec.MaxUses, l.MaxUses) {
+		return
+	}
+	a.recordUsage(l)
 }
 
 // recordUsage persists a usage answer, stamped on the clock lastSync uses.
