@@ -166,7 +166,7 @@ func drawVariant(seed uint64) modelVariant {
 	v.checkIn = r.IntN(4) == 0
 	// From inside the agent's check-in margin (checked in at the first
 	// sync) to well past it (checked in mid-sequence, maybe offline).
-	v.checkInLead = time.Duration(30+r.IntN(10*60)) * time.Minute
+	v.checkInLead = time.Duration(30+r.IntN(12*60)) * time.Minute
 	return v
 }
 

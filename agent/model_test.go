@@ -323,7 +323,10 @@ type modelRun struct {
 	// count as the new base instead of comparing.
 	usesLoose  bool
 	usesQueued bool      // uses were queued offline since the last settled check
-	ciBadAt    time.Time // check-in variant: the last time the agent could not be expected to check in
+	// Check-in variant: the start of the current spell in which the agent
+	// can be expected to check in (zero: not in one), and the due date
+	// that an ended spell covered from ciLead before it to past it.
+	ciGoodStart, ciCovered time.Time
 	otherLic   []byte    // license-only mode: another license's license file
 }
 
@@ -543,11 +546,24 @@ func (m *modelRun) noteCheckIn() {
 	if !m.variant.checkIn {
 		return
 	}
+	now := time.Now()
 	good := m.keygenHealthy() && !m.suspended && !m.expired && !m.deleted && m.activated && !m.agentKeyWrong && m.clockOff == 0
-	if !good {
-		m.ciBadAt = time.Now()
+	if good {
+		if m.ciGoodStart.IsZero() {
+			m.ciGoodStart = now
+		}
+		return
 	}
+	if due, ok := m.checkInDue(); ok && !m.ciGoodStart.IsZero() && !m.ciGoodStart.After(due.Add(-ciLead)) && !now.Before(due) {
+		m.ciCovered = due
+	}
+	m.ciGoodStart = time.Time{}
 }
+
+// ciLead: how long before the due date a healthy spell must begin for the
+// agent to be expected to check in: two revalidations (it checks in at a
+// revalidation once the date is within its margin, checkin.go) and slack.
+const ciLead = 2*10*time.Minute + 2*time.Minute
 
 func (m *modelRun) keygenHealthy() bool { return m.fault == evAdvance || m.fault == evLatency }
 
@@ -1411,8 +1427,8 @@ func (m *modelRun) checkLicenseModel(now time.Time) *violation {
 	if due, ok := m.checkInDue(); ok && now.After(due) {
 		// I9: healthy from well before the due date (two revalidations),
 		// the agent checked in in time.
-		if !m.ciBadAt.After(due.Add(-2*10*time.Minute - 2*time.Minute)) {
-			return &violation{inv: "I9", key: "overdue-while-online", msg: fmt.Sprintf("Keygen finds the license overdue (due %v ago) though it was healthy and the license valid since %v before the due date", now.Sub(due), due.Sub(m.ciBadAt))}
+		if m.ciCovered.Equal(due) || (!m.ciGoodStart.IsZero() && !m.ciGoodStart.After(due.Add(-ciLead))) {
+			return &violation{inv: "I9", key: "overdue-while-online", msg: fmt.Sprintf("Keygen finds the license overdue (due %v ago) though Keygen was healthy, the license valid and the clock right from %v before the due date to past it", now.Sub(due), ciLead)}
 		}
 		// I9: offline past the due date, not valid.
 		offline := m.fault == evOutage || m.fault == ev5xx || m.fault == ev429 || m.fault == evBadSig
@@ -1444,6 +1460,7 @@ func (m *modelRun) checkLicenseModel(now time.Time) *violation {
 func (m *modelRun) run() (v *violation) {
 	m.trace = append(m.trace, "variant: "+m.variant.String())
 	m.setup()
+	m.ciGoodStart = time.Now()
 	for i, ev := range m.events {
 		m.trace = append(m.trace, fmt.Sprintf("%3d %s", i, ev))
 		m.cur = ev.kind
