@@ -322,12 +322,12 @@ type modelRun struct {
 	// or changed while they waited): the next settled check takes Keygen's
 	// count as the new base instead of comparing.
 	usesLoose  bool
-	usesQueued bool      // uses were queued offline since the last settled check
+	usesQueued bool // uses were queued offline since the last settled check
 	// Check-in variant: the start of the current spell in which the agent
 	// can be expected to check in (zero: not in one), and the due date
 	// that an ended spell covered from ciLead before it to past it.
 	ciGoodStart, ciCovered time.Time
-	otherLic   []byte    // license-only mode: another license's license file
+	otherLic               []byte // license-only mode: another license's license file
 }
 
 // seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
