@@ -158,8 +158,9 @@ var knownViolations = map[string]string{
 	//     answer and accepted uses past maxUses; Keygen refused the replay
 	//     (TestOfflineUsesCountFromNewestAnswer).
 	//   - I7/keygen-count-differs (seed 136): model. Uses queued while
-	//     Keygen refuses the license are refused at replay (authentication
-	//     fails with 403 on every route for a suspended license).
+	//     Keygen refuses the license are refused at replay (a suspended,
+	//     expired or banned license's login gets 403 on every route:
+	//     concerns/authentication.rb).
 	//   - I3/lease-revoked-active-in-advance (seed 226): model. License-only
 	//     leases are local (never r.Offline): granted within the old limit
 	//     until the next sync, then the newest revoked, as designed.
@@ -1294,7 +1295,8 @@ func (m *modelRun) check() *violation {
 	if !m.serverValid() {
 		// Uses queued while Keygen refuses the license (the agent, offline,
 		// may not know yet) are refused at replay: a license refused
-		// authentication gets 403 on every route (seed 136: suspend;
+		// authentication gets 403 on every route (concerns/
+		// authentication.rb; seed 136: suspend;
 		// 429-storm; use(3)).
 		m.usesMayBeLost()
 	}
