@@ -66,6 +66,13 @@ func (a *Agent) requireEntitlements(ctx context.Context, want []string, v licens
 		if err == nil && known {
 			return entitlementsError(missing)
 		}
+		if err == nil {
+			// Keygen answered about the license itself: a refusal it
+			// signed now decides (applyLicenseRefusal), not the file.
+			if lerr := a.leaseAllowed(a.view()); lerr != nil {
+				return lerr
+			}
+		}
 		if err != nil && !offline(err) {
 			a.log.Warn("entitlement check with Keygen failed; deciding from the machine file", "err", err)
 		}
@@ -121,6 +128,14 @@ func (a *Agent) entitlementsOnline(ctx context.Context, want []string) (missing 
 		}
 		return missing, true, nil
 	case preEntitlementCode(val.Code):
+		if val.Code != "OVERDUE" {
+			// A signed refusal of the license itself applies at once, as
+			// on any call (issue 14 item 4), not at the next sync (model
+			// test seeds 7, 36, 37: a gated acquire learnt of a
+			// suspension and the status stayed active). OVERDUE is left
+			// to the sync, which checks the license in.
+			a.observeLicenseRefusal(val)
+		}
 		a.noteLicenseChanged("validation answered " + val.Code)
 		return nil, false, nil
 	default:

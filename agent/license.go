@@ -189,6 +189,7 @@ func (a *Agent) validateAndRecord(ctx context.Context, key string, opts keygen.V
 	}
 	a.clock.observeValidation(v)
 	a.markSynced()
+	a.noteUsage(v.License) // the offline use limit starts from Keygen's newest count (uses.go)
 	rec := cache.ValidationRecord{Valid: v.Valid, Code: v.Code, Detail: v.Detail, At: a.now()}
 	if v.License != nil {
 		rec.LicenseID = v.License.ID

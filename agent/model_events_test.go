@@ -49,6 +49,10 @@ const (
 	evImportGood                  // an admin imports this machine's current machine file
 	evImportExpired               // an admin imports an old (1 h TTL) machine file
 	evImportOther                 // an admin imports another machine's file
+	evUse                         // an app records 1-3 uses (license.use)
+	evUseDecr                     // an app takes a use back (license.use, count -1)
+	evEntDetach                   // an entitlement is detached from the license in Keygen
+	evEntAttach                   // an entitlement is attached (again) to the license
 	evCount
 )
 
@@ -57,7 +61,8 @@ var evNames = [...]string{
 	"release", "reacquire", "agent-crash", "agent-restart", "outage", "5xx-burst", "429-storm", "latency",
 	"bad-signature", "date-skew", "faults-clear", "clock-jump", "clock-fix", "suspend", "reinstate", "expire",
 	"renew", "delete", "limit-down", "limit-up", "heartbeat", "activate-wrong", "activate-right", "deactivate",
-	"config-edit", "import-good", "import-expired", "import-other",
+	"config-edit", "import-good", "import-expired", "import-other", "use", "use-decrement", "entitlement-detach",
+	"entitlement-attach",
 }
 
 func (k evKind) String() string {
@@ -76,6 +81,9 @@ var eventWeights = [evCount]int{
 	evDelete:    0, // drawn separately, rarely: it ends the license for the rest of the sequence
 	evLimitDown: 2, evLimitUp: 2, evHeartbeat: 2, evActivateWrong: 2, evActivateRight: 2,
 	evDeactivate: 1, evConfigEdit: 1, evImportGood: 1, evImportExpired: 1, evImportOther: 1,
+	// Issue 16's features, in proportion: about as often as the other
+	// admin and app events, so a sequence costs about the same.
+	evUse: 3, evUseDecr: 1, evEntDetach: 1, evEntAttach: 1,
 }
 
 type modelEvent struct {
@@ -94,8 +102,72 @@ func (e modelEvent) String() string {
 		return fmt.Sprintf("%s(%ds)", e.kind, e.n)
 	case evAppExit, evAppCrash, evForkExit, evChildAcquire, evRelease, evReacquire:
 		return fmt.Sprintf("%s(#%d)", e.kind, e.n)
+	case evAppStart:
+		if ents := appEntitlements(e.n); ents != nil {
+			return fmt.Sprintf("%s(entitlements %v)", e.kind, ents)
+		}
+	case evUse:
+		return fmt.Sprintf("%s(%d)", e.kind, useCount(e.n))
+	case evEntDetach, evEntAttach:
+		return fmt.Sprintf("%s(%s)", e.kind, entCode(e.n))
 	}
 	return e.kind.String()
+}
+
+// modelEntMissing is an entitlement code the license never has.
+const modelEntMissing = "FEATURE_X"
+
+// appEntitlements: the entitlements an app-start asks for (drawn with the
+// event): four in ten starts are gated.
+func appEntitlements(n int) []string {
+	switch (n >> 4) % 10 {
+	case 0:
+		return []string{"FEATURE_A"}
+	case 1:
+		return []string{"FEATURE_A", "FEATURE_B"}
+	case 2:
+		return []string{"FEATURE_B"}
+	case 3:
+		return []string{modelEntMissing}
+	}
+	return nil
+}
+
+// useCount: how many uses an evUse records.
+func useCount(n int) int { return 1 + n%3 }
+
+// entCode: which entitlement an attach/detach event is about.
+func entCode(n int) string { return []string{"FEATURE_A", "FEATURE_B"}[n%2] }
+
+// modelVariant is what a whole sequence runs under, drawn from its seed on
+// a stream of its own (so the events of a seed do not depend on it).
+type modelVariant struct {
+	licenseOnly bool          // activation = "none": no machine, no Keygen processes
+	checkIn     bool          // the policy requires a daily check-in
+	checkInLead time.Duration // check-in variant: the first check-in is due this long after the start
+	maxUses     int           // the policy's maxUses
+}
+
+func (v modelVariant) String() string {
+	s := fmt.Sprintf("maxUses=%d", v.maxUses)
+	if v.licenseOnly {
+		s += " license-only"
+	}
+	if v.checkIn {
+		s += fmt.Sprintf(" check-in(first due in %v)", v.checkInLead)
+	}
+	return s
+}
+
+func drawVariant(seed uint64) modelVariant {
+	r := rand.New(rand.NewPCG(seed, 0x76617269616e74)) // "variant"
+	v := modelVariant{maxUses: 6 + r.IntN(10)}
+	v.licenseOnly = r.IntN(4) == 0
+	v.checkIn = r.IntN(4) == 0
+	// From inside the agent's check-in margin (checked in at the first
+	// sync) to well past it (checked in mid-sequence, maybe offline).
+	v.checkInLead = time.Duration(30+r.IntN(12*60)) * time.Minute
+	return v
 }
 
 // genEvents draws n events from seed.

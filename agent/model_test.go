@@ -49,6 +49,30 @@ import (
 //     learns nothing new), no panic, no goroutine left at the end (synctest
 //     fails a bubble whose goroutines outlive it).
 //
+// Issue 16's license model adds (events in model_events_test.go):
+//
+//   - I7 (metered uses, license.use against the policy's maxUses): online,
+//     the agent never reports success for uses Keygen did not count (it
+//     refused them: USES_LIMIT_EXCEEDED); Keygen's count never exceeds
+//     maxUses; no count the agent reports (online, or offline from the last
+//     count plus the queue) exceeds maxUses; once Keygen has been healthy
+//     for a revalidation, Keygen's count equals the uses the agent
+//     accepted (the offline queue was replayed, once).
+//   - I8 (entitlement-gated acquires): a lease asking for an entitlement
+//     the license never had is never granted; one asking for an
+//     entitlement detached in Keygen is not granted while the agent is
+//     online with a healthy Keygen (it asks Keygen); a settled agent grants
+//     a gated lease whose entitlements the license has.
+//   - I9 (check-in, the sequences of the check-in variant: a daily
+//     requireCheckIn policy): with Keygen healthy, the license valid and
+//     the clock right from a while before the due date, Keygen never finds
+//     the license OVERDUE; offline past Keygen's due date the agent's
+//     status is not valid (Keygen would answer OVERDUE).
+//   - License-only mode (activation = "none", a quarter of the seeds for
+//     the whole sequence): I1 with the license's maxProcesses as the limit
+//     and no Keygen machine or process of this agent at all; I4 holds with
+//     the license file as the offline certificate.
+//
 // Environment:
 //
 //	KEYGEN_MODEL_SEED=N     run only seed N (replays a reported failure)
@@ -111,6 +135,45 @@ var knownViolations = map[string]string{
 	// stale limit (378: with the Date 47 min behind the files' clock, the
 	// cached machine file was deleted as "issued in the future" and the
 	// older license file's limit applied; fixed).
+	//
+	// Issue 16's license model (uses I7, entitlement-gated acquires I8,
+	// check-in I9, the license-only variant; the draws changed, so every
+	// seed is a new sequence): seeds 1-300 strict found, each fixed (agent
+	// fixes pinned in agent/modelfix_test.go):
+	//   - I4/status-valid-after-signed-invalid-online (seeds 7, 36, 37):
+	//     agent. A gated acquire's validation answered SUSPENDED, EXPIRED
+	//     or NOT_FOUND (signed) and the agent only woke the license loop,
+	//     refusing ENTITLEMENTS_MISSING from the machine file with the
+	//     status still active. Applied at once now
+	//     (TestGatedAcquireAppliesSignedRefusal).
+	//   - I7/keygen-count-differs (seed 96, then 66): agent. After a Date
+	//     skew cleared, the increment's answer looked out of the replay
+	//     window, call relearnt the clock and sent the increment again:
+	//     Keygen counted use(2) as 4 (TestUseNotResentAfterClockRelearn).
+	//   - I7/online-decrement-not-counted (seeds 49, 96, 122, 133): agent,
+	//     in the first version of that fix, which read the count after a
+	//     signed 403 too (TestUseRefusalUnderMovedClockReported).
+	//   - I7/keygen-count-differs (seed 222): agent. Restarted offline, it
+	//     took the use count from a certificate older than the last usage
+	//     answer and accepted uses past maxUses; Keygen refused the replay
+	//     (TestOfflineUsesCountFromNewestAnswer).
+	//   - I7/keygen-count-differs (seed 136): model. Uses queued while
+	//     Keygen refuses the license are refused at replay (a suspended,
+	//     expired or banned license's login gets 403 on every route:
+	//     concerns/authentication.rb).
+	//   - I3/lease-revoked-active-in-advance (seed 226): model. License-only
+	//     leases are local (never r.Offline): granted within the old limit
+	//     until the next sync, then the newest revoked, as designed.
+	//   - I3/lease-revoked-offline_expired (seed 166): model. A clock moved
+	//     during one fault (5xx) and a second fault (outage) followed with
+	//     no healthy spell: the excuse was dropped at the second fault.
+	//   - The observer counted OVERDUE as a refusal for I4: model. A license
+	//     may check in while overdue (license_policy.rb check_in?,
+	//     permits_controller.rb check_in), which the agent does on that
+	//     answer; I9 checks check-ins instead.
+	//   - Apps the agent closed for idling (ipc.DefaultIdleTimeout) after a
+	//     reconnect failed every license.use UNAVAILABLE: model; they
+	//     reconnect now (ensureConn).
 }
 
 type violation struct {
@@ -134,6 +197,7 @@ type modelApp struct {
 	revoked  int       // lease.revoked seen when the lease was granted
 	excuse   string    // why losing its lease is allowed ("" = it must keep it)
 	diedAt   time.Time // when the process exited
+	ents     []string  // the entitlements its acquires ask for
 }
 
 // verdicts records, from the HTTP transport, the signed answers about the
@@ -214,9 +278,13 @@ func (o *observer) RoundTrip(r *http.Request) (*http.Response, error) {
 		if json.Unmarshal(b, &doc) == nil && doc.Meta.Code != "" {
 			// Machine-scope codes (NO_MACHINE, HEARTBEAT_*, ...) are about
 			// this machine's activation, not the license: only license
-			// verdicts decide I4.
+			// verdicts decide I4. Nor OVERDUE: the license may check
+			// in while overdue (license_policy.rb check_in? lets the
+			// license itself; permits_controller.rb check_in does not
+			// look at overdue), which the agent does on that answer,
+			// so it is no refusal; I9 checks check-ins.
 			switch doc.Meta.Code {
-			case "VALID", "SUSPENDED", "BANNED", "EXPIRED", "NOT_FOUND", "OVERDUE":
+			case "VALID", "SUSPENDED", "BANNED", "EXPIRED", "NOT_FOUND":
 				o.v.set(!doc.Meta.Valid, doc.Meta.Code)
 			}
 		}
@@ -283,6 +351,21 @@ type modelRun struct {
 	faults             devserver.Faults
 	stopped            bool
 	starts             uint64 // agents started (seeds their jitter)
+	stats              map[string]int
+
+	// Issue 16's license model.
+	variant      modelVariant
+	ents         map[string]bool // the license's entitlements in Keygen
+	usesAccepted int             // uses the agent accepted (online or queued)
+	// usesLoose: queued uses may rightly be lost (the license was refused
+	// or changed while they waited): the next settled check takes Keygen's
+	// count as the new base instead of comparing.
+	usesLoose  bool
+	usesQueued bool // uses were queued offline since the last settled check
+	// Check-in variant: the start of the current spell in which the agent
+	// can be expected to check in (zero: not in one), and the due date
+	// that an ended spell covered from ciLead before it to past it.
+	ciGoodStart, ciCovered time.Time
 }
 
 // seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
@@ -304,12 +387,34 @@ const (
 
 func newModelRun(t testing.TB, seed uint64, events []modelEvent) *modelRun {
 	limit := 3
-	e := newEnv(t, envOptions{
-		policy: devserver.PolicySpec{MaxProcesses: intp(limit), Floating: true, MaxMachines: intp(3)},
-		cfg:    Config{OfflineGrace: Duration(modelGrace), AdoptionWindow: Duration(modelAdoption)},
-	})
+	variant := drawVariant(seed)
+	pol := devserver.PolicySpec{MaxProcesses: intp(limit), Floating: true, MaxMachines: intp(3), MaxUses: intp(variant.maxUses)}
+	if variant.checkIn {
+		// The shortest interval Keygen allows (policy.rb validates
+		// check_in_interval in day/week/month/year).
+		pol.RequireCheckIn, pol.CheckInInterval, pol.CheckInIntervalCount = true, "day", 1
+	}
+	cfg := Config{OfflineGrace: Duration(modelGrace), AdoptionWindow: Duration(modelAdoption)}
+	if variant.licenseOnly {
+		cfg.Activation = ActivationNone
+	}
+	e := newEnv(t, envOptions{policy: pol, cfg: cfg})
+	if variant.checkIn {
+		// The license was created (and last checked in) a while ago.
+		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) {
+			last := time.Now().Add(variant.checkInLead - 24*time.Hour)
+			l.Created, l.LastCheckIn = last, &last
+		})
+	}
 	m := &modelRun{t: t, seed: seed, e: e, events: events, v: &verdicts{}, limit: limit, maxLimitSinceSync: limit,
-		hb: 600, maxHB: 600, activated: true, revalidate: 10 * time.Minute, nextPID: 1000}
+		hb: 600, maxHB: 600, activated: true, revalidate: 10 * time.Minute, nextPID: 1000,
+		variant: variant, ents: map[string]bool{"FEATURE_A": true, "FEATURE_B": true}, stats: map[string]int{}}
+	if variant.licenseOnly {
+		m.stats["seqs-license-only"]++
+	}
+	if variant.checkIn {
+		m.stats["seqs-check-in"]++
+	}
 	m.now = time.Now
 	// A fatal error mid-sequence still stops the agent and closes the apps'
 	// connections, so the bubble ends with no goroutine left.
@@ -384,6 +489,10 @@ func (m *modelRun) setup() {
 		m.t.Fatal(err)
 	}
 	ctx := context.Background()
+	if m.variant.licenseOnly {
+		m.setupLicenseOnly(kc)
+		return
+	}
 	co, err := kc.CheckoutMachine(ctx, e.fp.Result().Fingerprint, keygen.CheckoutOptions{Encrypt: true, TTL: time.Hour,
 		Include: []string{"license", "license.entitlements", "license.policy", "components"}})
 	if err != nil {
@@ -406,8 +515,93 @@ func (m *modelRun) logf(format string, args ...any) {
 	m.trace = append(m.trace, fmt.Sprintf("  %s", fmt.Sprintf(format, args...)))
 }
 
+// setupLicenseOnly prepares the imports of license-only mode: an old
+// (1 h TTL) license file of this license and another license's file.
+func (m *modelRun) setupLicenseOnly(kc *keygen.Client) {
+	e := m.e
+	ctx := context.Background()
+	inc := licenseFileIncludes
+	co, err := kc.CheckoutLicense(ctx, e.license.ID, keygen.CheckoutOptions{Encrypt: true, TTL: time.Hour, Include: inc})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.oldCert = co.Certificate
+	other := e.srv.CreateLicense(devserver.LicenseSpec{PolicyID: e.policy.ID, Permissions: devserver.LicensePermissions})
+	ko, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: other.Key,
+		PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	co, err = ko.CheckoutLicense(ctx, other.ID, keygen.CheckoutOptions{Encrypt: true, Include: inc})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.otherCert = co.Certificate
+	m.stableSince = time.Now()
+}
+
 // serverValid: does Keygen consider the license valid now?
-func (m *modelRun) serverValid() bool { return !m.suspended && !m.expired && !m.deleted }
+func (m *modelRun) serverValid() bool {
+	return !m.suspended && !m.expired && !m.deleted && !m.keygenOverdue()
+}
+
+// keygenLicense is the license as Keygen has it now.
+func (m *modelRun) keygenLicense() (devserver.License, bool) {
+	if m.deleted {
+		return devserver.License{}, false
+	}
+	return m.e.srv.License(m.e.license.ID)
+}
+
+// checkInDue is when Keygen finds the license overdue (check-in variant):
+// a day after the last check-in (license.rb check_in_overdue?).
+func (m *modelRun) checkInDue() (time.Time, bool) {
+	if !m.variant.checkIn {
+		return time.Time{}, false
+	}
+	l, ok := m.keygenLicense()
+	if !ok || l.LastCheckIn == nil {
+		return time.Time{}, false
+	}
+	return l.LastCheckIn.Add(24 * time.Hour), true
+}
+
+func (m *modelRun) keygenOverdue() bool {
+	due, ok := m.checkInDue()
+	return ok && time.Now().After(due)
+}
+
+// keygenUses is Keygen's use count of the license.
+func (m *modelRun) keygenUses() (int, bool) {
+	l, ok := m.keygenLicense()
+	return l.Uses, ok
+}
+
+// noteCheckIn records when the agent cannot be expected to check in:
+// Keygen unhealthy, the license refused, no (right) activation, or a
+// moved clock (check-in variant).
+func (m *modelRun) noteCheckIn() {
+	if !m.variant.checkIn {
+		return
+	}
+	now := time.Now()
+	good := m.keygenHealthy() && !m.suspended && !m.expired && !m.deleted && m.activated && !m.agentKeyWrong && m.clockOff == 0
+	if good {
+		if m.ciGoodStart.IsZero() {
+			m.ciGoodStart = now
+		}
+		return
+	}
+	if due, ok := m.checkInDue(); ok && !m.ciGoodStart.IsZero() && !m.ciGoodStart.After(due.Add(-ciLead)) && !now.Before(due) {
+		m.ciCovered = due
+	}
+	m.ciGoodStart = time.Time{}
+}
+
+// ciLead: how long before the due date a healthy spell must begin for the
+// agent to be expected to check in: two revalidations (it checks in at a
+// revalidation once the date is within its margin, checkin.go) and slack.
+const ciLead = 2*10*time.Minute + 2*time.Minute
 
 func (m *modelRun) keygenHealthy() bool { return m.fault == evAdvance || m.fault == evLatency }
 
@@ -446,7 +640,12 @@ func (m *modelRun) setFault(k evKind, f devserver.Faults) {
 		// back offline (seed 102: clock-fix of a clock 1h27m fast, then a
 		// 429 storm in the same instant: clock_tampered).
 		recent := !m.clockMovedAt.IsZero() && time.Since(m.clockMovedAt) <= m.revalidate+time.Minute
-		m.clockOffWhileFault = m.clockOff != 0 || recent
+		// A fault that follows another, with no healthy spell between,
+		// keeps the evidence of a clock moved during the first (seed 166:
+		// 5xx-burst; clock-jump(+33m); clock-fix; 16 min; outage: the
+		// agent, never online since, kept the forward reading and its
+		// offline window ended 56 min early).
+		m.clockOffWhileFault = m.clockOff != 0 || recent || (!wasHealthy && m.clockOffWhileFault)
 	}
 	if k == evDateSkew {
 		m.skewTaint = true
@@ -519,11 +718,31 @@ func (m *modelRun) dialApp(a *modelApp) {
 	a.connOpen = true
 }
 
+// ensureConn redials a running app whose connection is gone: the agent
+// closes a connection that sent no request within its first 30 s
+// (ipc.DefaultIdleTimeout), as after reconnectAll for an app without a
+// lease; the SDKs reconnect. Without this, such apps' license.use and
+// re-acquires all failed UNAVAILABLE (about 1 in 5 uses in seeds 1-300).
+func (m *modelRun) ensureConn(a *modelApp) {
+	if a.connOpen {
+		select {
+		case <-a.c.Done():
+			a.c.Close()
+			a.connOpen = false
+		default:
+			return
+		}
+	}
+	m.dialApp(a)
+}
+
 // acquire asks for a lease for a and checks I1/I4 on a grant.
 func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	p := acquireParams()
 	p.WaitMS = int64(wait / time.Millisecond)
+	p.Entitlements = a.ents
 	revoked := a.c.Revoked()
+	var pre *ipc.Status // the status as the app asked
 	// call lets the agent finish what it was doing at this instant (an
 	// answer from Keygen it is acting on) before the app asks, and notes
 	// how many signed verdicts had arrived when it asked.
@@ -533,6 +752,7 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 		m.v.mu.Lock()
 		seen0 = m.v.seen
 		m.v.mu.Unlock()
+		pre = m.e.status()
 		return a.c.Acquire(p)
 	}
 	r, code, err := call()
@@ -542,6 +762,9 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	}
 	if err != nil {
 		m.logf("app #%d pid %d: refused %s", a.idx, a.pid, code)
+		if v := m.checkEntitlementRefusal(a, code, err); v != nil {
+			return v
+		}
 		// As in check's I3: only a license Keygen considers valid (seed
 		// 175: a lease granted after the license expired, before the
 		// agent heard of it, was refused on re-claim after a restart).
@@ -555,6 +778,9 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	if !a.alive {
 		return &violation{inv: "I2", key: "dead-peer-granted", msg: fmt.Sprintf("app #%d (pid %d) has exited and was granted lease %s over its inherited connection", a.idx, a.pid, r.LeaseID)}
 	}
+	if v := m.checkEntitlementGrant(a, r, pre); v != nil {
+		return v
+	}
 	wasHeld := a.held
 	a.held, a.leaseID, a.revoked, a.mustLose = true, r.LeaseID, revoked, false
 	if !wasHeld {
@@ -563,7 +789,12 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 	if m.skewTaint && !m.keygenHealthy() && m.fault != evDateSkew {
 		a.excuse = "granted after a date-skew fault while Keygen is away"
 	}
-	if r.Offline && !wasHeld && m.heldCount() > m.limit {
+	// License-only mode's leases are local (r.Offline is never set):
+	// the agent learns a lowered limit at its next sync, from the
+	// validation and license file, and grants within the old one until
+	// then, online or not (seed 226: limit-down, 429-storm, three grants
+	// at limit 3, then the newest revoked once Keygen answered).
+	if (r.Offline || m.variant.licenseOnly) && !wasHeld && m.heldCount() > m.limit {
 		// Granted offline within the limit of the cached machine file,
 		// beyond the one Keygen has now (lowered during the outage): once
 		// online Keygen refuses the queued spawn (machine_process.rb
@@ -598,6 +829,101 @@ func (m *modelRun) acquire(a *modelApp, wait time.Duration) *violation {
 		return &violation{inv: "I1", key: "grant-over-limit", msg: fmt.Sprintf("granted a lease: %d held, limit %d", held, allowed)}
 	}
 	return nil
+}
+
+// checkEntitlementGrant is I8 on a grant: never an entitlement the license
+// never had; not one detached in Keygen while the agent is online with a
+// healthy Keygen, which it asks (entitlements.go).
+func (m *modelRun) checkEntitlementGrant(a *modelApp, r *ipc.AcquireResult, pre *ipc.Status) *violation {
+	if len(a.ents) > 0 {
+		m.stats["gated-granted"]++
+	}
+	for _, c := range a.ents {
+		if c == modelEntMissing {
+			return &violation{inv: "I8", key: "granted-never-entitled", msg: fmt.Sprintf("app #%d asked for %s, which the license never had, and was granted lease %s (reused=%v offline=%v)", a.idx, c, r.LeaseID, r.Reused, r.Offline)}
+		}
+		if !m.ents[c] && m.keygenHealthy() && pre.Online && pre.Valid && !r.Reused {
+			return &violation{inv: "I8", key: "granted-detached-online", msg: fmt.Sprintf("app #%d asked for %s, detached in Keygen, and was granted lease %s online (status %s)", a.idx, c, r.LeaseID, pre.State)}
+		}
+	}
+	return nil
+}
+
+// checkEntitlementRefusal is I8 on a refusal: a settled agent does not
+// refuse entitlements the license has (since before it settled).
+func (m *modelRun) checkEntitlementRefusal(a *modelApp, code string, err error) *violation {
+	if code != ipc.CodeEntitlementsMissing {
+		return nil
+	}
+	m.stats["gated-refused-missing"]++
+	for _, c := range a.ents {
+		if !m.ents[c] {
+			return nil
+		}
+	}
+	settled := m.keygenHealthy() && m.clockOff == 0 && m.serverValid() && m.activated && !m.agentKeyWrong &&
+		time.Since(m.stableSince) > 12*time.Minute
+	if settled {
+		return &violation{inv: "I8", key: "entitled-refused", msg: fmt.Sprintf("app #%d asked for %v, which the license has, and was refused: %v", a.idx, a.ents, err)}
+	}
+	return nil
+}
+
+// use is an evUse / evUseDecr: an app records uses (I7).
+func (m *modelRun) use(ev modelEvent) *violation {
+	a := m.pick(ev.n, func(a *modelApp) bool { return a.alive })
+	if a == nil {
+		return nil
+	}
+	m.ensureConn(a)
+	count := useCount(ev.n)
+	if ev.kind == evUseDecr {
+		count = -1
+	}
+	synctest.Wait()
+	before, _ := m.keygenUses()
+	pre := m.e.status()
+	var res ipc.UseResult
+	code, err := a.c.Call(ipc.MethodUse, ipc.UseParams{Count: count}, &res)
+	synctest.Wait()
+	after, ok := m.keygenUses()
+	maxUses := m.variant.maxUses
+	if err != nil {
+		m.logf("app #%d: use(%d) refused %s (Keygen's count %d -> %d)", a.idx, count, code, before, after)
+		m.stats["uses-refused-"+code]++
+		if code == ipc.CodeUsesExceeded && count > 0 && m.keygenHealthy() && pre.Online && pre.Valid && !m.usesQueued &&
+			before+count <= maxUses && after == before {
+			return &violation{inv: "I7", key: "uses-refused-below-limit", msg: fmt.Sprintf("use(%d) refused with Keygen at %d of %d: %v", count, before, maxUses, err)}
+		}
+		return nil
+	}
+	m.logf("app #%d: use(%d) -> uses %d offline=%v queued=%d (Keygen's count %d -> %d)", a.idx, count, res.Uses, res.Offline, res.Queued, before, after)
+	m.stats["uses-accepted-"+onlineWord(!res.Offline)]++
+	if res.Uses > maxUses {
+		return &violation{inv: "I7", key: "reported-over-max-" + onlineWord(!res.Offline), msg: fmt.Sprintf("use(%d) reported %d uses, maxUses %d", count, res.Uses, maxUses)}
+	}
+	if !res.Offline && ok && count > 0 && after < before+count {
+		return &violation{inv: "I7", key: "online-success-not-counted", msg: fmt.Sprintf("use(%d) reported success online, Keygen's count went %d -> %d", count, before, after)}
+	}
+	if !res.Offline && ok && count < 0 && after > before+count {
+		return &violation{inv: "I7", key: "online-decrement-not-counted", msg: fmt.Sprintf("use(%d) reported success online, Keygen's count went %d -> %d", count, before, after)}
+	}
+	if res.Offline {
+		m.usesQueued = true
+	}
+	if count > 0 || !res.Offline {
+		// A queued decrement is not counted: Keygen lets only admin and
+		// product tokens decrement (uses.go), so its replay is refused.
+		m.usesAccepted += count
+	}
+	return nil
+}
+
+// usesMayBeLost: uses queued now may rightly be refused at replay.
+func (m *modelRun) usesMayBeLost() {
+	if m.usesQueued {
+		m.usesLoose = true
+	}
 }
 
 func (m *modelRun) newApp() *modelApp {
@@ -686,6 +1012,9 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		}
 	case evAppStart, evAppStartWait:
 		a := m.newApp()
+		if ev.kind == evAppStart {
+			a.ents = appEntitlements(ev.n)
+		}
 		return m.acquire(a, ev.d)
 	case evAppExit:
 		a := m.pick(ev.n, func(a *modelApp) bool { return a.alive })
@@ -730,9 +1059,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		if a == nil {
 			return nil
 		}
-		if !a.connOpen {
-			m.dialApp(a)
-		}
+		m.ensureConn(a)
 		return m.acquire(a, 0)
 	case evAgentCrash, evAgentRestart:
 		if ev.kind == evAgentCrash {
@@ -768,6 +1095,11 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		}
 		m.unstable()
 	case evClockFix:
+		if m.clockOff != 0 && !m.keygenHealthy() {
+			// Put right offline, the clock moved away from the offset the
+			// agent last learned: offline, as evidence, it is a jump.
+			m.clockOffWhileFault = true
+		}
 		m.clockOff = 0
 		m.clockMovedAt = time.Now()
 		e.offset.Store(0)
@@ -792,6 +1124,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		})
 		if !m.serverValid() {
 			m.excuseAll(ev.kind.String())
+			m.usesMayBeLost()
 		}
 		m.unstable()
 	case evDelete:
@@ -801,6 +1134,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		m.deleteLicense()
 		m.deleted = true
 		m.excuseAll("license deleted")
+		m.usesMayBeLost()
 		m.unstable()
 	case evLimitDown, evLimitUp:
 		if m.deleted {
@@ -825,6 +1159,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 	case evActivateWrong:
 		st, code, err := m.admin(ipc.MethodActivate, ipc.ActivateParams{Key: "TYPO-" + strconv.Itoa(ev.n)})
 		m.logf("activate wrong key: code %q err %v state %s", code, err, st.State)
+		m.usesMayBeLost()
 		if err == nil {
 			m.agentKeyWrong = true
 			return &violation{inv: "I3", key: "wrong-key-accepted", msg: "a mistyped key was accepted"}
@@ -832,6 +1167,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 	case evActivateRight:
 		st, code, err := m.admin(ipc.MethodActivate, ipc.ActivateParams{Key: e.license.Key})
 		m.logf("activate right key: code %q err %v state %s", code, err, st.State)
+		m.usesMayBeLost()
 		if err == nil || code == ipc.CodeLicenseInvalid {
 			m.activated = true
 			m.agentKeyWrong = false
@@ -840,6 +1176,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 	case evDeactivate:
 		st, code, err := m.admin(ipc.MethodDeactivate, nil)
 		m.logf("deactivate (fault %s): code %q err %v state %s", m.fault, code, err, st.State)
+		m.usesMayBeLost()
 		if err == nil {
 			m.activated = false
 			m.excuseAll("deactivated by an admin")
@@ -857,7 +1194,7 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		var cert []byte
 		switch ev.kind {
 		case evImportGood:
-			rec, err := e.a.store.Certificate(certMachine)
+			rec, err := e.a.store.Certificate(e.a.offlineCertKind())
 			if err != nil || rec == nil {
 				return nil
 			}
@@ -872,6 +1209,29 @@ func (m *modelRun) apply(ev modelEvent) *violation {
 		if ev.kind == evImportOther && err == nil {
 			return &violation{inv: "I6", key: "other-machine-file-accepted", msg: "another machine's file was imported"}
 		}
+	case evUse, evUseDecr:
+		return m.use(ev)
+	case evEntDetach, evEntAttach:
+		if m.deleted {
+			return nil
+		}
+		c := entCode(ev.n)
+		if ev.kind == evEntDetach {
+			e.srv.DetachEntitlements(e.license.ID, c)
+		} else if !m.ents[c] {
+			e.srv.AttachEntitlements(e.license.ID, c)
+		}
+		m.ents[c] = ev.kind == evEntAttach
+		if ev.kind == evEntDetach {
+			// Issue 16 item 7: a lease that needs a removed entitlement
+			// may go once the agent learns of it.
+			for _, a := range m.apps {
+				if a.held && a.excuse == "" && slices.Contains(a.ents, c) {
+					a.excuse = "its entitlement " + c + " was detached"
+				}
+			}
+		}
+		m.unstable()
 	}
 	return nil
 }
@@ -928,6 +1288,21 @@ func (m *modelRun) check() *violation {
 	// restart found the clock 3h27m behind, and no advance came between).
 	if m.clockOffWhileFault && !m.keygenHealthy() {
 		m.excuseAll("clock changed while offline")
+	}
+	if m.keygenOverdue() {
+		m.excuseAll("overdue for check-in in Keygen")
+	}
+	if !m.serverValid() {
+		// Uses queued while Keygen refuses the license (the agent, offline,
+		// may not know yet) are refused at replay: a license refused
+		// authentication gets 403 on every route (concerns/
+		// authentication.rb; seed 136: suspend;
+		// 429-storm; use(3)).
+		m.usesMayBeLost()
+	}
+	// I7: Keygen never counts more than maxUses.
+	if n, ok := m.keygenUses(); ok && n > m.variant.maxUses {
+		return &violation{inv: "I7", key: "keygen-over-max", msg: fmt.Sprintf("Keygen counts %d uses, maxUses %d", n, m.variant.maxUses)}
 	}
 	st := e.status()
 	m.lastStatus = st
@@ -1000,6 +1375,10 @@ func (m *modelRun) checkTimed() *violation {
 	}
 	e := m.e
 	now := time.Now()
+	m.noteCheckIn()
+	if v := m.checkLicenseModel(now); v != nil {
+		return v
+	}
 	// Outages longer than the grace, or clock changes while offline, may
 	// take leases away.
 	if !m.keygenHealthy() && now.Sub(m.outageSince) > modelGrace-m.revalidate {
@@ -1043,6 +1422,17 @@ func (m *modelRun) checkTimed() *violation {
 				now.Sub(m.stableSince), st.State, st.Code, st.Valid, st.Online, m.serverValid(), m.activated, st.Detail)}
 	}
 	m.maxLimitSinceSync = m.limit
+	// I7: the queued uses were replayed, once.
+	if n, ok := m.keygenUses(); ok && m.activated && !m.agentKeyWrong {
+		if m.usesLoose {
+			m.usesAccepted, m.usesLoose = n, false
+		} else if n != m.usesAccepted {
+			return &violation{inv: "I7", key: "keygen-count-differs", msg: fmt.Sprintf("settled: Keygen counts %d uses, the agent accepted %d", n, m.usesAccepted)}
+		} else if m.usesQueued {
+			m.stats["uses-replayed-and-matched"]++
+		}
+		m.usesQueued = false
+	}
 	// I1, synced: every live Keygen process of this machine is a lease's,
 	// and there are no more than the limit.
 	if st.Machine != nil && st.Machine.ID != "" && now.Sub(m.stableSince) > 12*time.Minute+time.Duration(m.maxHB)*time.Second {
@@ -1069,15 +1459,54 @@ func (m *modelRun) checkTimed() *violation {
 	return nil
 }
 
+// checkLicenseModel runs the time-driven checks of issue 16's license
+// model: I9 (check-in) and license-only mode's I1.
+func (m *modelRun) checkLicenseModel(now time.Time) *violation {
+	e := m.e
+	if due, ok := m.checkInDue(); ok && now.After(due) {
+		// I9: healthy from well before the due date (two revalidations),
+		// the agent checked in in time.
+		if m.ciCovered.Equal(due) || (!m.ciGoodStart.IsZero() && !m.ciGoodStart.After(due.Add(-ciLead))) {
+			return &violation{inv: "I9", key: "overdue-while-online", msg: fmt.Sprintf("Keygen finds the license overdue (due %v ago) though Keygen was healthy, the license valid and the clock right from %v before the due date to past it", now.Sub(due), ciLead)}
+		}
+		// I9: offline past the due date, not valid.
+		offline := m.fault == evOutage || m.fault == ev5xx || m.fault == ev429 || m.fault == evBadSig
+		if offline && m.clockOff == 0 && !m.clockOffWhileFault && now.Sub(due) > time.Minute && now.Sub(m.faultSince) > time.Minute {
+			st := e.status()
+			m.stats["offline-past-due-checks"]++
+			if st.Valid {
+				return &violation{inv: "I9", key: "valid-offline-past-due", msg: fmt.Sprintf("Keygen's check-in was due %v ago, Keygen is away (%s) and the status is %s/%s valid=%v online=%v", now.Sub(due), m.fault, st.State, st.Code, st.Valid, st.Online)}
+			}
+		}
+	}
+	if m.variant.licenseOnly {
+		// I1, license-only mode: no machine and no Keygen process of this
+		// agent (the other machine of setup is not the agent's).
+		fp := e.fp.Result().Fingerprint
+		for _, mc := range e.srv.Machines() {
+			if mc.Fingerprint == fp {
+				return &violation{inv: "I1", key: "license-only-machine", msg: fmt.Sprintf("license-only mode, and Keygen has machine %s for this fingerprint", mc.ID)}
+			}
+		}
+		for _, p := range e.srv.Processes() {
+			return &violation{inv: "I1", key: "license-only-process", msg: fmt.Sprintf("license-only mode, and Keygen has process %s (pid %s)", p.ID, p.PID)}
+		}
+	}
+	return nil
+}
+
 // run executes the events; it returns the first violation.
 func (m *modelRun) run() (v *violation) {
+	m.trace = append(m.trace, "variant: "+m.variant.String())
 	m.setup()
+	m.ciGoodStart = time.Now()
 	for i, ev := range m.events {
 		m.trace = append(m.trace, fmt.Sprintf("%3d %s", i, ev))
 		m.cur = ev.kind
 		v = m.apply(ev)
 		if v == nil {
 			synctest.Wait()
+			m.noteCheckIn()
 			v = m.check()
 		}
 		if v != nil {
@@ -1111,12 +1540,22 @@ func envInt(t *testing.T, name string, def int) int {
 
 // runModelSeq runs one sequence in its own bubble.
 func runModelSeq(t *testing.T, seed uint64, events []modelEvent) (v *violation, trace []string, logs string) {
+	v, trace, logs, _ = runModelSeqStats(t, seed, events)
+	return v, trace, logs
+}
+
+// runModelSeqStats is runModelSeq with the sequence's coverage counts
+// (how often the license-model invariants were put to the test).
+func runModelSeqStats(t *testing.T, seed uint64, events []modelEvent) (v *violation, trace []string, logs string, stats map[string]int) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newModelRun(t, seed, events)
 		v = m.run()
-		trace, logs = m.trace, m.e.logs.Tail(modelLogTail())
+		trace, logs, stats = m.trace, m.e.logs.Tail(modelLogTail()), m.stats
+		if l, ok := m.keygenLicense(); ok && m.variant.checkIn && l.LastCheckIn != nil && l.LastCheckIn.After(l.Created) {
+			stats["checked-in"]++
+		}
 	})
-	return v, trace, logs
+	return v, trace, logs, stats
 }
 
 func TestModelSequences(t *testing.T) {
@@ -1151,13 +1590,14 @@ func TestModelSequences(t *testing.T) {
 	minimize := os.Getenv("KEYGEN_MODEL_MINIMIZE") != ""
 	start := time.Now()
 	var mu sync.Mutex
-	total, known := 0, map[string]int{}
+	total, known, stats := 0, map[string]int{}, map[string]int{}
 	// The sequences run in parallel (each in its own bubble, with its own
 	// dev server and cache: nothing is shared), as many at once as
 	// -test.parallel allows (GOMAXPROCS): the summary comes once all are
 	// done.
 	t.Cleanup(func() {
 		t.Logf("model: %d sequences, %d events drawn, %v wall time; violations by kind: %v", seqs, total, time.Since(start).Round(time.Millisecond), known)
+		t.Logf("model: license-model coverage: %v", stats)
 		for id, why := range knownViolations {
 			t.Logf("knownViolations still listed: %s: %s", id, why)
 		}
@@ -1169,9 +1609,12 @@ func TestModelSequences(t *testing.T) {
 		}
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
-			v, trace, logs := runModelSeq(t, seed, events)
+			v, trace, logs, st := runModelSeqStats(t, seed, events)
 			mu.Lock()
 			total += len(events)
+			for k, n := range st {
+				stats[k] += n
+			}
 			if v != nil {
 				known[v.id()]++
 			}

@@ -481,3 +481,135 @@ func TestSkewedDateKeepsNewestLimit(t *testing.T) {
 		e.srv.SetFaults(devserver.Faults{})
 	})
 }
+
+// I4/status-valid-after-signed-invalid-online (model seeds 7, 36, 37,
+// minimal trace app-start; suspend; app-start(entitlements [...])): a
+// gated acquire validates with the entitlements scope, and Keygen, which
+// decides the license's own state first (license_validation_service.rb),
+// answered SUSPENDED (or EXPIRED, NOT_FOUND), signed. The agent only
+// asked the license loop to sync and refused the app with
+// ENTITLEMENTS_MISSING from the machine file, its status still active
+// and valid. A signed refusal on any call changes the state at once
+// (issue 14 item 4) and the app is told why.
+func TestGatedAcquireAppliesSignedRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		apply func(e *env)
+		state State
+	}{
+		{"suspended", func(e *env) { e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { l.Suspended = true }) }, StateSuspended},
+		{"expired", func(e *env) {
+			e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) { t := time.Now().Add(-time.Second); l.Expiry = &t })
+		}, StateExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3)}})
+				tc.apply(e)
+				e.procs.Spawn(100)
+				c := e.dial(agenttest.PeerFor(100))
+				defer c.Close()
+				p := acquireParams()
+				p.Entitlements = []string{"FEATURE_A"}
+				_, code, err := c.Acquire(p)
+				if err == nil || code != ipc.CodeLicenseInvalid {
+					t.Fatalf("gated acquire on a refused license: code %q err %v, want %s", code, err, ipc.CodeLicenseInvalid)
+				}
+				if st := e.status(); st.Valid || st.State != string(tc.state) {
+					t.Fatalf("status right after Keygen's signed refusal: %s valid=%v, want %s invalid", st.State, st.Valid, tc.state)
+				}
+				noBadTransitions(t, e)
+			})
+		})
+	}
+}
+
+// I7/keygen-count-differs (model seed 96, then 66: date-skew(-2h31m);
+// faults-clear; use(2): Keygen counted 4): the agent had learnt its
+// clock offset from Keygen's skewed Date; once the Date was right again,
+// the increment's answer looked out of the replay window, so call
+// relearnt the clock and sent the increment again, and Keygen counted the
+// uses twice. A usage change is not idempotent: when the first answer
+// proves genuine on the relearnt clock, Keygen counted it and the agent
+// reads the count instead of sending it again.
+func TestUseNotResentAfterClockRelearn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3), MaxUses: intp(10)}})
+		e.srv.SetFaults(devserver.Faults{DateSkew: -2 * time.Hour})
+		if err := e.a.requestSync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		c := e.dial(agenttest.AdminPeer)
+		defer c.Close()
+		var r ipc.UseResult
+		if code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 2}, &r); err != nil {
+			t.Fatalf("use: %s %v", code, err)
+		}
+		if n := e.keygenUses(); n != 2 || r.Uses != 2 || r.Offline {
+			t.Fatalf("use(2): Keygen counts %d, the agent reported %d (offline=%v); want 2 and 2 online", n, r.Uses, r.Offline)
+		}
+	})
+}
+
+// I7/online-decrement-not-counted (model seed 49: clock-jump(-55m);
+// use-decrement): the first version of the fix above read the count after
+// any answer refused for its Date, so Keygen's signed 403 to a decrement
+// (license credentials may not decrement) was reported as done. A refusal
+// changed nothing and must reach the app.
+func TestUseRefusalUnderMovedClockReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3), MaxUses: intp(10)}})
+		c := e.dial(agenttest.AdminPeer)
+		defer c.Close()
+		if code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 2}, nil); err != nil {
+			t.Fatalf("use: %s %v", code, err)
+		}
+		e.offset.Store(int64(-55 * time.Minute))
+		code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: -1}, nil)
+		if code != ipc.CodePermissionDenied {
+			t.Fatalf("decrement under a moved clock: %s %v, want %s", code, err, ipc.CodePermissionDenied)
+		}
+		if n := e.keygenUses(); n != 2 {
+			t.Fatalf("Keygen counts %d, want 2", n)
+		}
+	})
+}
+
+// I7/keygen-count-differs (model seed 222, license-only, maxUses 8): six
+// uses were counted by Keygen (replayed from the queue), a revalidation
+// followed, then the agent restarted while Keygen was away. Offline it
+// took the count from the certificate (checked out when the license had 0
+// uses), since the last usage answer was older than the last sync, and
+// accepted 1 + 2 more uses: 9 > 8, and Keygen refused the replay. The
+// offline limit must start from the newest count Keygen gave.
+func TestOfflineUsesCountFromNewestAnswer(t *testing.T) {
+	for _, mode := range []string{ActivationMachine, ActivationNone} {
+		t.Run(mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxProcesses: intp(3), MaxUses: intp(8)},
+					cfg: Config{Activation: mode}})
+				c := e.dial(agenttest.AdminPeer)
+				if code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 6}, nil); err != nil {
+					t.Fatalf("use: %s %v", code, err)
+				}
+				c.Close()
+				time.Sleep(time.Minute)
+				if err := e.a.requestSync(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				e.crash()
+				e.srv.SetFaults(devserver.Faults{Refuse: true})
+				e.start()
+				e.waitFor("offline", func() bool { return e.status().State == string(StateOffline) })
+				c = e.dial(agenttest.AdminPeer)
+				defer c.Close()
+				var r ipc.UseResult
+				code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 3}, &r)
+				if code != ipc.CodeUsesExceeded {
+					t.Fatalf("offline use(3) with Keygen at 6 of 8: %s %v (result %+v), want %s", code, err, r, ipc.CodeUsesExceeded)
+				}
+			})
+		})
+	}
+}

@@ -103,10 +103,18 @@ func (a *Agent) useOnline(ctx context.Context, lic *keygen.License, count int) (
 	return &ipc.UseResult{Uses: got.Uses, MaxUses: got.MaxUses, Queued: a.queuedUses(lic.ID).net}, nil
 }
 
-// sendUses is the Keygen call for count uses.
+// sendUses is the Keygen call for count uses. Unlike call, it does not
+// send the change again blindly after relearning the clock: Keygen counts
+// every increment it receives (uses_controller.rb increments in place),
+// so a success answer refused only for its Date, which proves genuine on
+// the relearnt clock, means the uses were counted, and the agent reads
+// the count instead (model test seed 96: a Date skew cleared, use(2)
+// counted 4). A refusal changed nothing: it is sent again to read it
+// (model test seed 49: a decrement refused under a moved clock was
+// reported as done).
 func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*keygen.License, error) {
 	var got *keygen.License
-	err := a.call(ctx, budget.PriorityRefresh, func(ctx context.Context, c *keygen.Client) error {
+	send := func(ctx context.Context, c *keygen.Client) error {
 		var err error
 		if count < 0 {
 			got, err = c.DecrementUsage(ctx, licenseID, -count)
@@ -114,8 +122,32 @@ func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*key
 			got, err = c.IncrementUsage(ctx, licenseID, count)
 		}
 		return err
-	})
+	}
+	ctx = context.WithValue(ctx, priorityKey{}, budget.PriorityRefresh)
+	err := a.authenticated(ctx, send)
+	if dateOutOfWindow(err) && a.relearnClock(ctx) {
+		var de *keygen.DateError
+		if errors.As(err, &de) && de.Status >= 200 && de.Status < 300 && a.dateInWindow(de.Date) {
+			err = a.authenticated(ctx, func(ctx context.Context, c *keygen.Client) error {
+				var err error
+				got, err = c.License(ctx, licenseID)
+				return err
+			})
+		} else {
+			// Still outside the window on the relearnt clock: a replayed
+			// answer, not Keygen's to this request.
+			err = a.authenticated(ctx, send)
+		}
+	}
+	a.observeAnswer(err)
 	return got, err
+}
+
+// dateInWindow: a signed Date within the replay window of the trusted
+// clock (keygen.Config.MaxClockDrift's default, maxAhead).
+func (a *Agent) dateInWindow(date time.Time) bool {
+	d := a.clock.now().Sub(date)
+	return d <= maxAhead && d >= -maxAhead
 }
 
 // useError maps Keygen's refusal of a usage change.
@@ -164,27 +196,51 @@ func (a *Agent) useOffline(v licenseView, count int) (*ipc.UseResult, error) {
 	return &ipc.UseResult{Uses: counted, MaxUses: last.MaxUses, Offline: true, Queued: q.net + count}, nil
 }
 
-// lastUsage is the newest count known for lic: the last usage answer when
-// it is not older than the last sync, else the license as last seen.
+// lastUsage is the newest count known for lic: the usage record, which
+// every answer with a count updates (use answers, validations:
+// noteUsage), else the license as last seen. Not the view's license when
+// a record exists: offline it comes from a certificate that may be older
+// than the record (model test seed 222: a restart offline took 0 uses
+// from the license file while Keygen had counted 6, and accepted uses
+// past maxUses).
 func (a *Agent) lastUsage(lic *keygen.License) usageRecord {
 	cur := usageRecord{LicenseID: lic.ID, Uses: lic.Uses, MaxUses: lic.MaxUses}
+	rec, ok := a.usageRecord(lic.ID)
+	if !ok {
+		return cur
+	}
+	if cur.MaxUses == nil {
+		// The view may come from a certificate without the limit; the
+		// answer had it.
+		cur.MaxUses = rec.MaxUses
+	}
+	cur.Uses = rec.Uses
+	return cur
+}
+
+func (a *Agent) usageRecord(licenseID string) (usageRecord, bool) {
 	raw, err := a.store.Meta(metaUsage)
 	if err != nil || len(raw) == 0 {
-		return cur
+		return usageRecord{}, false
 	}
 	var rec usageRecord
-	if json.Unmarshal(raw, &rec) != nil || rec.LicenseID != lic.ID {
-		return cur
+	if json.Unmarshal(raw, &rec) != nil || rec.LicenseID != licenseID {
+		return usageRecord{}, false
 	}
-	if !rec.At.Before(a.lastSync()) {
-		if cur.MaxUses == nil {
-			// The view may come from a certificate without the limit;
-			// the answer had it.
-			cur.MaxUses = rec.MaxUses
-		}
-		cur.Uses = rec.Uses
+	return rec, true
+}
+
+// noteUsage records the count of a validation's license when it differs
+// from the record (so a revalidation costs no cache write): the record is
+// then always Keygen's newest count.
+func (a *Agent) noteUsage(l *keygen.License) {
+	if l == nil || l.ID == "" {
+		return
 	}
-	return cur
+	if rec, ok := a.usageRecord(l.ID); ok && rec.Uses == l.Uses && equalPtr(rec.MaxUses, l.MaxUses) {
+		return
+	}
+	a.recordUsage(l)
 }
 
 // recordUsage persists a usage answer, stamped on the clock lastSync uses.

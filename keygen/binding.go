@@ -20,6 +20,21 @@ var (
 	ErrResponseFromFuture = subSentinel("keygen: response date is in the future", ErrNotGenuine)
 )
 
+// DateError is checkDate's error: a verified answer whose signed Date
+// lies outside the replay window. It matches ErrResponseTooOld or
+// ErrResponseFromFuture (and so ErrNotGenuine). Date lets a caller whose
+// clock was wrong check the answer again once it has relearnt the time:
+// an answer to a request that is not idempotent (a usage increment) may
+// have been genuine, and sending the request again would repeat it.
+type DateError struct {
+	Date   time.Time // the signed Date
+	Status int       // the answer's HTTP status (a refusal changed nothing)
+	err    error
+}
+
+func (e *DateError) Error() string { return e.err.Error() }
+func (e *DateError) Unwrap() error { return e.err }
+
 // checkDate bounds a verified signed Date to [now-drift, now+drift]; a
 // negative drift disables the check.
 func checkDate(date, now time.Time, drift time.Duration) error {
@@ -27,10 +42,10 @@ func checkDate(date, now time.Time, drift time.Duration) error {
 		return nil
 	}
 	if age := now.Sub(date); age > drift {
-		return fmt.Errorf("%w: signed %s ago (window %s)", ErrResponseTooOld, age.Round(time.Second), drift)
+		return &DateError{Date: date, err: fmt.Errorf("%w: signed %s ago (window %s)", ErrResponseTooOld, age.Round(time.Second), drift)}
 	}
 	if ahead := date.Sub(now); ahead > drift {
-		return fmt.Errorf("%w: signed %s ahead of this clock (window %s)", ErrResponseFromFuture, ahead.Round(time.Second), drift)
+		return &DateError{Date: date, err: fmt.Errorf("%w: signed %s ahead of this clock (window %s)", ErrResponseFromFuture, ahead.Round(time.Second), drift)}
 	}
 	return nil
 }

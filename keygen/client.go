@@ -349,6 +349,10 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 	if c.verify && !r.unsigned {
 		date, err := c.verifyResponse(req, resp.Header, raw, r.nonceBound)
 		if err != nil {
+			var de *DateError
+			if errors.As(err, &de) {
+				de.Status = st
+			}
 			c.report(info)
 			if st >= 400 {
 				// Not trusted, but say what it claimed: an unsigned 404 is
