@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -57,7 +59,12 @@ type Deps struct {
 	// Rand draws the jitter of revalidations and heartbeat pings, uniform in
 	// [0, 1); default math/rand/v2's Float64. Must be safe for concurrent
 	// use. The model test seeds it so a seed replays the same timers.
-	Rand   func() float64
+	Rand func() float64
+	// IDs is the randomness of the ids the agent makes: lease ids and its
+	// instance id (instance.go). Default crypto/rand.Reader. Must be safe
+	// for concurrent use. The model test seeds it so a seed replays the
+	// same ids.
+	IDs    io.Reader
 	Logger *slog.Logger
 	// LogLevel, when set, is adjusted on config reload.
 	LogLevel *slog.LevelVar
@@ -166,6 +173,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	if deps.Rand == nil {
 		deps.Rand = rand.Float64
+	}
+	if deps.IDs == nil {
+		deps.IDs = crand.Reader
 	}
 	keys, err := keygen.ParsePublicKeys(cfg.PublicKey, cfg.RSAPublicKey, cfg.ECDSAPublicKey)
 	if err != nil && !cfg.Insecure {

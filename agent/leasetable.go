@@ -24,7 +24,12 @@ type lease struct {
 	app, appVersion string
 	metadata        map[string]any
 	keygenPID       string
-	created         time.Time
+	created         time.Time // the local clock's reading: shown, never compared
+	// seq orders the leases by when they were made, newest highest: the
+	// lease table hands them out increasing, persists them with the lease
+	// and restores them, so the order survives restarts and does not
+	// depend on the local clock (which may jump) or on the random ids.
+	seq uint64
 
 	processID  string // Keygen process id; "" while an offline spawn is queued
 	interval   time.Duration
@@ -111,6 +116,8 @@ type leaseTable struct {
 	settled chan struct{}
 	// interval is the heartbeat interval Keygen gave the last spawn.
 	interval time.Duration
+	// seq is the last lease seq handed out (nextSeq) or restored.
+	seq uint64
 	// reconciled is set once the server's process list was compared with
 	// the table after a start.
 	reconciled bool
@@ -333,6 +340,13 @@ func (t *leaseTable) drain(ctx context.Context) []leaseProc {
 func (t *leaseTable) restore(l *lease, adoptUntil time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if l.seq == 0 {
+		// A record from before seq was persisted (restoreLeases passes
+		// those in their creation order, after the others).
+		t.seq++
+		l.seq = t.seq
+	}
+	t.seq = max(t.seq, l.seq)
 	l.adoptUntil = adoptUntil
 	t.byID[l.id] = l
 	t.byProc[procKey{l.pid, l.start}] = l
@@ -496,8 +510,19 @@ func (t *leaseTable) liveIDs() []string {
 	return ids
 }
 
+// nextSeq returns the seq of a lease being made: higher than every lease's
+// in the table, restored ones included.
+func (t *leaseTable) nextSeq() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seq++
+	return t.seq
+}
+
 // beyond returns the newest leases past the first limit (oldest first),
-// newest first; leases already being released are not counted.
+// newest first; leases already being released are not counted. Newest is
+// the highest seq: the order the leases were made in, whatever the local
+// clock read then and whatever ids they drew.
 func (t *leaseTable) beyond(limit int) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -510,12 +535,7 @@ func (t *leaseTable) beyond(limit int) []string {
 	if len(live) <= limit {
 		return nil
 	}
-	sort.Slice(live, func(i, j int) bool {
-		if !live[i].created.Equal(live[j].created) {
-			return live[i].created.After(live[j].created)
-		}
-		return live[i].id > live[j].id
-	})
+	sort.Slice(live, func(i, j int) bool { return live[i].seq > live[j].seq })
 	ids := make([]string, 0, len(live)-limit)
 	for _, l := range live[:len(live)-max(limit, 0)] {
 		ids = append(ids, l.id)
@@ -556,7 +576,7 @@ func (t *leaseTable) record(l *lease) cache.LeaseRecord {
 	return cache.LeaseRecord{
 		ID: l.id, ProcessID: l.processID, KeygenPID: l.keygenPID, App: l.app, AppVersion: l.appVersion,
 		User: l.user, Exe: l.exe, PID: l.pid, StartTime: l.start, Offline: l.offline, Created: l.created,
-		IntervalSeconds: int(l.interval / time.Second),
+		Seq: l.seq, IntervalSeconds: int(l.interval / time.Second),
 	}
 }
 

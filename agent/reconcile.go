@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
@@ -23,6 +25,23 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 		return
 	}
 	window := a.config().AdoptionWindow.D()
+	// The leases keep their order (seq: which are newest when the limit
+	// falls). Records from before seq was persisted get theirs after the
+	// others, in creation order, and are written back with it.
+	slices.SortStableFunc(recs, func(x, y cache.LeaseRecord) int {
+		switch {
+		case (x.Seq == 0) != (y.Seq == 0):
+			if x.Seq == 0 {
+				return 1
+			}
+			return -1
+		case x.Seq != y.Seq:
+			return cmp.Compare(x.Seq, y.Seq)
+		case !x.Created.Equal(y.Created):
+			return x.Created.Compare(y.Created)
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
 	for _, r := range recs {
 		// The interval Keygen gave the process (issue 14 defect 5: a
 		// restored 60 s process must not be pinged every 600 s). Records
@@ -36,7 +55,7 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 		l := &lease{
 			id: r.ID, pid: r.PID, start: r.StartTime, exe: r.Exe, user: r.User, app: r.App, appVersion: r.AppVersion,
 			keygenPID: r.KeygenPID, processID: r.ProcessID, offline: r.Offline, created: r.Created,
-			conns: map[uint64]*ipc.Conn{}, interval: interval,
+			conns: map[uint64]*ipc.Conn{}, interval: interval, seq: r.Seq,
 		}
 		if !a.procs.Alive(r.PID, r.StartTime) {
 			a.leases.restore(l, time.Time{})
@@ -45,6 +64,9 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 		}
 		until := schedNow().Add(window)
 		a.leases.restore(l, until)
+		if r.Seq == 0 {
+			a.persistLease(l)
+		}
 		a.sched.Set(schedKey{kind: schedAdopt, lease: l.id}, until)
 		if r.ProcessID != "" {
 			// Ping soon: the process may have died while we were down.
