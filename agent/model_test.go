@@ -283,6 +283,7 @@ type modelRun struct {
 	faults             devserver.Faults
 	stopped            bool
 	starts             uint64 // agents started (seeds their jitter)
+	digest             modelDigest
 }
 
 // seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
@@ -307,6 +308,7 @@ func newModelRun(t testing.TB, seed uint64, events []modelEvent) *modelRun {
 	e := newEnv(t, envOptions{
 		policy: devserver.PolicySpec{MaxProcesses: intp(limit), Floating: true, MaxMachines: intp(3)},
 		cfg:    Config{OfflineGrace: Duration(modelGrace), AdoptionWindow: Duration(modelAdoption)},
+		seed:   seed, // the dev server's 5xx draws replay with the seed
 	})
 	m := &modelRun{t: t, seed: seed, e: e, events: events, v: &verdicts{}, limit: limit, maxLimitSinceSync: limit,
 		hb: 600, maxHB: 600, activated: true, revalidate: 10 * time.Minute, nextPID: 1000}
@@ -346,6 +348,7 @@ func (m *modelRun) startAgent() {
 	// so a seed replays the same timers, not only the same events.
 	m.starts++
 	deps.Rand = seededFloat64(m.seed, m.starts)
+	deps.IDs = m.digest.ids(m.seed) // lease and agent ids (model_digest_test.go)
 	deps.ConfigLoad = func() (Config, []string, error) {
 		c := e.cfg
 		c.RevalidateInterval = Duration(m.revalidate)
@@ -1080,6 +1083,7 @@ func (m *modelRun) run() (v *violation) {
 			synctest.Wait()
 			v = m.check()
 		}
+		m.record(i, v) // model_digest_test.go
 		if v != nil {
 			v.step = i
 			break
@@ -1111,10 +1115,18 @@ func envInt(t *testing.T, name string, def int) int {
 
 // runModelSeq runs one sequence in its own bubble.
 func runModelSeq(t *testing.T, seed uint64, events []modelEvent) (v *violation, trace []string, logs string) {
+	return runModelSeqWith(t, seed, events, nil)
+}
+
+// runModelSeqWith is runModelSeq; done, when set, sees the run at its end.
+func runModelSeqWith(t *testing.T, seed uint64, events []modelEvent, done func(*modelRun)) (v *violation, trace []string, logs string) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newModelRun(t, seed, events)
 		v = m.run()
 		trace, logs = m.trace, m.e.logs.Tail(modelLogTail())
+		if done != nil {
+			done(m)
+		}
 	})
 	return v, trace, logs
 }
