@@ -56,9 +56,9 @@ type Deps struct {
 	// Now is the local clock; default time.Now. Tests inject it to roll the
 	// clock back.
 	Now func() time.Time
-	// Rand draws the jitter of revalidations and heartbeat pings, uniform in
-	// [0, 1); default math/rand/v2's Float64. Must be safe for concurrent
-	// use. The model test seeds it so a seed replays the same timers.
+	// Rand seeds the jitter of revalidations and heartbeat pings (one draw,
+	// uniform in [0, 1), at New; see Agent.draw); default math/rand/v2's
+	// Float64. The model test seeds it so a seed replays the same timers.
 	Rand func() float64
 	// IDs is the randomness of the ids the agent makes: lease ids and its
 	// instance id (instance.go). Default crypto/rand.Reader. Must be safe
@@ -105,6 +105,7 @@ const LeaseStopBudget = 3 * time.Second
 // listener it serves.
 type Agent struct {
 	deps   Deps
+	salt   uint64 // the timers' jitter (draw), from Deps.Rand
 	log    *slog.Logger
 	now    func() time.Time
 	mux    *ipc.Mux
@@ -198,6 +199,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		a.procs = osProcesses{}
 	}
 	a.clock = newAgentClock(a.now)
+	a.salt = uint64(deps.Rand() * (1 << 53))
 	a.budget = budget.New(budget.Config{
 		Windows: []budget.Window{
 			{Limit: cfg.RateLimit.PerShort, Period: cfg.RateLimit.Short.D()},

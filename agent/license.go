@@ -74,10 +74,10 @@ func (a *Agent) licenseLoop(ctx context.Context) {
 			// Retrying a refused credential at every revalidation only
 			// repeats the refusal: back off until the credential changes.
 			backoff = minBackoff
-			wait = jitter(authBackoff(a.config().RevalidateInterval.D(), refusals), 0.1, a.deps.Rand)
+			wait = jitter(authBackoff(a.config().RevalidateInterval.D(), refusals), 0.1, a.draw("revalidate"))
 		default:
 			backoff = minBackoff
-			wait = jitter(a.config().RevalidateInterval.D(), 0.1, a.deps.Rand)
+			wait = jitter(a.config().RevalidateInterval.D(), 0.1, a.draw("revalidate"))
 		}
 		t := time.NewTimer(wait)
 	wait:
@@ -478,7 +478,7 @@ func (a *Agent) scheduleMachineHeartbeat(v licenseView) {
 	if _, ok := a.sched.Due(machineHeartbeatKey); ok {
 		return
 	}
-	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
+	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.draw("machine")))
 }
 
 // machineHeartbeatInterval is the machine's heartbeat window, 0 when none

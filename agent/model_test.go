@@ -380,6 +380,9 @@ func (m *modelRun) startAgent() {
 func (m *modelRun) setup() {
 	e := m.e
 	m.startAgent()
+	// Let the agent settle first: a poll that found it a moment short of
+	// active slept waitFor's step, shifting the whole run's clock by it.
+	synctest.Wait()
 	e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
 	kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
 		PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
