@@ -355,9 +355,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		_ = a.sched.Run(schedCtx)
 	}()
 
-	a.restoreLeases(loopCtx)
+	pingRestored := a.restoreLeases(loopCtx)
 	a.startWatchers(loopCtx)
-	a.licenseLoop(loopCtx)
+	a.licenseLoop(loopCtx, pingRestored)
 
 	// Shutdown: stop accepting, refuse new leases, end the leases within
 	// the budget (kill Keygen processes; connections closing from now on

@@ -45,14 +45,18 @@ func (a *Agent) deactivated() bool {
 // licenseLoop validates on start and then periodically (jittered), sooner
 // after a failure (with backoff), soon after a heartbeat or spawn found
 // Keygen unreachable (wake), and at once when something asks through
-// syncNow.
-func (a *Agent) licenseLoop(ctx context.Context) {
+// syncNow. afterFirst, when set, runs once the first round is done.
+func (a *Agent) licenseLoop(ctx context.Context, afterFirst func()) {
 	const minBackoff = 5 * time.Second
 	backoff := minBackoff
 	var reply chan error
 	for {
 		err := a.sync(ctx)
 		a.enforceView()
+		if afterFirst != nil {
+			afterFirst()
+			afterFirst = nil
+		}
 		if reply != nil {
 			reply <- err
 			reply = nil

@@ -17,13 +17,30 @@ import (
 
 // restoreLeases is crash recovery: leases persisted by an earlier run whose
 // app is gone are ended; live apps keep their Keygen process, pinged, for
-// the adoption window while their client reconnects.
-func (a *Agent) restoreLeases(ctx context.Context) {
+// the adoption window while their client reconnects. Their first ping is
+// left to the returned func, which the license loop runs after its first
+// round: that round and the pings would otherwise start in the same
+// instant and race for the request budget (under a 429 storm the loser
+// waits out the Retry-After, so the agent's state after a restart
+// depended on goroutine order; the model test's seed 31).
+func (a *Agent) restoreLeases(ctx context.Context) (pingRestored func()) {
 	recs, err := a.store.Leases()
 	if err != nil {
 		a.log.Error("reading persisted leases", "err", err)
-		return
+		return nil
 	}
+	var ping []string
+	defer func() {
+		if len(ping) > 0 {
+			pingRestored = func() {
+				for _, id := range ping {
+					if a.leases.get(id) != nil {
+						a.sched.Set(schedKey{kind: schedPing, lease: id}, schedNow())
+					}
+				}
+			}
+		}
+	}()
 	window := a.config().AdoptionWindow.D()
 	// The leases keep their order (seq: which are newest when the limit
 	// falls). Records from before seq was persisted get theirs after the
@@ -70,11 +87,12 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 		a.sched.Set(schedKey{kind: schedAdopt, lease: l.id}, until)
 		if r.ProcessID != "" {
 			// Ping soon: the process may have died while we were down.
-			a.sched.Set(schedKey{kind: schedPing, lease: l.id}, schedNow())
+			ping = append(ping, l.id)
 		}
 		a.watchLease(l)
 		a.log.Info("lease awaiting re-adoption", "lease", l.id, "pid", l.pid, "until", until)
 	}
+	return nil // pingRestored is set on the way out
 }
 
 // reconcileServer runs after every successful validation. It ends the
