@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -229,4 +230,35 @@ func TestRestoredLeasesPingedAfterFirstValidation(t *testing.T) {
 		synctest.Wait()
 		e.waitFor("the restored lease pinged", func() bool { return e.srv.Stats().Routes[ping] > pings })
 	})
+}
+
+// What acts on several leases (revokeAll through liveIDs, a closed
+// connection through detach, the shutdown through drain) gets them newest
+// first, not in the map's random order, so one seed replays one run.
+func TestLeaseTableListsNewestFirst(t *testing.T) {
+	want := []string{"l5", "l4", "l3", "l2", "l1"}
+	for range 20 {
+		tb := newLeaseTable()
+		for i, id := range []string{"l3", "l1", "l5", "l2", "l4"} {
+			l := tableLease(id, 100+i)
+			l.seq = uint64(id[1] - '0')
+			l.conns[7] = nil
+			tb.restore(l, time.Time{})
+		}
+		if got := tb.liveIDs(); !slices.Equal(got, want) {
+			t.Fatalf("liveIDs = %v, want %v", got, want)
+		}
+		if got := tb.detach(7); !slices.Equal(got, want) {
+			t.Fatalf("detach = %v, want %v", got, want)
+		}
+		tb.close()
+		lps := tb.drain(t.Context())
+		got := make([]string, len(lps))
+		for i, lp := range lps {
+			got[i] = lp.leaseID
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("drain = %v, want %v", got, want)
+		}
+	}
 }

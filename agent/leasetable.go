@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -326,7 +328,7 @@ func (t *leaseTable) drain(ctx context.Context) []leaseProc {
 	defer t.mu.Unlock()
 	t.state = tableDrained
 	out := make([]leaseProc, 0, len(t.byID))
-	for _, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		out = append(out, l.procLocked())
 		if l.stopWatch != nil {
 			l.stopWatch()
@@ -476,6 +478,7 @@ func (t *leaseTable) conns(id string) (*lease, []*ipc.Conn) {
 	for _, c := range l.conns {
 		out = append(out, c)
 	}
+	slices.SortFunc(out, func(x, y *ipc.Conn) int { return cmp.Compare(x.ID(), y.ID()) })
 	return l, out
 }
 
@@ -486,28 +489,40 @@ func (t *leaseTable) detach(connID uint64) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var orphaned []string
-	for id, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		if _, ok := l.conns[connID]; ok {
 			delete(l.conns, connID)
 			if len(l.conns) == 0 && l.adoptUntil.IsZero() {
-				orphaned = append(orphaned, id)
+				orphaned = append(orphaned, l.id)
 			}
 		}
 	}
 	return orphaned
 }
 
-// liveIDs returns the ids of the leases not being released.
+// liveIDs returns the ids of the leases not being released, newest first.
 func (t *leaseTable) liveIDs() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ids := make([]string, 0, len(t.byID))
-	for id, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		if !l.releasing {
-			ids = append(ids, id)
+			ids = append(ids, l.id)
 		}
 	}
 	return ids
+}
+
+// newestFirstLocked lists the leases by seq, newest first: whoever acts on
+// several leases (revoking, detaching, ending them) does so in one order,
+// not the map's, so a run replays (issue 14).
+func (t *leaseTable) newestFirstLocked() []*lease {
+	ls := make([]*lease, 0, len(t.byID))
+	for _, l := range t.byID {
+		ls = append(ls, l)
+	}
+	slices.SortFunc(ls, func(x, y *lease) int { return cmp.Compare(y.seq, x.seq) })
+	return ls
 }
 
 // nextSeq returns the seq of a lease being made: higher than every lease's
@@ -527,7 +542,7 @@ func (t *leaseTable) beyond(limit int) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	live := make([]*lease, 0, len(t.byID))
-	for _, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		if !l.releasing {
 			live = append(live, l)
 		}
@@ -535,7 +550,6 @@ func (t *leaseTable) beyond(limit int) []string {
 	if len(live) <= limit {
 		return nil
 	}
-	sort.Slice(live, func(i, j int) bool { return live[i].seq > live[j].seq })
 	ids := make([]string, 0, len(live)-limit)
 	for _, l := range live[:len(live)-max(limit, 0)] {
 		ids = append(ids, l.id)
