@@ -59,6 +59,7 @@ import (
 //	KEYGEN_MODEL_MINIMIZE=1 shrink each failing trace and print the result
 //	KEYGEN_MODEL_STRICT=1   fail on known violations too
 //	KEYGEN_MODEL_LOGS=N     print the last N agent log lines of a failure (default 40)
+//	KEYGEN_MODEL_DIGEST=1|2 log per-event outcome digests (model_digest_test.go)
 
 // modelDefaultSeqs is the CI budget: 80 sequences of 200 events. Under
 // -race on the 2-core box a sequence costs about a second of CPU and they
