@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -54,10 +56,15 @@ type Deps struct {
 	// Now is the local clock; default time.Now. Tests inject it to roll the
 	// clock back.
 	Now func() time.Time
-	// Rand draws the jitter of revalidations and heartbeat pings, uniform in
-	// [0, 1); default math/rand/v2's Float64. Must be safe for concurrent
-	// use. The model test seeds it so a seed replays the same timers.
-	Rand   func() float64
+	// Rand seeds the jitter of revalidations and heartbeat pings (one draw,
+	// uniform in [0, 1), at New; see Agent.draw); default math/rand/v2's
+	// Float64. The model test seeds it so a seed replays the same timers.
+	Rand func() float64
+	// IDs is the randomness of the ids the agent makes: lease ids and its
+	// instance id (instance.go). Default crypto/rand.Reader. Must be safe
+	// for concurrent use. The model test seeds it so a seed replays the
+	// same ids.
+	IDs    io.Reader
 	Logger *slog.Logger
 	// LogLevel, when set, is adjusted on config reload.
 	LogLevel *slog.LevelVar
@@ -98,6 +105,7 @@ const LeaseStopBudget = 3 * time.Second
 // listener it serves.
 type Agent struct {
 	deps   Deps
+	salt   uint64 // the timers' jitter (draw), from Deps.Rand
 	log    *slog.Logger
 	now    func() time.Time
 	mux    *ipc.Mux
@@ -169,6 +177,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Rand == nil {
 		deps.Rand = rand.Float64
 	}
+	if deps.IDs == nil {
+		deps.IDs = crand.Reader
+	}
 	keys, err := keygen.ParsePublicKeys(cfg.PublicKey, cfg.RSAPublicKey, cfg.ECDSAPublicKey)
 	if err != nil && !cfg.Insecure {
 		return nil, fmt.Errorf("%w: public key: %v", ErrConfig, err)
@@ -190,6 +201,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		a.procs = osProcesses{}
 	}
 	a.clock = newAgentClock(a.now)
+	a.salt = uint64(deps.Rand() * (1 << 53))
 	a.budget = budget.New(budget.Config{
 		Windows: []budget.Window{
 			{Limit: cfg.RateLimit.PerShort, Period: cfg.RateLimit.Short.D()},
@@ -345,9 +357,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		_ = a.sched.Run(schedCtx)
 	}()
 
-	a.restoreLeases(loopCtx)
+	pingRestored := a.restoreLeases(loopCtx)
 	a.startWatchers(loopCtx)
-	a.licenseLoop(loopCtx)
+	a.licenseLoop(loopCtx, pingRestored)
 
 	// Shutdown: stop accepting, refuse new leases, end the leases within
 	// the budget (kill Keygen processes; connections closing from now on

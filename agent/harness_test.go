@@ -52,13 +52,14 @@ type envOptions struct {
 	cfg         Config
 	rateLimits  []devserver.RateWindow
 	noRateLimit bool
+	seed        uint64 // devserver.Options.Seed
 }
 
 func intp(n int) *int { return &n }
 
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
-	srv, err := devserver.New(devserver.Options{NoListen: true, RateLimits: o.rateLimits, DisableRateLimit: o.noRateLimit})
+	srv, err := devserver.New(devserver.Options{NoListen: true, RateLimits: o.rateLimits, DisableRateLimit: o.noRateLimit, Seed: o.seed})
 	if err != nil {
 		t.Fatal(err)
 	}

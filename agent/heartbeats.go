@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"time"
 
@@ -64,7 +66,7 @@ func retryDelay(interval time.Duration) time.Duration {
 
 // schedulePing schedules lease id's next process heartbeat.
 func (a *Agent) schedulePing(id string, interval time.Duration) {
-	a.sched.Set(schedKey{kind: schedPing, lease: id}, heartbeat.NextPing(schedNow(), interval, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
+	a.sched.Set(schedKey{kind: schedPing, lease: id}, heartbeat.NextPing(schedNow(), interval, a.config().HeartbeatFraction, 0.1, a.draw("ping/"+id)))
 }
 
 func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
@@ -76,7 +78,7 @@ func (a *Agent) fireMachineHeartbeat(ctx context.Context) {
 	err := a.pingMachine(ctx)
 	switch {
 	case err == nil:
-		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
+		a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.draw("machine")))
 		a.backOnline(v)
 	case errors.Is(err, keygen.ErrHeartbeatDead) || errors.Is(err, keygen.ErrNotFound):
 		a.log.Warn("machine heartbeat lost; re-validating", "err", err)
@@ -188,3 +190,22 @@ const minProcessInterval = 60 * time.Second
 // scheduler fired it again at once, forever (model test, seed 46); a clock
 // a minute slow left restored leases no adoption window (F9).
 func schedNow() time.Time { return time.Now() }
+
+// draw returns the jitter source of the timer named key: a value in
+// [0, 1) hashed from the agent's salt (one Deps.Rand draw at New), the key
+// and the instant of the draw (schedNow). Agents still spread their pings
+// (each has its own salt), and one agent's timers do not depend on the
+// order in which its goroutines woken in the same instant draw: with a
+// seeded Deps.Rand, a run replays the same timers (the model test).
+func (a *Agent) draw(key string) func() float64 {
+	return func() float64 {
+		var b [16]byte
+		binary.LittleEndian.PutUint64(b[:8], a.salt)
+		binary.LittleEndian.PutUint64(b[8:], uint64(schedNow().UnixNano()))
+		h := sha256.New()
+		h.Write(b[:])
+		h.Write([]byte(key))
+		sum := h.Sum(nil)
+		return float64(binary.LittleEndian.Uint64(sum)>>11) / (1 << 53)
+	}
+}

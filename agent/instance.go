@@ -3,6 +3,7 @@ package agent
 import (
 	crand "crypto/rand"
 	"encoding/hex"
+	"io"
 	"sync"
 )
 
@@ -33,7 +34,9 @@ func (a *Agent) agentID() string {
 		return in.id
 	}
 	var b [8]byte
-	_, _ = crand.Read(b[:])
+	if _, err := io.ReadFull(a.deps.IDs, b[:]); err != nil {
+		_, _ = crand.Read(b[:])
+	}
 	id := "agent_" + hex.EncodeToString(b[:])
 	if err := a.store.PutMeta(metaAgentID, []byte(id)); err != nil {
 		// Keep it for this run; the next start gets another id and its

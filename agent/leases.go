@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strconv"
@@ -19,9 +20,15 @@ import (
 	"github.com/keygen-agent/keygen-agent/keygen"
 )
 
-func newLeaseID() string {
+// newLeaseID draws a lease id from Deps.IDs. The id only names the lease;
+// which leases are newest is the lease's seq (leaseTable.beyond).
+func (a *Agent) newLeaseID() string {
 	var b [12]byte
-	_, _ = crand.Read(b[:])
+	if _, err := io.ReadFull(a.deps.IDs, b[:]); err != nil {
+		// crypto/rand does not fail; an injected source that ran dry
+		// still must not hand out one id twice.
+		_, _ = crand.Read(b[:])
+	}
 	return "lease_" + hex.EncodeToString(b[:])
 }
 
@@ -298,7 +305,7 @@ func (a *Agent) leaseUsage(v licenseView) ipc.LeaseUsage {
 // Keygen is unreachable and offline leasing is allowed.
 func (a *Agent) spawnLease(ctx context.Context, peer ipc.Peer, conn *ipc.Conn, p ipc.AcquireParams, v licenseView) (*lease, error) {
 	l := &lease{
-		id: newLeaseID(), pid: peer.PID, start: peer.StartTime, exe: peer.Exe, user: peer.UID,
+		id: a.newLeaseID(), seq: a.leases.nextSeq(), pid: peer.PID, start: peer.StartTime, exe: peer.Exe, user: peer.UID,
 		app: p.App, appVersion: p.AppVersion, metadata: p.Metadata,
 		keygenPID: keygenPID(peer.PID, peer.StartTime), created: a.now(),
 		conns: map[uint64]*ipc.Conn{conn.ID(): conn}, interval: a.leaseInterval(v),

@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -24,7 +26,12 @@ type lease struct {
 	app, appVersion string
 	metadata        map[string]any
 	keygenPID       string
-	created         time.Time
+	created         time.Time // the local clock's reading: shown, never compared
+	// seq orders the leases by when they were made, newest highest: the
+	// lease table hands them out increasing, persists them with the lease
+	// and restores them, so the order survives restarts and does not
+	// depend on the local clock (which may jump) or on the random ids.
+	seq uint64
 
 	processID  string // Keygen process id; "" while an offline spawn is queued
 	interval   time.Duration
@@ -111,6 +118,8 @@ type leaseTable struct {
 	settled chan struct{}
 	// interval is the heartbeat interval Keygen gave the last spawn.
 	interval time.Duration
+	// seq is the last lease seq handed out (nextSeq) or restored.
+	seq uint64
 	// reconciled is set once the server's process list was compared with
 	// the table after a start.
 	reconciled bool
@@ -319,7 +328,7 @@ func (t *leaseTable) drain(ctx context.Context) []leaseProc {
 	defer t.mu.Unlock()
 	t.state = tableDrained
 	out := make([]leaseProc, 0, len(t.byID))
-	for _, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		out = append(out, l.procLocked())
 		if l.stopWatch != nil {
 			l.stopWatch()
@@ -333,6 +342,13 @@ func (t *leaseTable) drain(ctx context.Context) []leaseProc {
 func (t *leaseTable) restore(l *lease, adoptUntil time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if l.seq == 0 {
+		// A record from before seq was persisted (restoreLeases passes
+		// those in their creation order, after the others).
+		t.seq++
+		l.seq = t.seq
+	}
+	t.seq = max(t.seq, l.seq)
 	l.adoptUntil = adoptUntil
 	t.byID[l.id] = l
 	t.byProc[procKey{l.pid, l.start}] = l
@@ -462,6 +478,7 @@ func (t *leaseTable) conns(id string) (*lease, []*ipc.Conn) {
 	for _, c := range l.conns {
 		out = append(out, c)
 	}
+	slices.SortFunc(out, func(x, y *ipc.Conn) int { return cmp.Compare(x.ID(), y.ID()) })
 	return l, out
 }
 
@@ -472,37 +489,60 @@ func (t *leaseTable) detach(connID uint64) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var orphaned []string
-	for id, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		if _, ok := l.conns[connID]; ok {
 			delete(l.conns, connID)
 			if len(l.conns) == 0 && l.adoptUntil.IsZero() {
-				orphaned = append(orphaned, id)
+				orphaned = append(orphaned, l.id)
 			}
 		}
 	}
 	return orphaned
 }
 
-// liveIDs returns the ids of the leases not being released.
+// liveIDs returns the ids of the leases not being released, newest first.
 func (t *leaseTable) liveIDs() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ids := make([]string, 0, len(t.byID))
-	for id, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		if !l.releasing {
-			ids = append(ids, id)
+			ids = append(ids, l.id)
 		}
 	}
 	return ids
 }
 
+// newestFirstLocked lists the leases by seq, newest first: whoever acts on
+// several leases (revoking, detaching, ending them) does so in one order,
+// not the map's, so a run replays (issue 14).
+func (t *leaseTable) newestFirstLocked() []*lease {
+	ls := make([]*lease, 0, len(t.byID))
+	for _, l := range t.byID {
+		ls = append(ls, l)
+	}
+	slices.SortFunc(ls, func(x, y *lease) int { return cmp.Compare(y.seq, x.seq) })
+	return ls
+}
+
+// nextSeq returns the seq of a lease being made: higher than every lease's
+// in the table, restored ones included.
+func (t *leaseTable) nextSeq() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seq++
+	return t.seq
+}
+
 // beyond returns the newest leases past the first limit (oldest first),
-// newest first; leases already being released are not counted.
+// newest first; leases already being released are not counted. Newest is
+// the highest seq: the order the leases were made in, whatever the local
+// clock read then and whatever ids they drew.
 func (t *leaseTable) beyond(limit int) []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	live := make([]*lease, 0, len(t.byID))
-	for _, l := range t.byID {
+	for _, l := range t.newestFirstLocked() {
 		if !l.releasing {
 			live = append(live, l)
 		}
@@ -510,12 +550,6 @@ func (t *leaseTable) beyond(limit int) []string {
 	if len(live) <= limit {
 		return nil
 	}
-	sort.Slice(live, func(i, j int) bool {
-		if !live[i].created.Equal(live[j].created) {
-			return live[i].created.After(live[j].created)
-		}
-		return live[i].id > live[j].id
-	})
 	ids := make([]string, 0, len(live)-limit)
 	for _, l := range live[:len(live)-max(limit, 0)] {
 		ids = append(ids, l.id)
@@ -556,7 +590,7 @@ func (t *leaseTable) record(l *lease) cache.LeaseRecord {
 	return cache.LeaseRecord{
 		ID: l.id, ProcessID: l.processID, KeygenPID: l.keygenPID, App: l.app, AppVersion: l.appVersion,
 		User: l.user, Exe: l.exe, PID: l.pid, StartTime: l.start, Offline: l.offline, Created: l.created,
-		IntervalSeconds: int(l.interval / time.Second),
+		Seq: l.seq, IntervalSeconds: int(l.interval / time.Second),
 	}
 }
 

@@ -45,14 +45,18 @@ func (a *Agent) deactivated() bool {
 // licenseLoop validates on start and then periodically (jittered), sooner
 // after a failure (with backoff), soon after a heartbeat or spawn found
 // Keygen unreachable (wake), and at once when something asks through
-// syncNow.
-func (a *Agent) licenseLoop(ctx context.Context) {
+// syncNow. afterFirst, when set, runs once the first round is done.
+func (a *Agent) licenseLoop(ctx context.Context, afterFirst func()) {
 	const minBackoff = 5 * time.Second
 	backoff := minBackoff
 	var reply chan error
 	for {
 		err := a.sync(ctx)
 		a.enforceView()
+		if afterFirst != nil {
+			afterFirst()
+			afterFirst = nil
+		}
 		if reply != nil {
 			reply <- err
 			reply = nil
@@ -74,10 +78,10 @@ func (a *Agent) licenseLoop(ctx context.Context) {
 			// Retrying a refused credential at every revalidation only
 			// repeats the refusal: back off until the credential changes.
 			backoff = minBackoff
-			wait = jitter(authBackoff(a.config().RevalidateInterval.D(), refusals), 0.1, a.deps.Rand)
+			wait = jitter(authBackoff(a.config().RevalidateInterval.D(), refusals), 0.1, a.draw("revalidate"))
 		default:
 			backoff = minBackoff
-			wait = jitter(a.config().RevalidateInterval.D(), 0.1, a.deps.Rand)
+			wait = jitter(a.config().RevalidateInterval.D(), 0.1, a.draw("revalidate"))
 		}
 		t := time.NewTimer(wait)
 	wait:
@@ -490,7 +494,7 @@ func (a *Agent) scheduleMachineHeartbeat(v licenseView) {
 	if _, ok := a.sched.Due(machineHeartbeatKey); ok {
 		return
 	}
-	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.deps.Rand))
+	a.sched.Set(machineHeartbeatKey, heartbeat.NextPing(schedNow(), d, a.config().HeartbeatFraction, 0.1, a.draw("machine")))
 }
 
 // machineHeartbeatInterval is the machine's heartbeat window, 0 when none

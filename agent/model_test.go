@@ -83,6 +83,7 @@ import (
 //	KEYGEN_MODEL_MINIMIZE=1 shrink each failing trace and print the result
 //	KEYGEN_MODEL_STRICT=1   fail on known violations too
 //	KEYGEN_MODEL_LOGS=N     print the last N agent log lines of a failure (default 40)
+//	KEYGEN_MODEL_DIGEST=1|2 log per-event outcome digests (model_digest_test.go)
 
 // modelDefaultSeqs is the CI budget: 80 sequences of 200 events. Under
 // -race on the 2-core box a sequence costs about a second of CPU and they
@@ -366,6 +367,7 @@ type modelRun struct {
 	// can be expected to check in (zero: not in one), and the due date
 	// that an ended spell covered from ciLead before it to past it.
 	ciGoodStart, ciCovered time.Time
+	digest                 modelDigest
 }
 
 // seededFloat64 is a Deps.Rand for the agent: a PCG stream of (seed,
@@ -398,7 +400,7 @@ func newModelRun(t testing.TB, seed uint64, events []modelEvent) *modelRun {
 	if variant.licenseOnly {
 		cfg.Activation = ActivationNone
 	}
-	e := newEnv(t, envOptions{policy: pol, cfg: cfg})
+	e := newEnv(t, envOptions{policy: pol, cfg: cfg, seed: seed}) // the dev server's 5xx draws replay with the seed
 	if variant.checkIn {
 		// The license was created (and last checked in) a while ago.
 		e.srv.UpdateLicense(e.license.ID, func(l *devserver.License) {
@@ -451,6 +453,7 @@ func (m *modelRun) startAgent() {
 	// so a seed replays the same timers, not only the same events.
 	m.starts++
 	deps.Rand = seededFloat64(m.seed, m.starts)
+	deps.IDs = m.digest.ids(m.seed) // lease and agent ids (model_digest_test.go)
 	deps.ConfigLoad = func() (Config, []string, error) {
 		c := e.cfg
 		c.RevalidateInterval = Duration(m.revalidate)
@@ -482,6 +485,9 @@ func (m *modelRun) startAgent() {
 func (m *modelRun) setup() {
 	e := m.e
 	m.startAgent()
+	// Let the agent settle first: a poll that found it a moment short of
+	// active slept waitFor's step, shifting the whole run's clock by it.
+	synctest.Wait()
 	e.waitFor("active", func() bool { return e.status().State == string(StateActive) })
 	kc, err := keygen.NewClient(keygen.Config{BaseURL: e.cfg.APIURL, Account: e.cfg.Account, LicenseKey: e.license.Key,
 		PublicKey: e.cfg.PublicKey, HTTPClient: &http.Client{Transport: e.srv.Transport()}})
@@ -1509,6 +1515,7 @@ func (m *modelRun) run() (v *violation) {
 			m.noteCheckIn()
 			v = m.check()
 		}
+		m.record(i, v) // model_digest_test.go
 		if v != nil {
 			v.step = i
 			break
@@ -1540,17 +1547,21 @@ func envInt(t *testing.T, name string, def int) int {
 
 // runModelSeq runs one sequence in its own bubble.
 func runModelSeq(t *testing.T, seed uint64, events []modelEvent) (v *violation, trace []string, logs string) {
-	v, trace, logs, _ = runModelSeqStats(t, seed, events)
+	v, trace, logs, _ = runModelSeqWith(t, seed, events, nil)
 	return v, trace, logs
 }
 
-// runModelSeqStats is runModelSeq with the sequence's coverage counts
-// (how often the license-model invariants were put to the test).
-func runModelSeqStats(t *testing.T, seed uint64, events []modelEvent) (v *violation, trace []string, logs string, stats map[string]int) {
+// runModelSeqWith is runModelSeq with the sequence's coverage counts (how
+// often the license-model invariants were put to the test); done, when
+// set, sees the run at its end.
+func runModelSeqWith(t *testing.T, seed uint64, events []modelEvent, done func(*modelRun)) (v *violation, trace []string, logs string, stats map[string]int) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newModelRun(t, seed, events)
 		v = m.run()
 		trace, logs, stats = m.trace, m.e.logs.Tail(modelLogTail()), m.stats
+		if done != nil {
+			done(m)
+		}
 		if l, ok := m.keygenLicense(); ok && m.variant.checkIn && l.LastCheckIn != nil && l.LastCheckIn.After(l.Created) {
 			stats["checked-in"]++
 		}
@@ -1609,7 +1620,7 @@ func TestModelSequences(t *testing.T) {
 		}
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Parallel()
-			v, trace, logs, st := runModelSeqStats(t, seed, events)
+			v, trace, logs, st := runModelSeqWith(t, seed, events, nil)
 			mu.Lock()
 			total += len(events)
 			for k, n := range st {

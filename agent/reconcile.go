@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keygen-agent/keygen-agent/agent/budget"
@@ -15,14 +17,48 @@ import (
 
 // restoreLeases is crash recovery: leases persisted by an earlier run whose
 // app is gone are ended; live apps keep their Keygen process, pinged, for
-// the adoption window while their client reconnects.
-func (a *Agent) restoreLeases(ctx context.Context) {
+// the adoption window while their client reconnects. Their first ping is
+// left to the returned func, which the license loop runs after its first
+// round: that round and the pings would otherwise start in the same
+// instant and race for the request budget (under a 429 storm the loser
+// waits out the Retry-After, so the agent's state after a restart
+// depended on goroutine order; the model test's seed 31).
+func (a *Agent) restoreLeases(ctx context.Context) (pingRestored func()) {
 	recs, err := a.store.Leases()
 	if err != nil {
 		a.log.Error("reading persisted leases", "err", err)
-		return
+		return nil
 	}
+	var ping []string
+	defer func() {
+		if len(ping) > 0 {
+			pingRestored = func() {
+				for _, id := range ping {
+					if a.leases.get(id) != nil {
+						a.sched.Set(schedKey{kind: schedPing, lease: id}, schedNow())
+					}
+				}
+			}
+		}
+	}()
 	window := a.config().AdoptionWindow.D()
+	// The leases keep their order (seq: which are newest when the limit
+	// falls). Records from before seq was persisted get theirs after the
+	// others, in creation order, and are written back with it.
+	slices.SortStableFunc(recs, func(x, y cache.LeaseRecord) int {
+		switch {
+		case (x.Seq == 0) != (y.Seq == 0):
+			if x.Seq == 0 {
+				return 1
+			}
+			return -1
+		case x.Seq != y.Seq:
+			return cmp.Compare(x.Seq, y.Seq)
+		case !x.Created.Equal(y.Created):
+			return x.Created.Compare(y.Created)
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
 	for _, r := range recs {
 		// The interval Keygen gave the process (issue 14 defect 5: a
 		// restored 60 s process must not be pinged every 600 s). Records
@@ -36,7 +72,7 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 		l := &lease{
 			id: r.ID, pid: r.PID, start: r.StartTime, exe: r.Exe, user: r.User, app: r.App, appVersion: r.AppVersion,
 			keygenPID: r.KeygenPID, processID: r.ProcessID, offline: r.Offline, created: r.Created,
-			conns: map[uint64]*ipc.Conn{}, interval: interval,
+			conns: map[uint64]*ipc.Conn{}, interval: interval, seq: r.Seq,
 		}
 		if !a.procs.Alive(r.PID, r.StartTime) {
 			a.leases.restore(l, time.Time{})
@@ -45,14 +81,18 @@ func (a *Agent) restoreLeases(ctx context.Context) {
 		}
 		until := schedNow().Add(window)
 		a.leases.restore(l, until)
+		if r.Seq == 0 {
+			a.persistLease(l)
+		}
 		a.sched.Set(schedKey{kind: schedAdopt, lease: l.id}, until)
 		if r.ProcessID != "" {
 			// Ping soon: the process may have died while we were down.
-			a.sched.Set(schedKey{kind: schedPing, lease: l.id}, schedNow())
+			ping = append(ping, l.id)
 		}
 		a.watchLease(l)
 		a.log.Info("lease awaiting re-adoption", "lease", l.id, "pid", l.pid, "until", until)
 	}
+	return nil // pingRestored is set on the way out
 }
 
 // reconcileServer runs after every successful validation. It ends the

@@ -60,6 +60,9 @@ type LeaseRecord struct {
 	// IntervalSeconds is the Keygen process's heartbeat interval; 0 in
 	// records written before it was added (the reader falls back).
 	IntervalSeconds int `json:"interval_seconds,omitempty"`
+	// Seq orders the leases by when the agent made them (newest highest),
+	// across restarts; 0 in records written before it was added.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // OutboxEntry is a Keygen call to replay when online. Seq is assigned by

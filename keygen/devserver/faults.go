@@ -189,3 +189,21 @@ func faultsDoc(f Faults) map[string]any {
 	}
 	return map[string]any{"faults": specs}
 }
+
+// drawServerError draws, from the seeded fault randomness
+// (Options.Seed), whether a request gets an injected 5xx at rate, and
+// which: 500 or 503.
+func (s *Server) drawServerError(rate float64) (status int, hit bool) {
+	if rate <= 0 {
+		return 0, false
+	}
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	if s.faultRnd.Float64() >= rate {
+		return 0, false
+	}
+	if s.faultRnd.IntN(2) == 0 {
+		return 500, true
+	}
+	return 503, true
+}

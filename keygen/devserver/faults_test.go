@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -321,4 +322,40 @@ func TestRouteFaultsAndHold(t *testing.T) {
 			t.Fatalf("released kill: %d", st)
 		}
 	})
+}
+
+// Options.Seed replays the injected 5xx faults: two servers with one seed
+// answer the same requests with the same statuses (200, 500 or 503);
+// another seed draws another sequence.
+func TestServerErrorsReplayWithSeed(t *testing.T) {
+	statuses := func(seed uint64) []int {
+		s := newTestServer(t, Options{Seed: seed, DisableRateLimit: true})
+		s.SetFaults(Faults{ServerErrorRate: 0.5})
+		hc := &http.Client{Transport: s.Transport()}
+		out := make([]int, 0, 64)
+		for range 64 {
+			res, err := hc.Get("https://api.keygen.sh/v1/ping")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			out = append(out, res.StatusCode)
+		}
+		return out
+	}
+	a, b, c := statuses(42), statuses(42), statuses(43)
+	if !slices.Equal(a, b) {
+		t.Errorf("seed 42 twice:\n%v\n%v", a, b)
+	}
+	if slices.Equal(a, c) {
+		t.Errorf("seeds 42 and 43 drew the same statuses: %v", a)
+	}
+	seen := map[int]bool{}
+	for _, st := range a {
+		seen[st] = true
+	}
+	if !seen[200] || !seen[500] || !seen[503] {
+		t.Errorf("statuses drawn: %v, want 200, 500 and 503 among them", a)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -145,12 +144,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeTooMany(w, now, s.rl.storm(now))
 		return
 	}
-	if f.ServerErrorRate > 0 && rand.Float64() < f.ServerErrorRate {
+	if status, hit := s.drawServerError(f.ServerErrorRate); hit {
 		s.count(route, true, false)
-		status := 503
-		if rand.IntN(2) == 0 {
-			status = 500
-		}
 		writeRaw(w, status, jsonAPIType, errorBody(newError(status, "injected fault", ""), ""), nil)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -30,6 +31,10 @@ type Options struct {
 	// with signature checks on.
 	SignHostWithPort bool
 	Logger           *slog.Logger
+	// Seed seeds the draws of the injected faults (whether a request gets
+	// a 5xx under ServerErrorRate, and 500 or 503), so that a test replays
+	// them; 0 draws a random seed.
+	Seed uint64
 }
 
 // RateWindow is one fixed rate-limit window per credential and IP.
@@ -61,7 +66,8 @@ type Server struct {
 
 	faultMu  sync.Mutex
 	faults   Faults
-	lnClosed bool // the Refuse fault closed the listener
+	faultRnd *rand.Rand // guarded by faultMu; seeded by Options.Seed
+	lnClosed bool       // the Refuse fault closed the listener
 	holds    map[string][]chan struct{}
 
 	rl *rateLimiter
@@ -120,6 +126,11 @@ func New(o Options) (*Server, error) {
 		windows = DefaultRateLimits
 	}
 	s.rl = newRateLimiter(windows)
+	seed := o.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	s.faultRnd = rand.New(rand.NewPCG(seed, 0x6661756c74)) // "fault"
 	s.admin = s.CreateToken("admin", "")
 	s.mux = s.routes()
 
