@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"sync"
 	"time"
 
@@ -125,6 +126,18 @@ func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*key
 	}
 	ctx = context.WithValue(ctx, priorityKey{}, budget.PriorityRefresh)
 	err := a.authenticated(ctx, send)
+	// Keygen locks the license row FOR UPDATE NOWAIT and answers 409 when
+	// another update holds it (uses_controller.rb): nothing was counted,
+	// so the change is sent again after a short pause. Another machine's
+	// use holds the row for milliseconds.
+	for pause := useConflictPause; usesConflict(err) && pause <= 4*useConflictPause; pause *= 2 {
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		err = a.authenticated(ctx, send)
+	}
 	if dateOutOfWindow(err) && a.relearnClock(ctx) {
 		var de *keygen.DateError
 		if errors.As(err, &de) && de.Status >= 200 && de.Status < 300 && a.dateInWindow(de.Date) {
@@ -141,6 +154,16 @@ func (a *Agent) sendUses(ctx context.Context, licenseID string, count int) (*key
 	}
 	a.observeAnswer(err)
 	return got, err
+}
+
+// useConflictPause is the first pause before a use Keygen answered 409
+// is sent again; it doubles, three tries in all after the first.
+const useConflictPause = 100 * time.Millisecond
+
+// usesConflict: Keygen could not lock the license row for the change.
+func usesConflict(err error) bool {
+	var kerr *keygen.Error
+	return errors.As(err, &kerr) && kerr.Status == http.StatusConflict
 }
 
 // dateInWindow: a signed Date within the replay window of the trusted
@@ -162,6 +185,10 @@ func (a *Agent) useError(lic *keygen.License, count int, err error) error {
 			return &ipc.Error{Code: ipc.CodePermissionDenied,
 				Message: "Keygen lets only admin and product tokens decrement a license's uses; the agent's license credentials may only increment them",
 				Data:    map[string]any{"reason": "DECREMENT_NOT_ALLOWED"}}
+		case kerr.Status == http.StatusConflict:
+			return &ipc.Error{Code: ipc.CodeBusy,
+				Message: "Keygen is busy with another update of this license's uses (409, tried 4 times); nothing was counted: retry",
+				Data:    map[string]any{"reason": "USES_CONFLICT"}}
 		case kerr.Code == "USES_INVALID":
 			return &ipc.Error{Code: ipc.CodeInvalidRequest, Message: "Keygen refused: uses cannot go below zero", Data: map[string]any{"keygen_code": kerr.Code}}
 		}
@@ -299,7 +326,9 @@ func (a *Agent) replayUse(ctx context.Context, e cache.OutboxEntry) (stop bool) 
 	switch {
 	case err == nil:
 		a.recordUsage(got)
-	case offline(err):
+	case offline(err), usesConflict(err):
+		// Kept for the next replay: unreachable, or the row stayed locked
+		// by another update (409: nothing was counted).
 		return true
 	default:
 		a.log.Warn("Keygen refused uses recorded while offline; dropping them", "count", p.Count, "err", err)

@@ -128,3 +128,72 @@ func TestUseOffline(t *testing.T) {
 		usesError(t, func() error { _, err := e.a.use(t.Context(), 1); return err }())
 	})
 }
+
+// Keygen locks the license row FOR UPDATE NOWAIT for a use and answers 409
+// when another update (another machine's use) holds it. The agent sends
+// the use again after a short pause; when the row stays locked the app is
+// told BUSY (retry), never LICENSE_INVALID, and the license stays valid.
+// Before, the 409 was "Keygen refused" LICENSE_INVALID on the first try.
+func TestUseRetriesKeygenConflict(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxUses: intp(5)}})
+		e.procs.Spawn(700)
+		c := e.dial(agenttest.PeerFor(700))
+		defer c.Close()
+
+		// Another machine's update holds the row for 150 ms.
+		unlock := e.srv.LockUses(e.license.ID)
+		go func() {
+			time.Sleep(150 * time.Millisecond)
+			unlock()
+		}()
+		var r ipc.UseResult
+		if code, err := c.Call(ipc.MethodUse, ipc.UseParams{Count: 2}, &r); err != nil {
+			t.Fatalf("use during a short conflict: %s %v", code, err)
+		}
+		if r.Uses != 2 || e.keygenUses() != 2 {
+			t.Fatalf("result %+v, Keygen counts %d; want 2 counted once", r, e.keygenUses())
+		}
+
+		// The row stays locked: BUSY after the retries, nothing counted.
+		unlock = e.srv.LockUses(e.license.ID)
+		defer unlock()
+		code, err := c.Call(ipc.MethodUse, nil, nil)
+		if code != ipc.CodeBusy {
+			t.Fatalf("use while the row stays locked: code %q (%v), want BUSY", code, err)
+		}
+		if got := e.keygenUses(); got != 2 {
+			t.Errorf("Keygen counts %d uses, want 2", got)
+		}
+		if st := e.status(); !st.Valid || st.State != string(StateActive) {
+			t.Errorf("a conflict changed the license state: %s valid=%v", st.State, st.Valid)
+		}
+	})
+}
+
+// A queued use replayed while another update holds the license row (409)
+// stays queued and is sent at the next replay; it is never dropped as a
+// refusal.
+func TestUseReplayKeepsConflictedUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := activeEnv(t, envOptions{policy: devserver.PolicySpec{MaxUses: intp(5)}})
+		e.srv.SetFaults(devserver.Faults{Refuse: true})
+		if _, err := e.a.use(t.Context(), 2); err != nil {
+			t.Fatalf("offline use: %v", err)
+		}
+		e.srv.SetFaults(devserver.Faults{})
+		unlock := e.srv.LockUses(e.license.ID)
+		e.a.replayOutbox(t.Context())
+		if got := e.keygenUses(); got != 0 {
+			t.Fatalf("Keygen counts %d uses while the row is locked", got)
+		}
+		if q := e.a.queuedUses(e.license.ID); q.net != 2 {
+			t.Fatalf("queued uses after a conflicted replay: %+v, want 2 kept", q)
+		}
+		unlock()
+		e.a.replayOutbox(t.Context())
+		if got := e.keygenUses(); got != 2 {
+			t.Fatalf("Keygen counts %d uses after the replay, want 2", got)
+		}
+	})
+}

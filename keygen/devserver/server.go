@@ -72,10 +72,12 @@ type Server struct {
 
 	rl *rateLimiter
 
-	mu           sync.Mutex
-	products     []*Product
-	policies     []*Policy
-	licenses     []*License
+	mu       sync.Mutex
+	products []*Product
+	policies []*Policy
+	licenses []*License
+	// usesLocked: licenses whose row another update holds (LockUses).
+	usesLocked   map[string]int
 	users        []*User
 	entitlements []*Entitlement
 	licenseEnts  map[string][]string // license id -> entitlement ids

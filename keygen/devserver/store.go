@@ -3,6 +3,7 @@ package devserver
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -134,6 +135,34 @@ func (s *Server) UpdateLicense(id string, f func(*License)) {
 	}
 	f(l)
 	l.Updated = s.now().UTC()
+}
+
+// LockUses stands for another request (say, another machine's
+// increment) holding license id's row: until unlock is called, its
+// increment-usage and decrement-usage answer as Keygen's do when their
+// `with_lock 'FOR UPDATE NOWAIT'` finds the row locked (uses_controller.rb):
+// 409 "failed to increment due to another conflicting update", nothing
+// counted.
+func (s *Server) LockUses(id string) (unlock func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.license(id) == nil {
+		panic("devserver: LockUses: no license " + id)
+	}
+	if s.usesLocked == nil {
+		s.usesLocked = map[string]int{}
+	}
+	s.usesLocked[id]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.usesLocked[id]--; s.usesLocked[id] == 0 {
+				delete(s.usesLocked, id)
+			}
+		})
+	}
 }
 
 // UpdatePolicy applies f to the stored policy.

@@ -20,6 +20,9 @@ import (
 //     USES_INVALID, "must be greater than or equal to 0"; both point at
 //     /data/attributes/uses. A count beyond the integer column is 400
 //     "integer is too large".
+//   - Both lock the license row FOR UPDATE NOWAIT: while another update
+//     holds it (Server.LockUses) the answer is 409 "failed to increment
+//     due to another conflicting update", nothing counted.
 
 func (c *call) hIncrementUsage() (*reply, error) { return c.changeUsage("increment", 1) }
 func (c *call) hDecrementUsage() (*reply, error) { return c.changeUsage("decrement", -1) }
@@ -43,6 +46,12 @@ func (c *call) changeUsage(param string, sign int) (*reply, error) {
 		}
 	default:
 		return nil, forbidden()
+	}
+	if c.s.usesLocked[l.ID] > 0 {
+		// uses_controller.rb: the NOWAIT row lock failed (StaleObjectError
+		// or StatementInvalid) -> render_conflict, with the same detail
+		// for a decrement.
+		return nil, newError(409, "failed to increment due to another conflicting update", "").pointer("/data/attributes/uses")
 	}
 	doc, derr := decodeBody(c.body)
 	if derr != nil {

@@ -19,6 +19,7 @@ func TestUsage(t *testing.T) {
 		detail    string
 		wantUses  int
 		protected bool
+		locked    bool // another update holds the row (LockUses)
 	}{
 		{name: "license increments by the default 1", bearer: "license", action: "increment-usage", uses: 4, maxUses: &five, status: 200, wantUses: 5},
 		{name: "license increments by 3", bearer: "license", action: "increment-usage", meta: map[string]any{"increment": 3}, uses: 1, maxUses: &five, status: 200, wantUses: 4},
@@ -31,6 +32,10 @@ func TestUsage(t *testing.T) {
 		{name: "admin past maxUses", bearer: "admin", action: "increment-usage", uses: 5, maxUses: &five, status: 422, code: "USES_LIMIT_EXCEEDED", wantUses: 5},
 		{name: "integer too large", bearer: "admin", action: "increment-usage", meta: map[string]any{"increment": 1 << 40}, status: 400, detail: "integer is too large", wantUses: 0},
 		{name: "not an integer", bearer: "license", action: "increment-usage", meta: map[string]any{"increment": "2"}, status: 400, wantUses: 0},
+		// uses_controller.rb: with_lock 'FOR UPDATE NOWAIT' on a row another
+		// update holds -> render_conflict, the same detail for a decrement.
+		{name: "row locked: increment conflicts", bearer: "license", action: "increment-usage", uses: 1, maxUses: &five, locked: true, status: 409, detail: "failed to increment due to another conflicting update", wantUses: 1},
+		{name: "row locked: decrement conflicts", bearer: "admin", action: "decrement-usage", uses: 1, locked: true, status: 409, detail: "failed to increment due to another conflicting update", wantUses: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newTestServer(t, Options{})
@@ -45,6 +50,9 @@ func TestUsage(t *testing.T) {
 			if tc.meta != nil {
 				body = map[string]any{"meta": tc.meta}
 			}
+			if tc.locked {
+				defer s.LockUses(d.License.ID)()
+			}
 			c := newClient(t, s, auth)
 			r := c.do("POST", "/licenses/"+d.License.ID+"/actions/"+tc.action, body)
 			if r.Status != tc.status || r.code() != tc.code {
@@ -57,7 +65,7 @@ func TestUsage(t *testing.T) {
 				if got := r.get("data", "attributes", "uses"); got != float64(tc.wantUses) {
 					t.Errorf("answered uses %v, want %d", got, tc.wantUses)
 				}
-			} else if tc.code != "" && r.str("errors", 0, "source", "pointer") != "/data/attributes/uses" {
+			} else if (tc.code != "" || tc.locked) && r.str("errors", 0, "source", "pointer") != "/data/attributes/uses" {
 				t.Errorf("pointer %q", r.str("errors", 0, "source", "pointer"))
 			}
 			l, _ := s.License(d.License.ID)
