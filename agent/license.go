@@ -209,20 +209,22 @@ func (a *Agent) validateAndRecord(ctx context.Context, key string, opts keygen.V
 	return v, nil
 }
 
+// verdictView is the online view a validation answer gives; a refusal's
+// detail carries its remedy.
+func verdictView(v *keygen.Validation) licenseView {
+	view := licenseView{State: verdictState(v.Code, v.Valid), Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
+	if !view.Valid {
+		view.Detail = withRemedy(v.Detail, v.Code)
+	}
+	return view
+}
+
 // syncOnce validates once and acts on the answer; again is true when the
 // action (activation, first heartbeat) calls for another validation.
 func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error) {
-	cfg := a.config()
-	fp := a.fp.Load()
 	// Every scope the agent knows: a policy may require any of them
 	// (license_validation_service.rb).
-	opts := keygen.ValidateOptions{Fingerprint: fp.Fingerprint, Product: cfg.Product, Environment: cfg.Environment}
-	if rec, _ := a.store.Machine(); rec != nil && rec.Fingerprint == fp.Fingerprint && rec.ID != "" {
-		opts.Machine = rec.ID
-	}
-	for _, c := range fp.Components {
-		opts.Components = append(opts.Components, c.Fingerprint)
-	}
+	opts := a.validateOptions()
 	v, err := a.validateAndRecord(ctx, key, opts)
 	if err != nil || v == nil {
 		return false, err
@@ -255,10 +257,7 @@ func (a *Agent) syncOnce(ctx context.Context, key string) (again bool, err error
 			Changes: a.hardwareChanges(ctx)})
 		return false, nil
 	}
-	view := licenseView{State: verdictState(v.Code, v.Valid), Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
-	if !view.Valid {
-		view.Detail = withRemedy(v.Detail, v.Code)
-	}
+	view := verdictView(v)
 	if !view.Valid {
 		a.fire(evVerdict, view)
 		return false, nil

@@ -100,10 +100,7 @@ func (a *Agent) syncLicenseOnly(ctx context.Context, key string) (again bool, er
 	if v.Code == "OVERDUE" {
 		return true, a.refusalOr(a.checkIn(ctx, v.License), licenseView{Online: true, License: v.License})
 	}
-	view := licenseView{State: verdictState(v.Code, v.Valid), Code: v.Code, Detail: v.Detail, Valid: v.Valid, Online: true, License: v.License}
-	if !view.Valid {
-		view.Detail = withRemedy(v.Detail, v.Code)
-	}
+	view := verdictView(v)
 	if !view.Valid {
 		a.fire(evVerdict, view)
 		return false, nil
