@@ -99,7 +99,10 @@ func (m *modelRun) record(i int, v *violation) {
 }
 
 // modelReplaySeeds are the seeds TestModelReplaysSeed runs twice. Each
-// replayed the same digests in 50 runs out of 50 (KEYGEN_MODEL_REPLAY_RUNS=50).
+// replayed the same digests in 25 runs out of 25 (KEYGEN_MODEL_REPLAY_RUNS=25),
+// and in 8 of 8 under -race, once the dev server drew its 5xx faults per
+// route. Over seeds 1-60 (6 runs of 1-16, 3 of 17-60) one seed, 49, still
+// differed between runs: an admin call and background work at one instant.
 var modelReplaySeeds = []uint64{3, 7, 11}
 
 // TestModelReplaysSeed: a seed replays its run, event by event (issue 14).

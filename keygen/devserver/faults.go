@@ -3,7 +3,9 @@ package devserver
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -191,18 +193,31 @@ func faultsDoc(f Faults) map[string]any {
 }
 
 // drawServerError draws, from the seeded fault randomness
-// (Options.Seed), whether a request gets an injected 5xx at rate, and
-// which: 500 or 503.
-func (s *Server) drawServerError(rate float64) (status int, hit bool) {
+// (Options.Seed), whether a request on route gets an injected 5xx at
+// rate, and which: 500 or 503. Each route has its own stream, so the
+// draws of one route do not shift with how requests on others
+// interleave (the model test replays a seed; an admin call and the
+// agent's background requests at one instant were drawn in either order).
+func (s *Server) drawServerError(route string, rate float64) (status int, hit bool) {
 	if rate <= 0 {
 		return 0, false
 	}
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
-	if s.faultRnd.Float64() >= rate {
+	r := s.faultRnd[route]
+	if r == nil {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(route))
+		r = rand.New(rand.NewPCG(s.faultSeed, h.Sum64()))
+		if s.faultRnd == nil {
+			s.faultRnd = map[string]*rand.Rand{}
+		}
+		s.faultRnd[route] = r
+	}
+	if r.Float64() >= rate {
 		return 0, false
 	}
-	if s.faultRnd.IntN(2) == 0 {
+	if r.IntN(2) == 0 {
 		return 500, true
 	}
 	return 503, true

@@ -144,7 +144,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeTooMany(w, now, s.rl.storm(now))
 		return
 	}
-	if status, hit := s.drawServerError(f.ServerErrorRate); hit {
+	if status, hit := s.drawServerError(route, f.ServerErrorRate); hit {
 		s.count(route, true, false)
 		writeRaw(w, status, jsonAPIType, errorBody(newError(status, "injected fault", ""), ""), nil)
 		return

@@ -64,11 +64,12 @@ type Server struct {
 	wg      sync.WaitGroup
 	closeMu sync.Once
 
-	faultMu  sync.Mutex
-	faults   Faults
-	faultRnd *rand.Rand // guarded by faultMu; seeded by Options.Seed
-	lnClosed bool       // the Refuse fault closed the listener
-	holds    map[string][]chan struct{}
+	faultMu   sync.Mutex
+	faults    Faults
+	faultSeed uint64                // Options.Seed, or a random one
+	faultRnd  map[string]*rand.Rand // per route, guarded by faultMu (drawServerError)
+	lnClosed  bool                  // the Refuse fault closed the listener
+	holds     map[string][]chan struct{}
 
 	rl *rateLimiter
 
@@ -132,7 +133,7 @@ func New(o Options) (*Server, error) {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	s.faultRnd = rand.New(rand.NewPCG(seed, 0x6661756c74)) // "fault"
+	s.faultSeed = seed
 	s.admin = s.CreateToken("admin", "")
 	s.mux = s.routes()
 
