@@ -27,13 +27,5 @@ func (c *Client) DecrementUsage(ctx context.Context, licenseID string, n int) (*
 }
 
 func (c *Client) licenseAction(ctx context.Context, licenseID, action string, body any) (*License, error) {
-	d, err := c.doc(ctx, request{method: http.MethodPost, path: "/licenses/" + esc(licenseID) + "/actions/" + action, body: body})
-	if err != nil {
-		return nil, err
-	}
-	r, err := d.one("licenses")
-	if err != nil {
-		return nil, err
-	}
-	return toLicense(r)
+	return c.licenseDoc(ctx, request{method: http.MethodPost, path: "/licenses/" + esc(licenseID) + "/actions/" + action, body: body})
 }

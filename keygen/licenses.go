@@ -147,7 +147,12 @@ func (c *Client) License(ctx context.Context, id string) (*License, error) {
 }
 
 func (c *Client) getLicense(ctx context.Context, path string) (*License, error) {
-	d, err := c.doc(ctx, request{method: http.MethodGet, path: path})
+	return c.licenseDoc(ctx, request{method: http.MethodGet, path: path})
+}
+
+// licenseDoc sends req and reads the license its answer carries.
+func (c *Client) licenseDoc(ctx context.Context, req request) (*License, error) {
+	d, err := c.doc(ctx, req)
 	if err != nil {
 		return nil, err
 	}
